@@ -1,0 +1,31 @@
+"""Who and where this process is: node and zone, from the Downward API or env.
+
+Kubernetes puts the node name into a pod through the Downward API
+(``env: NODE_NAME from fieldRef spec.nodeName``). The zone has no Downward API
+field, so it comes from ``LOCALFIRST_ZONE`` (or, later, from EndpointSlices).
+"""
+
+from __future__ import annotations
+
+import os
+
+NODE_ENV = "NODE_NAME"
+ZONE_ENV = "LOCALFIRST_ZONE"
+POD_IP_ENV = "POD_IP"
+
+NODE_METADATA_KEY = "localfirst-node"
+"""Response metadata key under which a server announces its node name."""
+
+
+def own_node(explicit: str | None = None) -> str | None:
+    """The caller's node: ``explicit`` if given, else ``$NODE_NAME``, else None."""
+    if explicit:
+        return explicit
+    return os.environ.get(NODE_ENV) or None
+
+
+def own_zone(explicit: str | None = None) -> str | None:
+    """The caller's zone: ``explicit`` if given, else ``$LOCALFIRST_ZONE``, else None."""
+    if explicit:
+        return explicit
+    return os.environ.get(ZONE_ENV) or None

@@ -1,0 +1,96 @@
+"""The method table: what generated code tells the runtime about each rpc.
+
+Generated modules hold one ``ServiceInfo`` per service; the client, the
+grpc.aio server registration and (later) the HTTP/3 server all read the same
+table, so behaviour is written once here and never copied into templates.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from google.protobuf.message import Message
+
+RequestT = TypeVar("RequestT", bound=Message)
+ResponseT = TypeVar("ResponseT", bound=Message)
+
+
+class MethodKind(enum.Enum):
+    """The four gRPC call shapes, named as grpc names its multi-callables."""
+
+    UNARY_UNARY = "unary_unary"
+    UNARY_STREAM = "unary_stream"
+    STREAM_UNARY = "stream_unary"
+    STREAM_STREAM = "stream_stream"
+
+    @property
+    def client_streaming(self) -> bool:
+        return self in (MethodKind.STREAM_UNARY, MethodKind.STREAM_STREAM)
+
+    @property
+    def server_streaming(self) -> bool:
+        return self in (MethodKind.UNARY_STREAM, MethodKind.STREAM_STREAM)
+
+
+class Idempotency(enum.Enum):
+    """``MethodOptions.idempotency_level`` from descriptor.proto."""
+
+    IDEMPOTENCY_UNKNOWN = 0
+    NO_SIDE_EFFECTS = 1
+    IDEMPOTENT = 2
+
+
+@dataclass(frozen=True)
+class MethodInfo(Generic[RequestT, ResponseT]):
+    """One rpc: its wire path, shape, message types and retry-relevant facts."""
+
+    service: str
+    """Fully qualified service name, e.g. ``greeter.v1.Greeter``."""
+    name: str
+    """The rpc name as written in the proto, e.g. ``SayHello``."""
+    kind: MethodKind
+    request_type: type[RequestT]
+    response_type: type[ResponseT]
+    idempotency: Idempotency = Idempotency.IDEMPOTENCY_UNKNOWN
+    handler_name: str = ""
+    """Attribute on a servicer that implements this rpc; the rpc name unless
+    that is a Python keyword (``None`` -> ``None_``)."""
+    deprecated: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.handler_name:
+            object.__setattr__(self, "handler_name", self.name)
+
+    @property
+    def path(self) -> str:
+        """The HTTP/2 ``:path``, ``/package.Service/Method``."""
+        return f"/{self.service}/{self.name}"
+
+    def serialize_request(self, request: RequestT) -> bytes:
+        return request.SerializeToString()
+
+    def deserialize_request(self, data: bytes) -> RequestT:
+        return self.request_type.FromString(data)
+
+    def serialize_response(self, response: ResponseT) -> bytes:
+        return response.SerializeToString()
+
+    def deserialize_response(self, data: bytes) -> ResponseT:
+        return self.response_type.FromString(data)
+
+
+@dataclass(frozen=True)
+class ServiceInfo:
+    """One service: its fully qualified name and its rpcs in proto order."""
+
+    name: str
+    methods: tuple[MethodInfo[Any, Any], ...] = field(default=())
+
+    def method(self, name: str) -> MethodInfo[Any, Any]:
+        """The method with rpc name ``name``; KeyError names the service."""
+        for method in self.methods:
+            if method.name == name:
+                return method
+        raise KeyError(f"service {self.name} has no rpc named {name!r}")

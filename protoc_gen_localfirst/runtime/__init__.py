@@ -1,0 +1,45 @@
+"""What generated code imports. Nothing in here generates code."""
+
+from protoc_gen_localfirst.runtime.client import AsyncClient, Metadata, SyncClient
+from protoc_gen_localfirst.runtime.identity import NODE_METADATA_KEY
+from protoc_gen_localfirst.runtime.methods import (
+    Idempotency,
+    MethodInfo,
+    MethodKind,
+    ServiceInfo,
+)
+from protoc_gen_localfirst.runtime.retry import RetryPolicy
+from protoc_gen_localfirst.runtime.server import (
+    Binding,
+    ServeOptions,
+    Server,
+    Servicer,
+    ServicerContext,
+    abort_unimplemented,
+    bind_servicers,
+    serve,
+    start_server,
+    unimplemented_stream,
+)
+
+__all__ = [
+    "NODE_METADATA_KEY",
+    "AsyncClient",
+    "Binding",
+    "Idempotency",
+    "Metadata",
+    "MethodInfo",
+    "MethodKind",
+    "RetryPolicy",
+    "ServeOptions",
+    "Server",
+    "ServiceInfo",
+    "Servicer",
+    "ServicerContext",
+    "SyncClient",
+    "abort_unimplemented",
+    "bind_servicers",
+    "serve",
+    "start_server",
+    "unimplemented_stream",
+]

@@ -1,0 +1,297 @@
+"""Node announcement: every response says which node answered it.
+
+A client that found its endpoints through plain DNS knows IPs but not nodes.
+The server tells it: the node name goes into response **initial** metadata of
+every successful call and into **trailing** metadata of every call, so even a
+trailers-only error names the node that produced it.
+
+How (and why this way)
+----------------------
+``NodeAnnouncer`` is a ``grpc.aio.ServerInterceptor``. It wraps the async
+behaviour of *every* handler on the server (ours, the health service, anything
+added to ``Server.grpc_server`` later) and hands the behaviour an
+``AnnouncingContext`` instead of grpc's own context. The wrapping context:
+
+* puts the node into the trailing metadata as soon as the call starts, and
+  merges it into whatever the handler later passes to
+  ``set_trailing_metadata`` or ``abort(..., trailing_metadata=...)``;
+* merges the node into the handler's own ``send_initial_metadata(...)`` call,
+  so a handler that sends headers itself still works and both keys arrive;
+* otherwise sends the headers (with the node) **only** when the first response
+  message is about to go out, or when the handler finishes with status OK.
+
+The last point matters for retries (gRFC A6): a client treats "response
+headers received" as "call committed, do not retry". A handler that fails
+(abort, ``set_code``, exception) before producing a response therefore still
+yields a trailers-only response, which a client may retry elsewhere. An
+interceptor alone cannot do this (grpc sends default empty headers together
+with the first message, and has no hook to add to them), and a wrapping
+context alone would miss handlers we did not register; together they do.
+
+Sync (thread-pool) handlers are left untouched: they never see the node.
+Everything this package registers is async.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from typing import Any, NoReturn, cast
+
+import grpc
+import grpc.aio
+
+from protoc_gen_localfirst.runtime.identity import NODE_METADATA_KEY
+
+MetadataPairs = tuple[tuple[str, str | bytes], ...]
+_Metadata = grpc.aio.Metadata | Iterable[tuple[str, str | bytes]]
+
+METHOD_NOT_FOUND = "Method not found!"
+"""grpc's own details text for an unknown method; kept for familiarity."""
+
+
+def with_node(metadata: _Metadata | None, node: str) -> MetadataPairs:
+    """``metadata`` as pairs, plus ``(NODE_METADATA_KEY, node)`` unless present."""
+    pairs: MetadataPairs = tuple((key, value) for key, value in (metadata or ()))
+    if any(key.lower() == NODE_METADATA_KEY for key, _ in pairs):
+        return pairs
+    return (*pairs, (NODE_METADATA_KEY, node))
+
+
+class AnnouncingContext(grpc.aio.ServicerContext[Any, Any]):
+    """A servicer context that adds the node to headers and trailers.
+
+    Delegates everything to grpc's context; see the module docstring for what
+    it changes. ``inner`` is grpc's own context.
+    """
+
+    def __init__(self, inner: grpc.aio.ServicerContext[Any, Any], node: str) -> None:
+        self.inner = inner
+        self.node = node
+        self._headers_sent = False
+        inner.set_trailing_metadata(with_node((), node))
+
+    @property
+    def headers_sent(self) -> bool:
+        """Whether response headers went out through this context."""
+        return self._headers_sent
+
+    async def announce(self) -> None:
+        """Send the response headers (with the node) unless already sent."""
+        if not self._headers_sent:
+            await self.send_initial_metadata(())
+
+    async def announce_if_ok(self) -> None:
+        """At the end of a handler: send headers if the call is still OK.
+
+        A handler that set a non-OK code without aborting must stay
+        trailers-only, so headers go out only for OK (or unset) codes.
+        """
+        if self._headers_sent or self.inner.done():
+            return
+        code = self.inner.code()
+        if code is None or code == grpc.StatusCode.OK:
+            await self.announce()
+
+    # --- metadata: merged, never double-sent -------------------------------
+
+    async def send_initial_metadata(self, initial_metadata: _Metadata) -> None:
+        await self.inner.send_initial_metadata(with_node(initial_metadata, self.node))
+        self._headers_sent = True
+
+    def set_trailing_metadata(self, trailing_metadata: _Metadata) -> None:
+        self.inner.set_trailing_metadata(with_node(trailing_metadata, self.node))
+
+    async def write(self, message: Any) -> None:
+        await self.announce()
+        await self.inner.write(message)
+
+    async def abort(
+        self,
+        code: grpc.StatusCode,
+        details: str = "",
+        trailing_metadata: _Metadata = (),
+    ) -> NoReturn:
+        pairs = tuple(trailing_metadata)
+        # grpc keeps the trailers already set (which include the node) when
+        # abort gets none; when it gets some, they replace them, so merge.
+        await self.inner.abort(code, details, with_node(pairs, self.node) if pairs else ())
+
+    async def abort_with_status(self, status: grpc.Status) -> NoReturn:
+        await self.abort(status.code, status.details, status.trailing_metadata)
+
+    # --- plain delegation ---------------------------------------------------
+
+    async def read(self) -> Any:
+        return await self.inner.read()
+
+    def invocation_metadata(self) -> grpc.aio.Metadata | None:
+        return self.inner.invocation_metadata()
+
+    def set_code(self, code: grpc.StatusCode) -> None:
+        self.inner.set_code(code)
+
+    def set_details(self, details: str) -> None:
+        self.inner.set_details(details)
+
+    def set_compression(self, compression: grpc.Compression) -> None:
+        self.inner.set_compression(compression)
+
+    def disable_next_message_compression(self) -> None:
+        self.inner.disable_next_message_compression()
+
+    def peer(self) -> str:
+        return self.inner.peer()
+
+    def peer_identities(self) -> Iterable[bytes] | None:
+        return self.inner.peer_identities()
+
+    def peer_identity_key(self) -> str | None:
+        return self.inner.peer_identity_key()
+
+    def auth_context(self) -> Mapping[str, Iterable[bytes]]:
+        return self.inner.auth_context()
+
+    def time_remaining(self) -> float:
+        return self.inner.time_remaining()
+
+    def trailing_metadata(self) -> grpc.aio.Metadata:
+        return self.inner.trailing_metadata()
+
+    def code(self) -> grpc.StatusCode:
+        return self.inner.code()
+
+    def details(self) -> str:
+        return self.inner.details()
+
+    def add_done_callback(self, callback: Any) -> None:
+        self.inner.add_done_callback(callback)
+
+    def cancelled(self) -> bool:
+        return self.inner.cancelled()
+
+    def done(self) -> bool:
+        return self.inner.done()
+
+    def __getattr__(self, name: str) -> Any:
+        # Anything newer grpc versions add to their context.
+        return getattr(self.inner, name)
+
+
+_UnaryBehaviour = Callable[[Any, Any], Awaitable[Any]]
+_StreamBehaviour = Callable[[Any, Any], Any]
+
+
+def _announcing_unary(behaviour: _UnaryBehaviour, node: str) -> _UnaryBehaviour:
+    async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        ctx = AnnouncingContext(context, node)
+        response = await behaviour(request, ctx)
+        await ctx.announce_if_ok()
+        return response
+
+    return unary
+
+
+def _announcing_stream(behaviour: _StreamBehaviour, node: str) -> _StreamBehaviour:
+    if inspect.iscoroutinefunction(behaviour):
+        # reader/writer style: the handler calls context.write itself.
+        async def writer(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+            ctx = AnnouncingContext(context, node)
+            await behaviour(request, ctx)
+            await ctx.announce_if_ok()
+
+        return writer
+
+    async def generator(
+        request: Any, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[Any]:
+        ctx = AnnouncingContext(context, node)
+        responses = behaviour(request, ctx)
+        try:
+            async for response in responses:
+                await ctx.announce()
+                yield response
+        finally:
+            aclose = getattr(responses, "aclose", None)
+            if aclose is not None:
+                await aclose()
+        await ctx.announce_if_ok()
+
+    return generator
+
+
+def _is_async(behaviour: object) -> bool:
+    return inspect.iscoroutinefunction(behaviour) or inspect.isasyncgenfunction(behaviour)
+
+
+def announcing_handler(
+    handler: grpc.RpcMethodHandler[Any, Any], node: str
+) -> grpc.RpcMethodHandler[Any, Any]:
+    """``handler`` with its async behaviour wrapped to announce ``node``."""
+    des, ser = handler.request_deserializer, handler.response_serializer
+    if handler.request_streaming and handler.response_streaming:
+        if _is_async(handler.stream_stream):
+            return grpc.stream_stream_rpc_method_handler(
+                _announcing_stream(cast(_StreamBehaviour, handler.stream_stream), node), des, ser
+            )
+    elif handler.request_streaming:
+        if _is_async(handler.stream_unary):
+            return grpc.stream_unary_rpc_method_handler(
+                _announcing_unary(cast(_UnaryBehaviour, handler.stream_unary), node), des, ser
+            )
+    elif handler.response_streaming:
+        if _is_async(handler.unary_stream):
+            return grpc.unary_stream_rpc_method_handler(
+                _announcing_stream(cast(_StreamBehaviour, handler.unary_stream), node), des, ser
+            )
+    elif _is_async(handler.unary_unary):
+        return grpc.unary_unary_rpc_method_handler(
+            _announcing_unary(cast(_UnaryBehaviour, handler.unary_unary), node), des, ser
+        )
+    return handler
+
+
+class NodeAnnouncer(grpc.aio.ServerInterceptor):
+    """Wraps every async handler so its responses name ``node``.
+
+    Unknown methods get UNIMPLEMENTED ("Method not found!", as grpc says it)
+    with the node in the trailers, instead of grpc's bare reply.
+    """
+
+    _CACHE_LIMIT = 4096
+
+    def __init__(self, node: str) -> None:
+        self.node = node
+        self._cache: dict[int, tuple[object, grpc.RpcMethodHandler[Any, Any]]] = {}
+        trailers = with_node((), node)
+
+        async def not_found(
+            request_iterator: object, context: grpc.aio.ServicerContext[Any, Any]
+        ) -> None:
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, METHOD_NOT_FOUND, trailers)
+
+        # stream_stream so nothing is read first, whatever the client's call kind.
+        self._not_found: grpc.RpcMethodHandler[Any, Any] = grpc.stream_stream_rpc_method_handler(
+            not_found
+        )
+
+    async def intercept_service(
+        self,
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]
+        ],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return self._not_found
+        # Generic handlers return the same handler object for every call of a
+        # method, so wrap each one once.
+        cached = self._cache.get(id(handler))
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        wrapped = announcing_handler(handler, self.node)
+        if len(self._cache) >= self._CACHE_LIMIT:
+            self._cache.clear()
+        self._cache[id(handler)] = (handler, wrapped)
+        return wrapped

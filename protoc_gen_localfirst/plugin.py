@@ -1,0 +1,144 @@
+"""The protoc plugin: CodeGeneratorRequest on stdin -> CodeGeneratorResponse on stdout.
+
+protoc runs ``protoc-gen-localfirst`` for ``--localfirst_out=DIR`` and passes
+``--localfirst_opt=...`` as the request's ``parameter``. For every requested
+``foo/bar.proto`` that defines a service we emit ``foo/bar_localfirst.py``
+(next to protoc's ``foo/bar_pb2.py``); files without services produce nothing.
+
+Errors: a bad option, an unresolvable type or a plugin bug is reported through
+``CodeGeneratorResponse.error``, which protoc prints prefixed with
+``--localfirst_out:`` before exiting non-zero. Input that is not a
+CodeGeneratorRequest at all (someone ran the plugin by hand) is reported on
+stderr with exit status 2, since there is no protoc to show a response to.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from collections.abc import Sequence
+from typing import BinaryIO, TextIO
+
+from google.protobuf import descriptor_pb2
+from google.protobuf.compiler import plugin_pb2
+from google.protobuf.message import DecodeError
+
+from protoc_gen_localfirst import __version__
+from protoc_gen_localfirst.model import (
+    GenerationError,
+    build_file_model,
+    build_type_index,
+    files_to_generate,
+)
+from protoc_gen_localfirst.options import PluginOptionError, parse_options
+from protoc_gen_localfirst.render import RenderError, render_file
+
+NAME = "protoc-gen-localfirst"
+
+SUPPORTED_FEATURES = (
+    plugin_pb2.CodeGeneratorResponse.FEATURE_PROTO3_OPTIONAL
+    | plugin_pb2.CodeGeneratorResponse.FEATURE_SUPPORTS_EDITIONS
+)
+# The plugin reads only names, comments and MethodOptions, whose meaning no
+# edition up to 2024 changes.
+MINIMUM_EDITION = descriptor_pb2.EDITION_PROTO2
+MAXIMUM_EDITION = descriptor_pb2.EDITION_2024
+
+USAGE = f"""\
+{NAME} {__version__}: a protoc plugin; protoc runs it, you normally do not.
+
+    python -m grpc_tools.protoc -Iprotos --python_out=gen --pyi_out=gen \\
+        --localfirst_out=gen [--localfirst_opt=key=value,...] protos/foo.proto
+
+Options: async_client, sync_client, server (true|false), runtime_module (dotted name).
+"""
+
+
+def generate(request: plugin_pb2.CodeGeneratorRequest) -> plugin_pb2.CodeGeneratorResponse:
+    """Build the response for ``request``; never raises for bad input."""
+    response = plugin_pb2.CodeGeneratorResponse(
+        supported_features=SUPPORTED_FEATURES,
+        minimum_edition=MINIMUM_EDITION,
+        maximum_edition=MAXIMUM_EDITION,
+    )
+    current = "<options>"
+    try:
+        options = parse_options(request.parameter)
+        index = build_type_index(request.proto_file)
+        for file in files_to_generate(request.proto_file, request.file_to_generate):
+            current = file.name
+            model = build_file_model(file, index, options, __version__)
+            response.file.add(name=model.output_file, content=render_file(model))
+    except PluginOptionError as exc:
+        _fail(response, f"{NAME}: invalid --localfirst_opt: {exc}")
+    except (GenerationError, RenderError) as exc:
+        _fail(response, f"{NAME}: {exc}")
+    except Exception:  # noqa: BLE001 - a plugin bug: report it through protoc, with the traceback
+        _fail(
+            response,
+            f"{NAME} {__version__}: internal error while generating {current}; please report"
+            f" it with the .proto file\n{traceback.format_exc()}",
+        )
+    return response
+
+
+def _fail(response: plugin_pb2.CodeGeneratorResponse, message: str) -> None:
+    del response.file[:]
+    response.error = message
+
+
+def read_request(data: bytes) -> plugin_pb2.CodeGeneratorRequest:
+    """Parse stdin; ``ValueError`` with a user-facing message if it is not a request."""
+    request = plugin_pb2.CodeGeneratorRequest()
+    try:
+        request.ParseFromString(data)
+    except DecodeError as exc:
+        raise ValueError(f"stdin is not a CodeGeneratorRequest ({exc})") from exc
+    if not request.file_to_generate:
+        raise ValueError("stdin is not a CodeGeneratorRequest (it names no file to generate)")
+    known = {f.name for f in request.proto_file}
+    missing = [name for name in request.file_to_generate if name not in known]
+    if missing:
+        raise ValueError(
+            "stdin is not a CodeGeneratorRequest (file_to_generate "
+            f"{', '.join(missing)} has no descriptor)"
+        )
+    return request
+
+
+def main(
+    argv: Sequence[str] | None = None,
+    stdin: BinaryIO | None = None,
+    stdout: BinaryIO | None = None,
+    stderr: TextIO | None = None,
+) -> int:
+    """Entry point of the ``protoc-gen-localfirst`` console script; returns the exit code."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    stdin = sys.stdin.buffer if stdin is None else stdin
+    stdout = sys.stdout.buffer if stdout is None else stdout
+    stderr = sys.stderr if stderr is None else stderr
+
+    if "--version" in args:
+        stdout.write(f"{NAME} {__version__}\n".encode())
+        return 0
+    if "--help" in args or "-h" in args:
+        stderr.write(USAGE)
+        return 0
+    if args:
+        stderr.write(f"{NAME}: unexpected arguments: {' '.join(args)}\n\n{USAGE}")
+        return 2
+    if stdin.isatty():  # run by hand: protoc always pipes a request
+        stderr.write(USAGE)
+        return 2
+    try:
+        request = read_request(stdin.read())
+    except ValueError as exc:
+        stderr.write(f"{NAME}: {exc}; run me through protoc (see --help)\n")
+        return 2
+    stdout.write(generate(request).SerializeToString())
+    stdout.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

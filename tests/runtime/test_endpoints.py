@@ -1,6 +1,11 @@
 import pytest
 
-from protoc_gen_localfirst.runtime.endpoints import Endpoint, TargetError, parse_static, parse_target
+from protoc_gen_localfirst.runtime.endpoints import (
+    Endpoint,
+    TargetError,
+    parse_static,
+    parse_target,
+)
 
 
 def test_static_target_with_nodes_and_zones() -> None:

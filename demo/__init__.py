@@ -1,0 +1,1 @@
+"""The example Greeter service and the local-first demo."""

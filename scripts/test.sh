@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The whole test suite: set up, then lint, type-check and run every test.
+# System packages (Debian's protoc) are installed when running as root; without
+# root and without them, the tests that need them fail and say what to install.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+need=()
+command -v protoc >/dev/null || need+=(protobuf-compiler)
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+  else
+    echo "warning: missing ${need[*]} (apt-get install ${need[*]}); tests that need them will fail" >&2
+  fi
+fi
+scripts/setup.sh
+.venv/bin/ruff check .
+.venv/bin/mypy --strict protoc_gen_localfirst demo
+exec .venv/bin/python -m pytest "$@"

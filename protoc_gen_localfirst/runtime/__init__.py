@@ -1,6 +1,9 @@
 """What generated code imports. Nothing in here generates code."""
 
+from protoc_gen_localfirst.runtime.balancer import EjectionPolicy
 from protoc_gen_localfirst.runtime.client import AsyncClient, Metadata, SyncClient
+from protoc_gen_localfirst.runtime.endpoints import Endpoint, TargetError
+from protoc_gen_localfirst.runtime.errors import AttemptRecord, CallFailedError
 from protoc_gen_localfirst.runtime.identity import NODE_METADATA_KEY
 from protoc_gen_localfirst.runtime.methods import (
     Idempotency,
@@ -8,7 +11,7 @@ from protoc_gen_localfirst.runtime.methods import (
     MethodKind,
     ServiceInfo,
 )
-from protoc_gen_localfirst.runtime.retry import RetryPolicy
+from protoc_gen_localfirst.runtime.retry import NO_RETRY, RetryPolicy
 from protoc_gen_localfirst.runtime.server import (
     Binding,
     ServeOptions,
@@ -24,7 +27,13 @@ from protoc_gen_localfirst.runtime.server import (
 
 __all__ = [
     "NODE_METADATA_KEY",
+    "NO_RETRY",
     "AsyncClient",
+    "AttemptRecord",
+    "CallFailedError",
+    "EjectionPolicy",
+    "Endpoint",
+    "TargetError",
     "Binding",
     "Idempotency",
     "Metadata",

@@ -445,6 +445,8 @@ class Server:
         self.drain_delay = drain_delay
         self.grace = grace
         self._stopping: asyncio.Task[None] | None = None
+        self._stop_requested = asyncio.Event()
+        self._draining = False
 
     @property
     def address(self) -> str:
@@ -455,11 +457,21 @@ class Server:
     def services(self) -> tuple[str, ...]:
         return tuple(b.service.name for b in self.bindings)
 
+    @property
+    def draining(self) -> bool:
+        """Whether ``drain`` or ``stop`` has begun."""
+        return self._draining
+
     async def drain(self) -> None:
-        """Health NOT_SERVING for all, wait ``drain_delay``, then ``stop(grace)``."""
+        """Health NOT_SERVING for all, wait ``drain_delay``, then ``stop(grace)``.
+
+        The wait ends early if ``stop`` is called meanwhile (``serve`` does that
+        on a second SIGTERM/SIGINT).
+        """
+        self._draining = True
         await self.health.enter_graceful_shutdown()
-        if self._stopping is None:
-            await asyncio.sleep(self.drain_delay)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop_requested.wait(), self.drain_delay)
         await self.stop()
 
     async def stop(self, grace: float | None = None) -> None:
@@ -468,12 +480,14 @@ class Server:
         ``grace=None`` means the configured ``grace`` option; 0 stops at once.
         Health turns NOT_SERVING first. Calling again waits for the first stop.
         """
+        self._stop_requested.set()
         if self._stopping is None:
             seconds = self.grace if grace is None else grace
             self._stopping = asyncio.ensure_future(self._stop(seconds))
         await asyncio.shield(self._stopping)
 
     async def _stop(self, grace: float) -> None:
+        self._draining = True
         await self.health.enter_graceful_shutdown()
         self.health.close_watches()
         await self.grpc_server.stop(grace)
@@ -526,7 +540,9 @@ async def start_server(bindings: Sequence[Binding], **options: Unpack[ServeOptio
 async def serve(bindings: Sequence[Binding], **options: Unpack[ServeOptions]) -> None:
     """Serve until SIGTERM/SIGINT, then drain and return (or until stopped).
 
-    Logs one line, ``serving <services> on <host:port> as node <node>``.
+    Logs one line, ``serving <services> on <host:port> as node <node>``. The
+    first SIGTERM/SIGINT drains (NOT_SERVING, wait ``drain_delay``, stop with
+    ``grace``); a second one skips the rest of the drain delay.
     If the task running ``serve`` is cancelled, the server stops at once.
     """
     handle_signals = options.pop("handle_signals", True)
@@ -540,10 +556,12 @@ async def serve(bindings: Sequence[Binding], **options: Unpack[ServeOptions]) ->
     loop = asyncio.get_running_loop()
     signalled = asyncio.Event()
     installed: list[signal.Signals] = []
+    stopping: list[asyncio.Future[None]] = []
 
     def on_signal(sig: signal.Signals) -> None:
         if signalled.is_set():
-            _LOG.info("%s: already draining", sig.name)
+            _LOG.info("%s again: stopping now (grace %ss)", sig.name, server.grace)
+            stopping.append(asyncio.ensure_future(server.stop()))
             return
         _LOG.info("%s: draining (NOT_SERVING, stop in %ss)", sig.name, server.drain_delay)
         signalled.set()

@@ -186,6 +186,12 @@ def _announcing_unary(behaviour: _UnaryBehaviour, node: str) -> _UnaryBehaviour:
     async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         ctx = AnnouncingContext(context, node)
         response = await behaviour(request, ctx)
+        if not ctx.headers_sent and not context.done():
+            code = context.code()
+            if code is not None and code != grpc.StatusCode.OK:
+                # set_code(...) + return: grpc would send empty headers and an
+                # empty message before the status; abort keeps it trailers-only.
+                await context.abort(code, context.details() or "")
         await ctx.announce_if_ok()
         return response
 

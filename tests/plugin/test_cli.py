@@ -105,6 +105,14 @@ def test_response_declares_features_and_editions() -> None:
     assert [f.name for f in response.file] == ["x/y_localfirst.py"]
 
 
+def test_root_level_file_imports_like_grpc() -> None:
+    file = _service_file(".x.M")
+    file.name = "y-z.proto"
+    response = plugin.generate(_request(file))
+    assert [f.name for f in response.file] == ["y_z_localfirst.py"]
+    assert "\nimport y_z_pb2 as y__z__pb2\n" in response.file[0].content
+
+
 def test_unresolvable_type_becomes_response_error() -> None:
     response = plugin.generate(_request(_service_file(".x.Missing")))
     assert list(response.file) == []

@@ -50,9 +50,18 @@ def _mypy(files: list[Path], cache: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "MYPYPATH": str(GENERATED)}
     return subprocess.run(
         [
-            sys.executable, "-m", "mypy", "--strict", "--explicit-package-bases",
-            "--follow-imports=silent", "--no-error-summary", "--show-error-codes",
-            "--cache-dir", str(cache), "--python-version", "3.11",
+            sys.executable,
+            "-m",
+            "mypy",
+            "--strict",
+            "--explicit-package-bases",
+            "--follow-imports=silent",
+            "--no-error-summary",
+            "--show-error-codes",
+            "--cache-dir",
+            str(cache),
+            "--python-version",
+            "3.11",
             *map(str, files),
         ],
         env=env,
@@ -64,7 +73,7 @@ def _mypy(files: list[Path], cache: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-GOOD_USE = '''
+GOOD_USE = """
 from __future__ import annotations
 from collections.abc import AsyncIterator
 from greeter.v1.greeter_localfirst import GreeterClient, GreeterServicer, GreeterSyncClient, serve
@@ -94,9 +103,9 @@ async def main() -> None:
         for s in sync.bidi_hello(iter([HelloRequest()])):
             print(s.message)
     await serve(Greeter(), host="127.0.0.1", port=0)
-'''
+"""
 
-BAD_USE = '''
+BAD_USE = """
 from greeter.v1.greeter_localfirst import GreeterClient, serve
 from greeter.v1.greeter_pb2 import HelloReply, HelloRequest, WhoAmIRequest
 
@@ -106,7 +115,7 @@ async def main(client: GreeterClient) -> None:
     reply: WhoAmIRequest = await client.who_am_i(WhoAmIRequest())
     await client.say_hello(HelloRequest(), 2.0)
     await serve(port="50051")
-'''
+"""
 
 
 @pytest.fixture(scope="module")

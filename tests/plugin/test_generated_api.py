@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import inspect
+import warnings
 from types import ModuleType
 from typing import Any
 
@@ -32,7 +33,8 @@ def _services(module: ModuleType) -> list[tuple[lf.ServiceInfo, type, type, type
     found = []
     for table in module.SERVICES:
         servicers = [
-            c for c in vars(module).values()
+            c
+            for c in vars(module).values()
             if isinstance(c, type) and issubclass(c, lf.Servicer) and c.SERVICE is table
         ]
         assert len(servicers) == 1, table.name
@@ -44,7 +46,8 @@ def _services(module: ModuleType) -> list[tuple[lf.ServiceInfo, type, type, type
 
 def _client_methods(cls: type) -> dict[str, Any]:
     return {
-        name: value for name, value in vars(cls).items()
+        name: value
+        for name, value in vars(cls).items()
         if callable(value) and not name.startswith("__")
     }
 
@@ -57,15 +60,24 @@ class _Recorder:
 
     def install(self, client: object, *, is_async: bool) -> None:
         for helper in ("_unary_unary", "_unary_stream", "_stream_unary", "_stream_stream"):
-            def fake(method: lf.MethodInfo[Any, Any], request: object, *, helper: str = helper,
-                     **kw: object) -> object:
+
+            def fake(
+                method: lf.MethodInfo[Any, Any],
+                request: object,
+                *,
+                helper: str = helper,
+                **kw: object,
+            ) -> object:
                 assert set(kw) == {"timeout", "metadata", "retry"}
                 self.calls.append((helper, method))
                 if is_async and helper in ("_unary_unary", "_stream_unary"):
+
                     async def done() -> str:
                         return "reply"
+
                     return done()
                 return iter(["reply"])
+
             setattr(client, helper, fake)
 
 
@@ -86,9 +98,12 @@ def test_every_client_method_calls_its_own_table_entry(module_name: str) -> None
     module = _module(module_name)
     for table, client_cls, _, servicer_cls in _services(module):
         sync_cls = next(
-            c for c in vars(module).values()
-            if isinstance(c, type) and issubclass(c, lf.SyncClient)
-            and c.__name__.rstrip("_").removesuffix("SyncClient") == client_cls.__name__.removesuffix("Client")
+            c
+            for c in vars(module).values()
+            if isinstance(c, type)
+            and issubclass(c, lf.SyncClient)
+            and c.__name__.rstrip("_").removesuffix("SyncClient")
+            == client_cls.__name__.removesuffix("Client")
         )
         for cls, is_async in ((client_cls, True), (sync_cls, False)):
             calls = _call_every_method(cls, is_async=is_async)
@@ -105,19 +120,34 @@ def test_every_client_method_calls_its_own_table_entry(module_name: str) -> None
 def test_greeter_api() -> None:
     m = _module("greeter.v1.greeter_localfirst")
     assert m.__all__ == [
-        "GREETER_SERVICE", "GreeterClient", "GreeterSyncClient", "GreeterServicer",
-        "SERVICES", "serve", "start_server",
+        "GREETER_SERVICE",
+        "GreeterClient",
+        "GreeterSyncClient",
+        "GreeterServicer",
+        "SERVICES",
+        "serve",
+        "start_server",
     ]
     assert m.SERVICES == (m.GREETER_SERVICE,)
     table = {method.name: method for method in m.GREETER_SERVICE.methods}
     assert list(table) == [
-        "SayHello", "LotsOfReplies", "LotsOfGreetings", "BidiHello", "WhoAmI", "SetGreeting",
+        "SayHello",
+        "LotsOfReplies",
+        "LotsOfGreetings",
+        "BidiHello",
+        "WhoAmI",
+        "SetGreeting",
         "SayHelloV0",
     ]
     assert table["SayHello"].path == "/greeter.v1.Greeter/SayHello"
-    assert [table[n].kind for n in ("SayHello", "LotsOfReplies", "LotsOfGreetings", "BidiHello")] \
-        == [lf.MethodKind.UNARY_UNARY, lf.MethodKind.UNARY_STREAM, lf.MethodKind.STREAM_UNARY,
-            lf.MethodKind.STREAM_STREAM]
+    assert [
+        table[n].kind for n in ("SayHello", "LotsOfReplies", "LotsOfGreetings", "BidiHello")
+    ] == [
+        lf.MethodKind.UNARY_UNARY,
+        lf.MethodKind.UNARY_STREAM,
+        lf.MethodKind.STREAM_UNARY,
+        lf.MethodKind.STREAM_STREAM,
+    ]
     assert table["WhoAmI"].idempotency is lf.Idempotency.NO_SIDE_EFFECTS
     assert table["SetGreeting"].idempotency is lf.Idempotency.IDEMPOTENT
     assert table["SayHello"].idempotency is lf.Idempotency.IDEMPOTENCY_UNKNOWN
@@ -126,8 +156,13 @@ def test_greeter_api() -> None:
     assert table["WhoAmI"].request_type is pb2.WhoAmIRequest
     assert table["WhoAmI"].response_type is pb2.HelloReply
     assert list(_client_methods(m.GreeterClient)) == [
-        "say_hello", "lots_of_replies", "lots_of_greetings", "bidi_hello", "who_am_i",
-        "set_greeting", "say_hello_v0",
+        "say_hello",
+        "lots_of_replies",
+        "lots_of_greetings",
+        "bidi_hello",
+        "who_am_i",
+        "set_greeting",
+        "say_hello_v0",
     ]
     assert inspect.iscoroutinefunction(m.GreeterClient.say_hello)
     assert not inspect.iscoroutinefunction(m.GreeterClient.lots_of_replies)
@@ -138,45 +173,49 @@ def test_greeter_api() -> None:
     m.GreeterServicer()  # instantiable: unimplemented rpcs answer UNIMPLEMENTED
     params = inspect.signature(m.GreeterClient.say_hello).parameters
     assert [(p.name, p.kind.name) for p in params.values()] == [
-        ("self", "POSITIONAL_OR_KEYWORD"), ("request", "POSITIONAL_OR_KEYWORD"),
-        ("timeout", "KEYWORD_ONLY"), ("metadata", "KEYWORD_ONLY"), ("retry", "KEYWORD_ONLY"),
+        ("self", "POSITIONAL_OR_KEYWORD"),
+        ("request", "POSITIONAL_OR_KEYWORD"),
+        ("timeout", "KEYWORD_ONLY"),
+        ("metadata", "KEYWORD_ONLY"),
+        ("retry", "KEYWORD_ONLY"),
     ]
     assert "requests" in inspect.signature(m.GreeterClient.bidi_hello).parameters
     assert "request_iterator" in inspect.signature(m.GreeterServicer.BidiHello).parameters
 
 
-def test_deprecated_rpc_warns_at_the_callers_line() -> None:
+def _greeter_clients() -> tuple[Any, Any]:
     m = _module("greeter.v1.greeter_localfirst")
-    for cls, is_async in ((m.GreeterClient, True), (m.GreeterSyncClient, False)):
-        client = cls.__new__(cls)
-        _Recorder().install(client, is_async=is_async)
-        assert ".. deprecated::" in (cls.say_hello_v0.__doc__ or "")
-        with pytest.warns(DeprecationWarning, match="SayHelloV0 is deprecated") as caught:
-            if is_async:
-
-                async def caller() -> object:
-                    return await client.say_hello_v0(object())
-
-                asyncio.run(caller())
-            else:
-                client.say_hello_v0(object())
-        # stacklevel=2 blames the line that calls the rpc, not generated code.
-        assert [w.filename for w in caught] == [__file__]
-        with warnings_as_errors():
-            result = client.say_hello(object())
-            if is_async:
-                asyncio.run(result)
+    async_client = m.GreeterClient.__new__(m.GreeterClient)
+    _Recorder().install(async_client, is_async=True)
+    sync_client = m.GreeterSyncClient.__new__(m.GreeterSyncClient)
+    _Recorder().install(sync_client, is_async=False)
+    return async_client, sync_client
 
 
-class warnings_as_errors:  # noqa: N801
-    def __enter__(self) -> None:
-        import warnings
-        self._ctx = warnings.catch_warnings()
-        self._ctx.__enter__()
+async def _call_deprecated(client: Any) -> object:
+    return await client.say_hello_v0(object())
+
+
+def test_deprecated_rpc_warns_at_the_callers_line() -> None:
+    async_client, sync_client = _greeter_clients()
+    for client in (async_client, sync_client):
+        assert ".. deprecated::" in (type(client).say_hello_v0.__doc__ or "")
+    # stacklevel=2 blames the line that calls the rpc, not generated code: for
+    # the coroutine that is the awaiting function (_call_deprecated, this file).
+    with pytest.warns(DeprecationWarning, match="SayHelloV0 is deprecated") as caught:
+        asyncio.run(_call_deprecated(async_client))
+    assert [w.filename for w in caught] == [__file__]
+    with pytest.warns(DeprecationWarning, match="SayHelloV0 is deprecated") as caught:
+        sync_client.say_hello_v0(object())
+    assert [w.filename for w in caught] == [__file__]
+
+
+def test_other_rpcs_do_not_warn() -> None:
+    async_client, sync_client = _greeter_clients()
+    with warnings.catch_warnings():
         warnings.simplefilter("error")
-
-    def __exit__(self, *exc: object) -> None:
-        self._ctx.__exit__(*exc)
+        asyncio.run(async_client.say_hello(object()))
+        sync_client.say_hello(object())
 
 
 def test_keywords_and_collisions() -> None:
@@ -184,13 +223,33 @@ def test_keywords_and_collisions() -> None:
     table = {method.name: method for method in m.KEYWORDS_SERVICE.methods}
     client = list(_client_methods(m.KeywordsClient))
     assert client == [
-        "from_", "import_", "none_", "close_", "unary_unary", "rpc_unary_unary", "get_foo",
-        "get_foo_", "get_http_status", "get2_fa", "service", "from__",
+        "from_",
+        "import_",
+        "none_",
+        "close_",
+        "unary_unary",
+        "rpc_unary_unary",
+        "get_foo",
+        "get_foo_",
+        "get_http_status",
+        "get2_fa",
+        "service",
+        "from__",
     ]
     assert list(_client_methods(m.KeywordsSyncClient)) == client
     assert list(_client_methods(m.KeywordsServicer)) == [
-        "From", "Import", "None_", "Close", "UnaryUnary", "_UnaryUnary", "GetFoo", "Get_Foo",
-        "GetHTTPStatus", "Get2FA", "SERVICE_", "From_",
+        "From",
+        "Import",
+        "None_",
+        "Close",
+        "UnaryUnary",
+        "_UnaryUnary",
+        "GetFoo",
+        "Get_Foo",
+        "GetHTTPStatus",
+        "Get2FA",
+        "SERVICE_",
+        "From_",
     ]
     # The wire names stay as written in the proto.
     assert table["None"].path == "/edge.keywords.Keywords/None"
@@ -230,9 +289,7 @@ def test_docstrings_keep_comments_escaped() -> None:
     assert inspect.getdoc(m.KeywordsClient.from_) == (
         "Python keyword: client method from_, servicer handler From."
     )
-    assert inspect.getdoc(m.KeywordsClient.import_) == (
-        "Call ``/edge.keywords.Keywords/Import``."
-    )
+    assert inspect.getdoc(m.KeywordsClient.import_) == ("Call ``/edge.keywords.Keywords/Import``.")
     g = _module("greeter.v1.greeter_localfirst")
     assert (inspect.getdoc(g.GreeterClient) or "").startswith(
         "Greeter says hello from whichever replica answers.\n\nEvery reply names the node"

@@ -88,7 +88,9 @@ def test_module_alias_like_grpc(proto: str, module: str, alias: str, statement: 
 
 def test_output_filename() -> None:
     assert naming.output_filename("greeter/v1/greeter.proto") == "greeter/v1/greeter_localfirst.py"
-    assert naming.output_filename("edge/top_level-name.proto") == "edge/top_level_name_localfirst.py"
+    assert (
+        naming.output_filename("edge/top_level-name.proto") == "edge/top_level_name_localfirst.py"
+    )
 
 
 @given(st.text())

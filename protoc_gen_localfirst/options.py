@@ -6,17 +6,16 @@ frozen ``PluginOptions``. Unknown keys, repeated keys and bad values are
 errors (a typo must not silently fall back to a default); the message names
 the key and what is accepted.
 
-=================  ==========================  ================================================
-key                values (default first)      effect
-=================  ==========================  ================================================
-``async_client``   ``true`` | ``false``        emit ``<Service>Client`` (asyncio, grpc.aio)
-``sync_client``    ``true`` | ``false``        emit ``<Service>SyncClient`` (blocking)
-``server``         ``true`` | ``false``        emit ``<Service>Servicer``, ``serve`` and
-                                               ``start_server``
-``runtime_module`` dotted module name,         module the generated code imports as ``_lf``;
-                   ``protoc_gen_localfirst``   for vendored or forked runtimes
-                   ``.runtime``
-=================  ==========================  ================================================
+====================  ===================================  ===========================================
+key                   values (default first)               effect
+====================  ===================================  ===========================================
+``async_client``      ``true`` | ``false``                 emit ``<Service>Client`` (asyncio)
+``sync_client``       ``true`` | ``false``                 emit ``<Service>SyncClient`` (blocking)
+``server``            ``true`` | ``false``                 emit ``<Service>Servicer``, ``serve``,
+                                                           ``start_server``
+``runtime_module``    ``protoc_gen_localfirst.runtime`` |  module generated code imports as ``_lf``
+                      any dotted module name               (a vendored or forked runtime)
+====================  ===================================  ===========================================
 
 A boolean key given without a value (``--localfirst_opt=server``) means ``true``.
 The method table (``<SERVICE>_SERVICE``, ``SERVICES``) is always emitted.

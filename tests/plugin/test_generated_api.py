@@ -28,8 +28,8 @@ def _module(name: str) -> ModuleType:
     return importlib.import_module(name)
 
 
-def _services(module: ModuleType) -> list[tuple[lf.ServiceInfo, type, type, type]]:
-    """(table, async client, sync client, servicer) per service, found by base class."""
+def _services(module: ModuleType) -> list[tuple[lf.ServiceInfo, type, type]]:
+    """(table, async client, servicer) per service; the servicer is found by SERVICE."""
     found = []
     for table in module.SERVICES:
         servicers = [
@@ -40,7 +40,7 @@ def _services(module: ModuleType) -> list[tuple[lf.ServiceInfo, type, type, type
         assert len(servicers) == 1, table.name
         servicer = servicers[0]
         stem = servicer.__name__.removesuffix("Servicer")
-        found.append((table, getattr(module, f"{stem}Client"), None, servicer))
+        found.append((table, getattr(module, f"{stem}Client"), servicer))
     return found
 
 
@@ -96,7 +96,7 @@ def _call_every_method(cls: type, *, is_async: bool) -> list[tuple[str, lf.Metho
 @pytest.mark.parametrize("module_name", MODULES)
 def test_every_client_method_calls_its_own_table_entry(module_name: str) -> None:
     module = _module(module_name)
-    for table, client_cls, _, servicer_cls in _services(module):
+    for table, client_cls, servicer_cls in _services(module):
         sync_cls = next(
             c
             for c in vars(module).values()

@@ -123,7 +123,7 @@ async def main() -> int:
             try:
                 await client.say_hello(pb2.HelloRequest(name="anyone?"), timeout=2.0)
             except grpc.RpcError as error:
-                say(f"  {error.code().name}: {error.details()}")  # type: ignore[attr-defined]
+                say(f"  {error.code().name}: {error.details()}")
     finally:
         for replica in replicas:
             replica.stop()

@@ -16,5 +16,5 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 scripts/setup.sh
 .venv/bin/ruff check .
-.venv/bin/mypy --strict protoc_gen_localfirst demo
+MYPYPATH=generated .venv/bin/mypy --strict protoc_gen_localfirst demo
 exec .venv/bin/python -m pytest "$@"

@@ -13,6 +13,7 @@ from protoc_gen_localfirst.runtime.methods import (
 )
 from protoc_gen_localfirst.runtime.retry import NO_RETRY, RetryPolicy
 from protoc_gen_localfirst.runtime.server import (
+    BindError,
     Binding,
     ServeOptions,
     Server,
@@ -30,11 +31,11 @@ __all__ = [
     "NO_RETRY",
     "AsyncClient",
     "AttemptRecord",
+    "BindError",
+    "Binding",
     "CallFailedError",
     "EjectionPolicy",
     "Endpoint",
-    "TargetError",
-    "Binding",
     "Idempotency",
     "Metadata",
     "MethodInfo",
@@ -46,6 +47,7 @@ __all__ = [
     "Servicer",
     "ServicerContext",
     "SyncClient",
+    "TargetError",
     "abort_unimplemented",
     "bind_servicers",
     "serve",

@@ -46,8 +46,8 @@ import grpc
 import grpc.aio
 
 # grpcio-health-checking ships no type hints (and typeshed has no stubs for it).
-from grpc_health.v1 import health_pb2, health_pb2_grpc  # type: ignore[import-untyped]
-from grpc_health.v1._async import (  # type: ignore[import-untyped]
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import (
     HealthServicer as _AioHealthServicer,
 )
 
@@ -435,8 +435,10 @@ class Server:
         node: str,
         drain_delay: float,
         grace: float,
+        announcer: NodeAnnouncer,
     ) -> None:
         self.grpc_server = grpc_server
+        self._announcer = announcer
         self.health = health
         self.bindings = tuple(bindings)
         self.host = host
@@ -490,11 +492,27 @@ class Server:
         self._draining = True
         await self.health.enter_graceful_shutdown()
         self.health.close_watches()
-        await self.grpc_server.stop(grace)
+        # grpc core cancels calls that reached it but no handler yet when it
+        # stops (seen as CANCELLED, handler never ran, which a client cannot
+        # safely retry). So first refuse new calls ourselves with UNAVAILABLE
+        # (trailers-only: clients retry elsewhere and eject this endpoint),
+        # let that quiet the connections, then stop with the grace left.
+        window = min(REFUSAL_WINDOW, grace / 2)
+        if window > 0:
+            self._announcer.refusing = True
+            await asyncio.sleep(window)
+        await self.grpc_server.stop(grace - window)
 
     async def wait_for_termination(self) -> None:
         """Return once the server has stopped."""
         await self.grpc_server.wait_for_termination()
+
+
+REFUSAL_WINDOW = 1.0
+"""Seconds a stopping server refuses new calls with UNAVAILABLE before grpc stops.
+
+Longer than a client's first ejection (0.5 s), so clients that were refused
+stop sending here before grpc's own stop begins."""
 
 
 async def start_server(bindings: Sequence[Binding], **options: Unpack[ServeOptions]) -> Server:
@@ -504,8 +522,9 @@ async def start_server(bindings: Sequence[Binding], **options: Unpack[ServeOptio
     port = options.get("port", DEFAULT_PORT)
     node = own_node(options.get("node")) or socket.gethostname()
     health = HealthServicer()
+    announcer = NodeAnnouncer(node)
     server = grpc.aio.server(
-        interceptors=[NodeAnnouncer(node), *options.get("interceptors", ())],
+        interceptors=[announcer, *options.get("interceptors", ())],
         options=_grpc_options(options),
     )
     server.add_generic_rpc_handlers([generic_handler(b) for b in bindings])
@@ -534,6 +553,7 @@ async def start_server(bindings: Sequence[Binding], **options: Unpack[ServeOptio
         node=node,
         drain_delay=options.get("drain_delay", DEFAULT_DRAIN_DELAY),
         grace=options.get("grace", DEFAULT_GRACE),
+        announcer=announcer,
     )
 
 

@@ -257,6 +257,10 @@ def announcing_handler(
     return handler
 
 
+SHUTTING_DOWN = "server is shutting down; call another replica"
+_HEALTH_PREFIX = "/grpc.health.v1.Health/"
+
+
 class NodeAnnouncer(grpc.aio.ServerInterceptor):
     """Wraps every async handler so its responses name ``node``.
 
@@ -268,6 +272,8 @@ class NodeAnnouncer(grpc.aio.ServerInterceptor):
 
     def __init__(self, node: str) -> None:
         self.node = node
+        self.refusing = False
+        """Set while the server stops: new calls get UNAVAILABLE, health still answers."""
         self._cache: dict[int, tuple[object, grpc.RpcMethodHandler[Any, Any]]] = {}
         trailers = with_node((), node)
 
@@ -276,9 +282,17 @@ class NodeAnnouncer(grpc.aio.ServerInterceptor):
         ) -> None:
             await context.abort(grpc.StatusCode.UNIMPLEMENTED, METHOD_NOT_FOUND, trailers)
 
+        async def refused(
+            request_iterator: object, context: grpc.aio.ServicerContext[Any, Any]
+        ) -> None:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, SHUTTING_DOWN, trailers)
+
         # stream_stream so nothing is read first, whatever the client's call kind.
         self._not_found: grpc.RpcMethodHandler[Any, Any] = grpc.stream_stream_rpc_method_handler(
             not_found
+        )
+        self._refused: grpc.RpcMethodHandler[Any, Any] = grpc.stream_stream_rpc_method_handler(
+            refused
         )
 
     async def intercept_service(
@@ -288,6 +302,8 @@ class NodeAnnouncer(grpc.aio.ServerInterceptor):
         ],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        if self.refusing and not handler_call_details.method.startswith(_HEALTH_PREFIX):
+            return self._refused
         handler = await continuation(handler_call_details)
         if handler is None:
             return self._not_found

@@ -13,7 +13,7 @@ import grpc
 import grpc.aio
 import pytest
 from google.protobuf.wrappers_pb2 import StringValue
-from grpc_health.v1 import health_pb2, health_pb2_grpc  # type: ignore[import-untyped]
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from protoc_gen_localfirst.runtime.identity import NODE_METADATA_KEY
 from protoc_gen_localfirst.runtime.server import BindError, Server, start_server
@@ -268,3 +268,28 @@ async def test_sigterm_not_serving_during_delay_second_signal_stops(loopback_hos
             proc.kill()
             await proc.wait()
     assert "SIGINT again: stopping now" in output
+
+
+async def test_stopping_server_refuses_new_calls_before_grpc_stops(
+    start: StartServer, client_for: Callable[[Server], Client]
+) -> None:
+    """New calls during stop get a retryable UNAVAILABLE, not grpc core's CANCELLED.
+
+    grpc core cancels calls that reached it but no handler yet when it stops; the
+    client sees CANCELLED and cannot know the handler never ran. The bootstrap
+    refuses new calls itself first, trailers-only, so clients retry elsewhere.
+    """
+    echo = Echo()
+    server = await start(echo, drain_delay=0.0, grace=4.0)
+    client = client_for(server)
+    stop = asyncio.create_task(server.stop())
+    await asyncio.sleep(0.3)  # inside the refusal window (1 s), grpc not stopped yet
+    call = client.say(StringValue(value="block"))  # would set echo.started if it ran
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await call
+    assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert info.value.details() == "server is shutting down; call another replica"
+    assert md(await call.initial_metadata()) == {}  # trailers-only: not committed
+    assert md(await call.trailing_metadata())[NODE_METADATA_KEY] == NODE
+    assert not echo.started.is_set()  # the handler never ran
+    await asyncio.wait_for(stop, 10)

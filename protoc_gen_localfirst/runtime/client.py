@@ -13,7 +13,7 @@ import asyncio
 import threading
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Sequence
 from types import TracebackType
-from typing import Any, NoReturn, Self
+from typing import Any, Generic, NoReturn, Self, TypeVar
 
 import grpc
 import grpc.aio
@@ -31,6 +31,7 @@ from protoc_gen_localfirst.runtime.replay import (
 from protoc_gen_localfirst.runtime.retry import AttemptFailed, CallAttempts, RetryPolicy
 
 Metadata = Sequence[tuple[str, str | bytes]]
+ChannelT = TypeVar("ChannelT", grpc.aio.Channel, grpc.Channel)
 
 DEFAULT_CHANNEL_OPTIONS: dict[str, Any] = {
     # grpc's default reconnect backoff grows to 120 s; a replica that restarts
@@ -45,20 +46,29 @@ DEFAULT_CHANNEL_OPTIONS: dict[str, Any] = {
 }
 
 
-class _ClientCore:
-    """What both clients share: target, identity, endpoint order, retry policy."""
+class _ClientCore(Generic[ChannelT]):
+    """What both clients share: target, identity, endpoint order, retry policy, channels.
+
+    ``target`` is ``static:///IP:PORT@NODE[/ZONE],...``. ``node`` defaults to
+    ``$NODE_NAME`` and ``zone`` to ``$LOCALFIRST_ZONE`` (or the zone the target
+    gives our node). ``retry`` is the default policy of every call (a call's own
+    ``retry=`` wins); ``ejection`` sets how long unreachable endpoints are
+    avoided; ``retry_buffer_limit`` is how many bytes of a request stream are
+    kept for replay. ``channel_options`` are grpc channel arguments, applied
+    over ``DEFAULT_CHANNEL_OPTIONS``; ``credentials`` makes channels secure.
+    """
 
     def __init__(
         self,
         target: str,
         *,
-        node: str | None,
-        zone: str | None,
-        retry: RetryPolicy | None,
-        credentials: grpc.ChannelCredentials | None,
-        channel_options: Sequence[tuple[str, Any]],
-        ejection: EjectionPolicy | None,
-        retry_buffer_limit: int,
+        node: str | None = None,
+        zone: str | None = None,
+        retry: RetryPolicy | None = None,
+        credentials: grpc.ChannelCredentials | None = None,
+        channel_options: Sequence[tuple[str, Any]] = (),
+        ejection: EjectionPolicy | None = None,
+        retry_buffer_limit: int = DEFAULT_BUFFER_LIMIT,
     ) -> None:
         self.target = target
         endpoints = parse_static(parse_target(target))
@@ -71,6 +81,8 @@ class _ClientCore:
         options = dict(DEFAULT_CHANNEL_OPTIONS)
         options.update(dict(channel_options))
         self._channel_options = tuple(options.items())
+        self._channels: dict[str, ChannelT] = {}
+        self._lock = threading.Lock()
 
     def endpoint_order(self) -> list[Endpoint]:
         """The order the next call would try endpoints in (for diagnostics)."""
@@ -117,32 +129,8 @@ def _raise_final(call: CallAttempts, failure: AttemptFailed) -> NoReturn:
     raise error from failure.error
 
 
-class AsyncClient(_ClientCore):
+class AsyncClient(_ClientCore[grpc.aio.Channel]):
     """asyncio client core (grpc.aio): local-first endpoint order, failover, retries."""
-
-    def __init__(
-        self,
-        target: str,
-        *,
-        node: str | None = None,
-        zone: str | None = None,
-        retry: RetryPolicy | None = None,
-        credentials: grpc.ChannelCredentials | None = None,
-        channel_options: Sequence[tuple[str, Any]] = (),
-        ejection: EjectionPolicy | None = None,
-        retry_buffer_limit: int = DEFAULT_BUFFER_LIMIT,
-    ) -> None:
-        super().__init__(
-            target,
-            node=node,
-            zone=zone,
-            retry=retry,
-            credentials=credentials,
-            channel_options=channel_options,
-            ejection=ejection,
-            retry_buffer_limit=retry_buffer_limit,
-        )
-        self._channels: dict[str, grpc.aio.Channel] = {}
 
     def _channel(self, endpoint: Endpoint) -> grpc.aio.Channel:
         channel = self._channels.get(endpoint.address)
@@ -321,33 +309,8 @@ class AsyncClient(_ClientCore):
         call.succeeded(endpoint)
 
 
-class SyncClient(_ClientCore):
+class SyncClient(_ClientCore[grpc.Channel]):
     """Blocking client core (grpc channels): same behaviour as ``AsyncClient``."""
-
-    def __init__(
-        self,
-        target: str,
-        *,
-        node: str | None = None,
-        zone: str | None = None,
-        retry: RetryPolicy | None = None,
-        credentials: grpc.ChannelCredentials | None = None,
-        channel_options: Sequence[tuple[str, Any]] = (),
-        ejection: EjectionPolicy | None = None,
-        retry_buffer_limit: int = DEFAULT_BUFFER_LIMIT,
-    ) -> None:
-        super().__init__(
-            target,
-            node=node,
-            zone=zone,
-            retry=retry,
-            credentials=credentials,
-            channel_options=channel_options,
-            ejection=ejection,
-            retry_buffer_limit=retry_buffer_limit,
-        )
-        self._channels: dict[str, grpc.Channel] = {}
-        self._lock = threading.Lock()
 
     def _channel(self, endpoint: Endpoint) -> grpc.Channel:
         with self._lock:

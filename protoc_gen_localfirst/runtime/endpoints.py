@@ -14,7 +14,11 @@ class TargetError(ValueError):
 
 
 STATIC_FORMAT = "static:///IP:PORT@NODE[/ZONE],IP:PORT@NODE[/ZONE],..."
-SUPPORTED_SCHEMES = ("static",)
+TARGET_FORMATS = (
+    "dns:///NAME:PORT, dns://DNS_IP[:DNS_PORT]/NAME:PORT, "
+    "kubernetes:///SERVICE.NAMESPACE:PORT or " + STATIC_FORMAT
+)
+SUPPORTED_SCHEMES = ("static", "dns", "kubernetes")
 
 
 @dataclass(frozen=True)
@@ -64,10 +68,10 @@ def parse_target(text: str) -> Target:
     """Split a target into scheme, authority and path; reject unknown schemes."""
     scheme, sep, rest = text.partition("://")
     if not sep:
-        raise TargetError(f"target {text!r} has no scheme; use {STATIC_FORMAT}")
+        raise TargetError(f"target {text!r} has no scheme; use {TARGET_FORMATS}")
     authority, slash, path = rest.partition("/")
     if not slash:
-        raise TargetError(f"target {text!r} has no path after the authority; use {STATIC_FORMAT}")
+        raise TargetError(f"target {text!r} has no path after the authority; use {TARGET_FORMATS}")
     if scheme not in SUPPORTED_SCHEMES:
         raise TargetError(
             f"target {text!r}: scheme {scheme!r} is not supported; "

@@ -75,6 +75,7 @@ class ReplicaProcess:
                     sys.executable, "-m", "demo.replica",
                     "--host", self.host, "--port", str(self.port),
                     "--node", self.node, "--name", self.name,
+                    "--drain-delay", "0.5", "--grace", "2",
                     *self.extra_args,
                 ],
                 env=env,

@@ -2,6 +2,9 @@
 
     python -m demo.replica --host 127.0.0.21 --port 50051 --node node-a --name greeter-a1
 
+In a pod every flag has a default: 0.0.0.0:50051, node from $NODE_NAME and
+name from $POD_NAME (Downward API), the bootstrap's drain timing.
+
 The generated module (``greeter.v1.greeter_localfirst``) must be importable:
 put the directory protoc wrote into on PYTHONPATH. Tests and the demo start
 several of these as stand-ins for pods on different Kubernetes nodes.
@@ -12,6 +15,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
+import socket
 from collections.abc import AsyncIterator
 
 from greeter.v1.greeter_localfirst import GreeterServicer, serve
@@ -22,7 +27,7 @@ from greeter.v1.greeter_pb2 import (
     WhoAmIRequest,
 )
 
-from protoc_gen_localfirst.runtime import ServicerContext
+from protoc_gen_localfirst.runtime import ServeOptions, ServicerContext
 
 
 class Greeter(GreeterServicer):
@@ -82,24 +87,27 @@ class Greeter(GreeterServicer):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--host", required=True)
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--node", required=True)
-    parser.add_argument("--name", required=True)
-    parser.add_argument("--drain-delay", type=float, default=0.5)
-    parser.add_argument("--grace", type=float, default=2.0)
+    parser.add_argument("--host", default="0.0.0.0")
+    parser.add_argument("--port", type=int, default=50051)
+    parser.add_argument(
+        "--node", default=os.environ.get("NODE_NAME"), help="default: $NODE_NAME (Downward API)"
+    )
+    parser.add_argument(
+        "--name",
+        default=os.environ.get("POD_NAME") or socket.gethostname(),
+        help="replica name in replies; default: $POD_NAME, else the hostname",
+    )
+    parser.add_argument("--drain-delay", type=float, help="seconds NOT_SERVING before stopping")
+    parser.add_argument("--grace", type=float, help="seconds in-flight calls get when stopping")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format=f"[{args.name}] %(message)s")
-    asyncio.run(
-        serve(
-            Greeter(args.node, args.name),
-            host=args.host,
-            port=args.port,
-            node=args.node,
-            drain_delay=args.drain_delay,
-            grace=args.grace,
-        )
-    )
+    options: ServeOptions = {"host": args.host, "port": args.port}
+    if args.drain_delay is not None:
+        options["drain_delay"] = args.drain_delay
+    if args.grace is not None:
+        options["grace"] = args.grace
+    node = args.node or socket.gethostname()
+    asyncio.run(serve(Greeter(node, args.name), node=node, **options))
 
 
 if __name__ == "__main__":

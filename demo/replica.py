@@ -101,13 +101,13 @@ def main() -> None:
     parser.add_argument("--grace", type=float, help="seconds in-flight calls get when stopping")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format=f"[{args.name}] %(message)s")
-    options: ServeOptions = {"host": args.host, "port": args.port}
+    node = args.node or socket.gethostname()
+    options: ServeOptions = {"host": args.host, "port": args.port, "node": node}
     if args.drain_delay is not None:
         options["drain_delay"] = args.drain_delay
     if args.grace is not None:
         options["grace"] = args.grace
-    node = args.node or socket.gethostname()
-    asyncio.run(serve(Greeter(node, args.name), node=node, **options))
+    asyncio.run(serve(Greeter(node, args.name), **options))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,1 @@
+"""Reusable test harnesses (real servers, no mocks)."""

@@ -1,12 +1,15 @@
 """Locality ordering and endpoint health: which replica an attempt goes to.
 
-Sans-IO: no channels, no sockets; time and randomness are injected so the
-ordering is tested deterministically. The client owns the channels.
+Sans-IO: no channels, no sockets; time is injected so the ordering is tested
+deterministically. Thread-safe: discovery threads update the set while calls
+(on an event loop or in threads) order it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -46,36 +49,83 @@ class Balancer:
     Within a tier the starting point rotates call by call, spreading load over
     the replicas of that tier. Ejected endpoints go last (soonest to return
     first), but are still tried: with every replica ejected, a call still gets
-    its attempts rather than failing without trying.
+    its attempts rather than failing without trying. Endpoints that are not
+    ready (terminating, failing readiness) get no calls at all.
+
+    Nodes: an endpoint whose source knows no node (DNS) gets the node its
+    server announced (``learn_node``). Zone: when none is given, the zone of
+    an endpoint on our own node is ours.
     """
 
     def __init__(
         self,
-        endpoints: Iterable[Endpoint],
+        endpoints: Iterable[Endpoint] = (),
         *,
         node: str | None,
         zone: str | None,
         ejection: EjectionPolicy | None = None,
         clock: Callable[[], float] = time.monotonic,
+        on_unreachable: Callable[[Endpoint], None] | None = None,
     ) -> None:
         self.node = node
+        self._explicit_zone = zone
         self.zone = zone
         self._ejection = ejection or EjectionPolicy()
         self._clock = clock
-        self._endpoints: tuple[Endpoint, ...] = ()
+        self._on_unreachable = on_unreachable
+        self._lock = threading.Lock()
+        self._discovered: tuple[Endpoint, ...] = ()
+        self._all: tuple[Endpoint, ...] = ()
+        self._ready: tuple[Endpoint, ...] = ()
+        self._learned: dict[str, str] = {}
         self._health: dict[str, _Health] = {}
         self._turn = 0
         self.update(endpoints)
 
     @property
     def endpoints(self) -> tuple[Endpoint, ...]:
-        return self._endpoints
+        """Every known endpoint, ready or not, with learned nodes filled in."""
+        return self._all
+
+    @property
+    def ready_endpoints(self) -> tuple[Endpoint, ...]:
+        return self._ready
 
     def update(self, endpoints: Iterable[Endpoint]) -> None:
-        """Replace the endpoint set; health of endpoints that stay is kept."""
-        self._endpoints = tuple(e for e in endpoints if e.ready)
-        kept = {e.address for e in self._endpoints}
-        self._health = {a: h for a, h in self._health.items() if a in kept}
+        """Replace the endpoint set; health and learned nodes of those that stay are kept."""
+        with self._lock:
+            self._discovered = tuple(endpoints)
+            present = {e.address for e in self._discovered}
+            self._learned = {a: n for a, n in self._learned.items() if a in present}
+            self._rebuild()
+            ready = {e.address for e in self._ready}
+            self._health = {a: h for a, h in self._health.items() if a in ready}
+
+    def learn_node(self, address: str, node: str) -> bool:
+        """The server at ``address`` says it runs on ``node``; True if that is news."""
+        with self._lock:
+            if self._learned.get(address) == node:
+                return False
+            known = [e for e in self._discovered if e.address == address]
+            if not known or known[0].node is not None:
+                return False  # gone, or the source (EndpointSlice) already knows
+            self._learned[address] = node
+            self._rebuild()
+        log.info("endpoint %s runs on node %s", address, node)
+        return True
+
+    def _rebuild(self) -> None:
+        self._all = tuple(
+            dataclasses.replace(e, node=self._learned[e.address])
+            if e.node is None and e.address in self._learned
+            else e
+            for e in self._discovered
+        )
+        self._ready = tuple(e for e in self._all if e.ready)
+        if self._explicit_zone is None:
+            self.zone = next(
+                (e.zone for e in self._all if e.zone and self.node and e.node == self.node), None
+            )
 
     def tier(self, endpoint: Endpoint) -> int:
         """0 = caller's node, 1 = caller's zone, 2 = elsewhere."""
@@ -86,42 +136,51 @@ class Balancer:
         return 2
 
     def order(self) -> list[Endpoint]:
-        """The order in which one call's attempts should try the endpoints."""
-        now = self._clock()
-        self._turn += 1
-        tiers: dict[int, list[Endpoint]] = {}
-        ejected: list[Endpoint] = []
-        for endpoint in self._endpoints:
-            if self.is_ejected(endpoint, now):
-                ejected.append(endpoint)
-            else:
-                tiers.setdefault(self.tier(endpoint), []).append(endpoint)
-        ordered: list[Endpoint] = []
-        for level in sorted(tiers):
-            members = tiers[level]
-            start = self._turn % len(members)
-            ordered.extend(members[start:] + members[:start])
-        ejected.sort(key=lambda e: (self._health[e.address].ejected_until, self.tier(e)))
-        return ordered + ejected
+        """The order in which one call's attempts should try the ready endpoints."""
+        with self._lock:
+            now = self._clock()
+            self._turn += 1
+            tiers: dict[int, list[Endpoint]] = {}
+            ejected: list[Endpoint] = []
+            for endpoint in self._ready:
+                if self._is_ejected(endpoint, now):
+                    ejected.append(endpoint)
+                else:
+                    tiers.setdefault(self.tier(endpoint), []).append(endpoint)
+            ordered: list[Endpoint] = []
+            for level in sorted(tiers):
+                members = tiers[level]
+                start = self._turn % len(members)
+                ordered.extend(members[start:] + members[:start])
+            ejected.sort(key=lambda e: (self._health[e.address].ejected_until, self.tier(e)))
+            return ordered + ejected
 
-    def is_ejected(self, endpoint: Endpoint, now: float | None = None) -> bool:
+    def is_ejected(self, endpoint: Endpoint) -> bool:
+        with self._lock:
+            return self._is_ejected(endpoint, self._clock())
+
+    def _is_ejected(self, endpoint: Endpoint, now: float) -> bool:
         health = self._health.get(endpoint.address)
-        if health is None:
-            return False
-        return health.ejected_until > (self._clock() if now is None else now)
+        return health is not None and health.ejected_until > now
 
     def record_success(self, endpoint: Endpoint) -> None:
-        health = self._health.pop(endpoint.address, None)
+        with self._lock:
+            health = self._health.pop(endpoint.address, None)
         if health is not None and health.consecutive_failures:
             log.info("endpoint %s is answering again", endpoint.describe())
 
     def record_connection_failure(self, endpoint: Endpoint) -> None:
         """An attempt could not reach ``endpoint``: eject it for a growing time."""
-        if endpoint.address not in {e.address for e in self._endpoints}:
-            return
-        health = self._health.setdefault(endpoint.address, _Health())
-        health.consecutive_failures += 1
-        duration = self._ejection.duration(health.consecutive_failures)
-        health.ejected_until = self._clock() + duration
-        if health.consecutive_failures == 1:
+        with self._lock:
+            if endpoint.address not in {e.address for e in self._ready}:
+                return
+            health = self._health.setdefault(endpoint.address, _Health())
+            health.consecutive_failures += 1
+            health.ejected_until = self._clock() + self._ejection.duration(
+                health.consecutive_failures
+            )
+            first = health.consecutive_failures == 1
+        if first:
             log.warning("endpoint %s is unreachable; trying others first", endpoint.describe())
+        if self._on_unreachable is not None:
+            self._on_unreachable(endpoint)

@@ -2,16 +2,19 @@
 
 Generated clients are thin: each rpc method calls one of ``_unary_unary``,
 ``_unary_stream``, ``_stream_unary`` or ``_stream_stream`` with its entry of the
-method table. Everything else happens here: endpoint order (``Balancer``),
-attempts and retries (``CallAttempts`` + tenacity), replay of streamed
-requests (``replay``), and one long-lived channel per endpoint.
+method table. Everything else happens here: discovery (``discovery`` sources
+keep the endpoint set fresh), endpoint order (``Balancer``), nodes learned
+from servers (``probe``), attempts and retries (``CallAttempts`` + tenacity),
+replay of streamed requests (``replay``), and one long-lived channel per
+endpoint, closed once its endpoint is gone and its calls have finished.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import threading
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator, Sequence
 from types import TracebackType
 from typing import Any, Generic, NoReturn, Self, TypeVar
 
@@ -20,9 +23,16 @@ import grpc.aio
 import tenacity
 
 from protoc_gen_localfirst.runtime.balancer import Balancer, EjectionPolicy
-from protoc_gen_localfirst.runtime.endpoints import Endpoint, parse_static, parse_target
+from protoc_gen_localfirst.runtime.discovery import (
+    DnsOptions,
+    EndpointSource,
+    KubernetesOptions,
+    make_source,
+)
+from protoc_gen_localfirst.runtime.endpoints import Endpoint
 from protoc_gen_localfirst.runtime.identity import own_node, own_zone
 from protoc_gen_localfirst.runtime.methods import MethodInfo, RequestT, ResponseT
+from protoc_gen_localfirst.runtime.probe import NodeProber, announced_node
 from protoc_gen_localfirst.runtime.replay import (
     DEFAULT_BUFFER_LIMIT,
     AsyncRequestReplay,
@@ -45,16 +55,23 @@ DEFAULT_CHANNEL_OPTIONS: dict[str, Any] = {
     "grpc.use_local_subchannel_pool": 1,
 }
 
+DEFAULT_RESOLVE_TIMEOUT = 5.0
+"""How long a call without a deadline waits for the first endpoint set."""
+
 
 class _ClientCore(Generic[ChannelT]):
-    """What both clients share: target, identity, endpoint order, retry policy, channels.
+    """What both clients share: discovery, identity, endpoint order, retry policy, channels.
 
-    ``target`` is ``static:///IP:PORT@NODE[/ZONE],...``. ``node`` defaults to
-    ``$NODE_NAME`` and ``zone`` to ``$LOCALFIRST_ZONE`` (or the zone the target
-    gives our node). ``retry`` is the default policy of every call (a call's own
-    ``retry=`` wins); ``ejection`` sets how long unreachable endpoints are
-    avoided; ``retry_buffer_limit`` is how many bytes of a request stream are
-    kept for replay. ``channel_options`` are grpc channel arguments, applied
+    ``target`` is ``dns:///NAME:PORT``, ``dns://DNS_IP:PORT/NAME:PORT``,
+    ``kubernetes:///SERVICE.NAMESPACE:PORT`` or ``static:///IP:PORT@NODE[/ZONE],...``.
+    ``node`` defaults to ``$NODE_NAME`` and ``zone`` to ``$LOCALFIRST_ZONE`` (else
+    the zone of an endpoint on our node). ``retry`` is the default policy of
+    every call (a call's own ``retry=`` wins); ``ejection`` sets how long
+    unreachable endpoints are avoided; ``retry_buffer_limit`` is how many
+    bytes of a request stream are kept for replay. ``dns`` and ``kubernetes``
+    tune discovery, and ``source`` replaces it with your own ``EndpointSource``;
+    ``probe_nodes`` health-checks new endpoints whose node is
+    unknown (DNS) to learn it. ``channel_options`` are grpc channel arguments
     over ``DEFAULT_CHANNEL_OPTIONS``; ``credentials`` makes channels secure.
     """
 
@@ -69,42 +86,128 @@ class _ClientCore(Generic[ChannelT]):
         channel_options: Sequence[tuple[str, Any]] = (),
         ejection: EjectionPolicy | None = None,
         retry_buffer_limit: int = DEFAULT_BUFFER_LIMIT,
+        dns: DnsOptions | None = None,
+        kubernetes: KubernetesOptions | None = None,
+        probe_nodes: bool = True,
+        resolve_timeout: float = DEFAULT_RESOLVE_TIMEOUT,
+        source: EndpointSource | None = None,
     ) -> None:
         self.target = target
-        endpoints = parse_static(parse_target(target))
+        self.source = source or make_source(target, dns=dns, kubernetes=kubernetes)
         self.node = own_node(node)
-        self.zone = own_zone(zone) or _zone_of_node(endpoints, self.node)
         self.retry_policy = retry or RetryPolicy()
-        self.balancer = Balancer(endpoints, node=self.node, zone=self.zone, ejection=ejection)
         self.retry_buffer_limit = retry_buffer_limit
+        self.resolve_timeout = resolve_timeout
         self._credentials = credentials
         options = dict(DEFAULT_CHANNEL_OPTIONS)
         options.update(dict(channel_options))
         self._channel_options = tuple(options.items())
-        self._channels: dict[str, ChannelT] = {}
         self._lock = threading.Lock()
+        self._channels: dict[str, ChannelT] = {}
+        self._retired: dict[str, ChannelT] = {}
+        self._in_flight: collections.Counter[str] = collections.Counter()
+        self._resolved = threading.Event()
+        self._closing: set[asyncio.Future[None]] = set()
+        self.balancer = Balancer(
+            node=self.node,
+            zone=own_zone(zone),
+            ejection=ejection,
+            on_unreachable=lambda endpoint: self.source.request_refresh(),
+        )
+        self._prober = (
+            NodeProber(
+                self.balancer.learn_node,
+                credentials=credentials,
+                channel_options=self._channel_options,
+            )
+            if probe_nodes
+            else None
+        )
+        self.source.start(self._on_endpoints)
 
     def endpoint_order(self) -> list[Endpoint]:
         """The order the next call would try endpoints in (for diagnostics)."""
         return self.balancer.order()
 
-    def _start_call(
+    def _on_endpoints(self, endpoints: Sequence[Endpoint]) -> None:
+        """A new endpoint set from discovery (any thread)."""
+        self.balancer.update(endpoints)
+        ready = {e.address for e in self.balancer.ready_endpoints}
+        with self._lock:
+            for address in [a for a in self._channels if a not in ready]:
+                self._retired[address] = self._channels.pop(address)
+            for address in [a for a in self._retired if a in ready]:
+                self._channels[address] = self._retired.pop(address)
+        self._resolved.set()
+        if self._prober is not None:
+            self._prober.probe_unknown(self.balancer.ready_endpoints)
+
+    def _new_channel(self, endpoint: Endpoint) -> ChannelT:
+        raise NotImplementedError
+
+    def _close_channels(self, channels: list[ChannelT]) -> None:
+        raise NotImplementedError
+
+    def _acquire(self, endpoint: Endpoint) -> ChannelT:
+        """The endpoint's channel, counted as in use until ``_release``."""
+        with self._lock:
+            channel = self._channels.get(endpoint.address) or self._retired.get(endpoint.address)
+            if channel is None:
+                channel = self._channels[endpoint.address] = self._new_channel(endpoint)
+            self._in_flight[endpoint.address] += 1
+            return channel
+
+    def _release(self, endpoint: Endpoint) -> None:
+        with self._lock:
+            self._in_flight[endpoint.address] -= 1
+        self._close_idle_retired()
+
+    def _close_idle_retired(self) -> None:
+        """Close channels of endpoints that are gone once no call uses them."""
+        with self._lock:
+            idle = [a for a in self._retired if self._in_flight[a] <= 0]
+            channels = [self._retired.pop(a) for a in idle]
+            for address in idle:
+                del self._in_flight[address]
+        if channels:
+            self._close_channels(channels)
+
+    def _learn(self, endpoint: Endpoint, metadata: Sequence[tuple[str, Any]] | None) -> None:
+        """Servers name their node in response headers: keep the balancer's view right."""
+        node = announced_node(metadata)
+        if node is not None and node != endpoint.node:
+            self.balancer.learn_node(endpoint.address, node)
+
+    def _call_attempts(
         self, method: MethodInfo[Any, Any], timeout: float | None, retry: RetryPolicy | None
     ) -> CallAttempts:
+        self._close_idle_retired()
+        if not self._resolved.is_set():
+            reason = f"no endpoints resolved yet for {self.target}"
+        else:
+            reason = f"{self.target} currently has no ready endpoints"
+        if self.source.last_error:
+            reason = f"{reason}: {self.source.last_error}"
         return CallAttempts(
             method=method.path,
             balancer=self.balancer,
             policy=retry or self.retry_policy,
             timeout=timeout,
+            no_endpoints_reason=reason,
         )
 
+    def _first_resolution_wait(self, timeout: float | None) -> float:
+        return self.resolve_timeout if timeout is None else min(timeout, self.resolve_timeout)
 
-def _zone_of_node(endpoints: Sequence[Endpoint], node: str | None) -> str | None:
-    """A static target that places our own node in a zone tells us our zone."""
-    for endpoint in endpoints:
-        if node is not None and endpoint.node == node and endpoint.zone:
-            return endpoint.zone
-    return None
+    def _shutdown_discovery(self) -> list[ChannelT]:
+        self.source.close()
+        if self._prober is not None:
+            self._prober.close()
+        with self._lock:
+            channels: list[ChannelT] = list(self._channels.values())
+            channels.extend(self._retired.values())
+            self._channels, self._retired = {}, {}
+        return channels
 
 
 def _headers_arrived(call: object) -> bool:
@@ -129,26 +232,30 @@ def _raise_final(call: CallAttempts, failure: AttemptFailed) -> NoReturn:
     raise error from failure.error
 
 
+OpenAsyncCall = Callable[[grpc.aio.Channel, float | None], Any]
+OpenSyncCall = Callable[[grpc.Channel, float | None], Any]
+
+
 class AsyncClient(_ClientCore[grpc.aio.Channel]):
     """asyncio client core (grpc.aio): local-first endpoint order, failover, retries."""
 
-    def _channel(self, endpoint: Endpoint) -> grpc.aio.Channel:
-        channel = self._channels.get(endpoint.address)
-        if channel is None:
-            target = endpoint.channel_target
-            if self._credentials is None:
-                channel = grpc.aio.insecure_channel(target, options=self._channel_options)
-            else:
-                channel = grpc.aio.secure_channel(
-                    target, self._credentials, options=self._channel_options
-                )
-            self._channels[endpoint.address] = channel
-        return channel
+    def _new_channel(self, endpoint: Endpoint) -> grpc.aio.Channel:
+        target = endpoint.channel_target
+        if self._credentials is None:
+            return grpc.aio.insecure_channel(target, options=self._channel_options)
+        return grpc.aio.secure_channel(target, self._credentials, options=self._channel_options)
+
+    def _close_channels(self, channels: list[grpc.aio.Channel]) -> None:
+        # Called on the event loop (from a call path): closing is a coroutine.
+        for channel in channels:
+            closing = asyncio.ensure_future(channel.close())
+            self._closing.add(closing)
+            closing.add_done_callback(self._closing.discard)
 
     async def close(self) -> None:
-        """Close every channel; calls in flight are cancelled."""
-        channels, self._channels = list(self._channels.values()), {}
-        await asyncio.gather(*(channel.close() for channel in channels))
+        """Stop discovery and close every channel; calls in flight are cancelled."""
+        channels = self._shutdown_discovery()
+        await asyncio.gather(*(channel.close() for channel in channels), *self._closing)
 
     async def __aenter__(self) -> Self:
         return self
@@ -161,6 +268,13 @@ class AsyncClient(_ClientCore[grpc.aio.Channel]):
     ) -> None:
         await self.close()
 
+    async def _begin(
+        self, method: MethodInfo[Any, Any], timeout: float | None, retry: RetryPolicy | None
+    ) -> CallAttempts:
+        if not self._resolved.is_set():
+            await asyncio.to_thread(self._resolved.wait, self._first_resolution_wait(timeout))
+        return self._call_attempts(method, timeout, retry)
+
     async def _unary_unary(
         self,
         method: MethodInfo[RequestT, ResponseT],
@@ -170,29 +284,18 @@ class AsyncClient(_ClientCore[grpc.aio.Channel]):
         metadata: Metadata | None,
         retry: RetryPolicy | None,
     ) -> ResponseT:
-        call = self._start_call(method, timeout, retry)
-        try:
-            async for attempt in tenacity.AsyncRetrying(**call.retrying_options()):
-                with attempt:
-                    endpoint = call.next_endpoint()
-                    channel = self._channel(endpoint)
-                    multicallable = channel.unary_unary(
-                        method.path,
-                        request_serializer=method.serialize_request,
-                        response_deserializer=method.deserialize_response,
-                    )
-                    try:
-                        response: ResponseT = await multicallable(
-                            request, timeout=call.attempt_timeout(), metadata=metadata
-                        )
-                    except grpc.RpcError as error:
-                        call.committed = _headers_arrived(error)
-                        raise call.failed(endpoint, error) from error
-                    call.succeeded(endpoint)
-                    return response
-        except AttemptFailed as failure:
-            _raise_final(call, failure)
-        raise AssertionError("tenacity ended without an outcome")
+        def open_call(channel: grpc.aio.Channel, attempt_timeout: float | None) -> Any:
+            multicallable = channel.unary_unary(
+                method.path,
+                request_serializer=method.serialize_request,
+                response_deserializer=method.deserialize_response,
+            )
+            return multicallable(request, timeout=attempt_timeout, metadata=metadata)
+
+        response: ResponseT = await self._unary_response(
+            await self._begin(method, timeout, retry), open_call, None
+        )
+        return response
 
     async def _stream_unary(
         self,
@@ -203,24 +306,39 @@ class AsyncClient(_ClientCore[grpc.aio.Channel]):
         metadata: Metadata | None,
         retry: RetryPolicy | None,
     ) -> ResponseT:
-        call = self._start_call(method, timeout, retry)
         replay = AsyncRequestReplay(requests, self.retry_buffer_limit)
+
+        def open_call(channel: grpc.aio.Channel, attempt_timeout: float | None) -> Any:
+            multicallable = channel.stream_unary(
+                method.path,
+                request_serializer=method.serialize_request,
+                response_deserializer=method.deserialize_response,
+            )
+            return multicallable(replay.attempt(), timeout=attempt_timeout, metadata=metadata)
+
+        response: ResponseT = await self._unary_response(
+            await self._begin(method, timeout, retry), open_call, replay
+        )
+        return response
+
+    async def _unary_response(
+        self, call: CallAttempts, open_call: OpenAsyncCall, replay: AsyncRequestReplay[Any] | None
+    ) -> Any:
         try:
             async for attempt in tenacity.AsyncRetrying(**call.retrying_options()):
                 with attempt:
                     endpoint = call.next_endpoint()
-                    multicallable = self._channel(endpoint).stream_unary(
-                        method.path,
-                        request_serializer=method.serialize_request,
-                        response_deserializer=method.deserialize_response,
-                    )
+                    grpc_call = open_call(self._acquire(endpoint), call.attempt_timeout())
                     try:
-                        response: ResponseT = await multicallable(
-                            replay.attempt(), timeout=call.attempt_timeout(), metadata=metadata
-                        )
+                        response = await grpc_call
+                        self._learn(endpoint, await grpc_call.initial_metadata())
                     except grpc.RpcError as error:
-                        call.committed = _headers_arrived(error) or not replay.replayable
+                        call.committed = _headers_arrived(error) or (
+                            replay is not None and not replay.replayable
+                        )
                         raise call.failed(endpoint, error) from error
+                    finally:
+                        self._release(endpoint)
                     call.succeeded(endpoint)
                     return response
         except AttemptFailed as failure:
@@ -236,7 +354,7 @@ class AsyncClient(_ClientCore[grpc.aio.Channel]):
         metadata: Metadata | None,
         retry: RetryPolicy | None,
     ) -> AsyncIterator[ResponseT]:
-        def open_stream(channel: grpc.aio.Channel, attempt_timeout: float | None) -> Any:
+        def open_call(channel: grpc.aio.Channel, attempt_timeout: float | None) -> Any:
             multicallable = channel.unary_stream(
                 method.path,
                 request_serializer=method.serialize_request,
@@ -244,7 +362,7 @@ class AsyncClient(_ClientCore[grpc.aio.Channel]):
             )
             return multicallable(request, timeout=attempt_timeout, metadata=metadata)
 
-        return self._stream_responses(self._start_call(method, timeout, retry), open_stream, None)
+        return self._stream_responses(method, timeout, retry, open_call, None)
 
     def _stream_stream(
         self,
@@ -257,7 +375,7 @@ class AsyncClient(_ClientCore[grpc.aio.Channel]):
     ) -> AsyncIterator[ResponseT]:
         replay = AsyncRequestReplay(requests, self.retry_buffer_limit)
 
-        def open_stream(channel: grpc.aio.Channel, attempt_timeout: float | None) -> Any:
+        def open_call(channel: grpc.aio.Channel, attempt_timeout: float | None) -> Any:
             multicallable = channel.stream_stream(
                 method.path,
                 request_serializer=method.serialize_request,
@@ -265,12 +383,14 @@ class AsyncClient(_ClientCore[grpc.aio.Channel]):
             )
             return multicallable(replay.attempt(), timeout=attempt_timeout, metadata=metadata)
 
-        return self._stream_responses(self._start_call(method, timeout, retry), open_stream, replay)
+        return self._stream_responses(method, timeout, retry, open_call, replay)
 
     async def _stream_responses(
         self,
-        call: CallAttempts,
-        open_stream: Any,
+        method: MethodInfo[Any, Any],
+        timeout: float | None,
+        retry: RetryPolicy | None,
+        open_call: OpenAsyncCall,
         replay: AsyncRequestReplay[Any] | None,
     ) -> AsyncIterator[Any]:
         """Retry until the call commits (headers or a first message), then stream.
@@ -278,6 +398,7 @@ class AsyncClient(_ClientCore[grpc.aio.Channel]):
         Only the part before the commit runs inside the retry loop: no message
         is ever yielded from inside a tenacity attempt, and none twice.
         """
+        call = await self._begin(method, timeout, retry)
         stream: Any = None
         first: Any = grpc.aio.EOF
         endpoint: Endpoint | None = None
@@ -285,12 +406,15 @@ class AsyncClient(_ClientCore[grpc.aio.Channel]):
             async for attempt in tenacity.AsyncRetrying(**call.retrying_options()):
                 with attempt:
                     endpoint = call.next_endpoint()
-                    stream = open_stream(self._channel(endpoint), call.attempt_timeout())
+                    stream = open_call(self._acquire(endpoint), call.attempt_timeout())
                     try:
-                        call.committed = bool(await stream.initial_metadata())
+                        headers = await stream.initial_metadata()
+                        call.committed = bool(headers)
+                        self._learn(endpoint, headers)
                         first = await stream.read()
                     except grpc.RpcError as error:
                         stream.cancel()
+                        self._release(endpoint)
                         if replay is not None and not replay.replayable:
                             call.committed = True
                         raise call.failed(endpoint, error) from error
@@ -306,32 +430,26 @@ class AsyncClient(_ClientCore[grpc.aio.Channel]):
             _raise_final(call, call.failed(endpoint, error))
         finally:
             stream.cancel()
+            self._release(endpoint)
         call.succeeded(endpoint)
 
 
 class SyncClient(_ClientCore[grpc.Channel]):
     """Blocking client core (grpc channels): same behaviour as ``AsyncClient``."""
 
-    def _channel(self, endpoint: Endpoint) -> grpc.Channel:
-        with self._lock:
-            channel = self._channels.get(endpoint.address)
-            if channel is None:
-                target = endpoint.channel_target
-                if self._credentials is None:
-                    channel = grpc.insecure_channel(target, options=self._channel_options)
-                else:
-                    channel = grpc.secure_channel(
-                        target, self._credentials, options=self._channel_options
-                    )
-                self._channels[endpoint.address] = channel
-            return channel
+    def _new_channel(self, endpoint: Endpoint) -> grpc.Channel:
+        target = endpoint.channel_target
+        if self._credentials is None:
+            return grpc.insecure_channel(target, options=self._channel_options)
+        return grpc.secure_channel(target, self._credentials, options=self._channel_options)
 
-    def close(self) -> None:
-        """Close every channel; calls in flight are cancelled."""
-        with self._lock:
-            channels, self._channels = list(self._channels.values()), {}
+    def _close_channels(self, channels: list[grpc.Channel]) -> None:
         for channel in channels:
             channel.close()
+
+    def close(self) -> None:
+        """Stop discovery and close every channel; calls in flight are cancelled."""
+        self._close_channels(self._shutdown_discovery())
 
     def __enter__(self) -> Self:
         return self
@@ -343,6 +461,13 @@ class SyncClient(_ClientCore[grpc.Channel]):
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+    def _begin(
+        self, method: MethodInfo[Any, Any], timeout: float | None, retry: RetryPolicy | None
+    ) -> CallAttempts:
+        if not self._resolved.is_set():
+            self._resolved.wait(self._first_resolution_wait(timeout))
+        return self._call_attempts(method, timeout, retry)
 
     def _unary_unary(
         self,
@@ -359,12 +484,12 @@ class SyncClient(_ClientCore[grpc.Channel]):
                 request_serializer=method.serialize_request,
                 response_deserializer=method.deserialize_response,
             )
-            return multicallable(
+            return multicallable.with_call(
                 request, timeout=attempt_timeout, metadata=_metadata_tuple(metadata)
             )
 
-        response: ResponseT = self._call_unary_response(
-            self._start_call(method, timeout, retry), invoke, None
+        response: ResponseT = self._unary_response(
+            self._begin(method, timeout, retry), invoke, None
         )
         return response
 
@@ -385,29 +510,34 @@ class SyncClient(_ClientCore[grpc.Channel]):
                 request_serializer=method.serialize_request,
                 response_deserializer=method.deserialize_response,
             )
-            return multicallable(
+            return multicallable.with_call(
                 replay.attempt(), timeout=attempt_timeout, metadata=_metadata_tuple(metadata)
             )
 
-        response: ResponseT = self._call_unary_response(
-            self._start_call(method, timeout, retry), invoke, replay
+        response: ResponseT = self._unary_response(
+            self._begin(method, timeout, retry), invoke, replay
         )
         return response
 
-    def _call_unary_response(
-        self, call: CallAttempts, invoke: Any, replay: SyncRequestReplay[Any] | None
+    def _unary_response(
+        self, call: CallAttempts, invoke: OpenSyncCall, replay: SyncRequestReplay[Any] | None
     ) -> Any:
         try:
             for attempt in tenacity.Retrying(**call.retrying_options()):
                 with attempt:
                     endpoint = call.next_endpoint()
                     try:
-                        response = invoke(self._channel(endpoint), call.attempt_timeout())
+                        response, grpc_call = invoke(
+                            self._acquire(endpoint), call.attempt_timeout()
+                        )
+                        self._learn(endpoint, grpc_call.initial_metadata())
                     except grpc.RpcError as error:
                         call.committed = _headers_arrived(error) or (
                             replay is not None and not replay.replayable
                         )
                         raise call.failed(endpoint, error) from error
+                    finally:
+                        self._release(endpoint)
                     call.succeeded(endpoint)
                     return response
         except AttemptFailed as failure:
@@ -423,7 +553,7 @@ class SyncClient(_ClientCore[grpc.Channel]):
         metadata: Metadata | None,
         retry: RetryPolicy | None,
     ) -> Iterator[ResponseT]:
-        def open_stream(channel: grpc.Channel, attempt_timeout: float | None) -> Any:
+        def open_call(channel: grpc.Channel, attempt_timeout: float | None) -> Any:
             multicallable = channel.unary_stream(
                 method.path,
                 request_serializer=method.serialize_request,
@@ -433,7 +563,7 @@ class SyncClient(_ClientCore[grpc.Channel]):
                 request, timeout=attempt_timeout, metadata=_metadata_tuple(metadata)
             )
 
-        return self._stream_responses(self._start_call(method, timeout, retry), open_stream, None)
+        return self._stream_responses(method, timeout, retry, open_call, None)
 
     def _stream_stream(
         self,
@@ -446,7 +576,7 @@ class SyncClient(_ClientCore[grpc.Channel]):
     ) -> Iterator[ResponseT]:
         replay = SyncRequestReplay(requests, self.retry_buffer_limit)
 
-        def open_stream(channel: grpc.Channel, attempt_timeout: float | None) -> Any:
+        def open_call(channel: grpc.Channel, attempt_timeout: float | None) -> Any:
             multicallable = channel.stream_stream(
                 method.path,
                 request_serializer=method.serialize_request,
@@ -456,12 +586,18 @@ class SyncClient(_ClientCore[grpc.Channel]):
                 replay.attempt(), timeout=attempt_timeout, metadata=_metadata_tuple(metadata)
             )
 
-        return self._stream_responses(self._start_call(method, timeout, retry), open_stream, replay)
+        return self._stream_responses(method, timeout, retry, open_call, replay)
 
     def _stream_responses(
-        self, call: CallAttempts, open_stream: Any, replay: SyncRequestReplay[Any] | None
+        self,
+        method: MethodInfo[Any, Any],
+        timeout: float | None,
+        retry: RetryPolicy | None,
+        open_call: OpenSyncCall,
+        replay: SyncRequestReplay[Any] | None,
     ) -> Iterator[Any]:
         """Retry until the call commits (headers or a first message), then stream."""
+        call = self._begin(method, timeout, retry)
         stream: Any = None
         first: Any = None
         finished = False
@@ -470,14 +606,17 @@ class SyncClient(_ClientCore[grpc.Channel]):
             for attempt in tenacity.Retrying(**call.retrying_options()):
                 with attempt:
                     endpoint = call.next_endpoint()
-                    stream = open_stream(self._channel(endpoint), call.attempt_timeout())
+                    stream = open_call(self._acquire(endpoint), call.attempt_timeout())
                     try:
-                        call.committed = bool(stream.initial_metadata())
+                        headers = stream.initial_metadata()
+                        call.committed = bool(headers)
+                        self._learn(endpoint, headers)
                         first = next(stream)
                     except StopIteration:
                         finished = True
                     except grpc.RpcError as error:
                         stream.cancel()
+                        self._release(endpoint)
                         if replay is not None and not replay.replayable:
                             call.committed = True
                         raise call.failed(endpoint, error) from error
@@ -493,4 +632,5 @@ class SyncClient(_ClientCore[grpc.Channel]):
             _raise_final(call, call.failed(endpoint, error))
         finally:
             stream.cancel()
+            self._release(endpoint)
         call.succeeded(endpoint)

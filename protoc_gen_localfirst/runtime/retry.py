@@ -93,8 +93,10 @@ class CallAttempts:
         policy: RetryPolicy,
         timeout: float | None,
         clock: Callable[[], float] = time.monotonic,
+        no_endpoints_reason: str = "no endpoints are known for this target",
     ) -> None:
         self.method = method
+        self._no_endpoints_reason = no_endpoints_reason
         self.policy = policy
         self.timeout = timeout
         self._balancer = balancer
@@ -110,7 +112,7 @@ class CallAttempts:
             raise CallFailedError(
                 method=self.method,
                 code=grpc.StatusCode.UNAVAILABLE,
-                summary="no endpoints are known for this target",
+                summary=self._no_endpoints_reason,
                 attempts=(),
             )
         return self._order[len(self.records) % len(self._order)]

@@ -12,11 +12,12 @@ import sys
 from collections.abc import Callable, Sequence
 
 from protoc_gen_localfirst import plugin
+from protoc_gen_localfirst.diagnose import endpoints_command
 
 Subcommand = Callable[[Sequence[str]], int]
 """Takes the arguments after the subcommand name, returns the exit code."""
 
-SUBCOMMANDS: dict[str, Subcommand] = {}
+SUBCOMMANDS: dict[str, Subcommand] = {"endpoints": endpoints_command}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -125,6 +125,10 @@ class _ClientCore(Generic[ChannelT]):
         )
         self.source.start(self._on_endpoints)
 
+    def wait_for_endpoints(self, timeout: float) -> bool:
+        """Block until discovery delivered its first endpoint set (True) or ``timeout`` passed."""
+        return self._resolved.wait(timeout)
+
     def endpoint_order(self) -> list[Endpoint]:
         """The order the next call would try endpoints in (for diagnostics)."""
         return self.balancer.order()

@@ -74,7 +74,7 @@ def _parse(target: Target) -> _Parsed:
     """Check a ``dns`` target; every error names the target and the expected form."""
     where = f"target {target.text!r}"
     path = target.path
-    if not path:
+    if not path or (path.startswith(":") and not path.startswith("::")):
         raise TargetError(f"{where} names no host; use {DNS_FORMAT}")
     if path.startswith("["):
         has_port = "]:" in path

@@ -1,0 +1,1 @@
+"""DnsSource against a real DNS server (dnsmasq)."""

@@ -2,6 +2,12 @@
 
 from protoc_gen_localfirst.runtime.balancer import EjectionPolicy
 from protoc_gen_localfirst.runtime.client import AsyncClient, Metadata, SyncClient
+from protoc_gen_localfirst.runtime.discovery import (
+    DiscoveryError,
+    DnsOptions,
+    EndpointSource,
+    KubernetesOptions,
+)
 from protoc_gen_localfirst.runtime.endpoints import Endpoint, TargetError
 from protoc_gen_localfirst.runtime.errors import AttemptRecord, CallFailedError
 from protoc_gen_localfirst.runtime.identity import NODE_METADATA_KEY
@@ -34,9 +40,13 @@ __all__ = [
     "BindError",
     "Binding",
     "CallFailedError",
+    "DiscoveryError",
+    "DnsOptions",
     "EjectionPolicy",
     "Endpoint",
+    "EndpointSource",
     "Idempotency",
+    "KubernetesOptions",
     "Metadata",
     "MethodInfo",
     "MethodKind",

@@ -63,6 +63,7 @@ NAMESPACE_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 """Where a pod finds its own namespace (used when the target names none)."""
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 RESOURCE = "endpointslices.discovery.k8s.io"
+_FORBIDDEN_VERB_RE = re.compile(r"cannot (\w+) resource")
 
 # RFC 1035 label (Service names) and RFC 1123 label (namespaces).
 _SERVICE_RE = re.compile(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?")
@@ -204,9 +205,11 @@ class KubernetesSource(EndpointSource):
     """Watches the EndpointSlices of one Service and pushes the merged endpoint set.
 
     ``watch_timeout`` is the server-side ``timeoutSeconds`` of one watch
-    request (jittered up to twice that, like client-go); the socket read
-    timeout is that plus ``request_timeout``, which also bounds lists and
-    connects. Tests shorten both; the defaults suit a real cluster.
+    request (jittered up to twice that, like client-go). ``idle_timeout``
+    bounds the silence on an open watch (no event, no bookmark) before the
+    source re-watches, so a half-dead connection is noticed; a re-watch from
+    the last resourceVersion is cheap. ``request_timeout`` bounds connects and
+    lists. Tests shorten them; the defaults suit a real cluster.
     """
 
     def __init__(
@@ -216,6 +219,7 @@ class KubernetesSource(EndpointSource):
         *,
         dns: DnsOptions,
         watch_timeout: int = 300,
+        idle_timeout: float = 90.0,
         request_timeout: float = 10.0,
         namespace_file: str = NAMESPACE_FILE,
     ) -> None:
@@ -227,6 +231,7 @@ class KubernetesSource(EndpointSource):
         self._dns = dns
         self._watch_timeout = max(1, int(watch_timeout))
         self._request_timeout = request_timeout
+        self._idle_timeout = idle_timeout
         self._k8s = _import_kubernetes()
         self._lock = threading.RLock()
         self._closed = threading.Event()
@@ -340,16 +345,19 @@ class KubernetesSource(EndpointSource):
 
         fallback.start(forward)
 
-    def _stop_fallback(self) -> None:
+    def _stop_fallback(self) -> bool:
+        """Close the fallback if one runs; True if it did."""
         with self._lock:
             fallback, self._fallback = self._fallback, None
-        if fallback is not None:
-            log.info(
-                "%s: Kubernetes API answers again; leaving fallback %s",
-                self.target.text,
-                self.options.fallback_target,
-            )
-            fallback.close()
+        if fallback is None:
+            return False
+        log.info(
+            "%s: Kubernetes API answers again; leaving fallback %s",
+            self.target.text,
+            self.options.fallback_target,
+        )
+        fallback.close()
+        return True
 
     # -- the watch thread ------------------------------------------------------
 
@@ -375,6 +383,12 @@ class KubernetesSource(EndpointSource):
                     if getattr(exc, "status", None) == 410:
                         self.resource_version = None
                         continue
+                    if self._streaming and _is_read_timeout(exc):
+                        # A quiet watch (no event, no bookmark for idle_timeout):
+                        # maybe a half-dead connection. Re-watch; if the server
+                        # is really gone, the new connect fails and that counts.
+                        log.debug("%s: watch idle; re-watching", self.target.text)
+                        continue
                     if self._streaming and self._free_retry and not self._outage:
                         # An established watch broke (API server restart, idle
                         # cut by a load balancer): one immediate re-watch before
@@ -398,8 +412,10 @@ class KubernetesSource(EndpointSource):
     def _failed(self, exc: Exception) -> None:
         status, message = _status_message(exc)
         if status == 403:
+            verb = _FORBIDDEN_VERB_RE.search(message)
             text = (
-                f"{self.target.text}: forbidden: serviceaccount cannot list {RESOURCE} in "
+                f"{self.target.text}: forbidden: serviceaccount cannot "
+                f"{verb.group(1) if verb else 'list'} {RESOURCE} in "
                 f"namespace {self.namespace} (RBAC needs get, list, watch on endpointslices "
                 f"in API group discovery.k8s.io); API said: {message}"
             )
@@ -432,7 +448,8 @@ class KubernetesSource(EndpointSource):
         self.last_error = None
         if was_down:
             log.info("%s: Kubernetes API reachable again", self.target.text)
-        self._stop_fallback()
+        if self._stop_fallback() and self._listed_once:
+            self._push_merged()  # the listener had the fallback's set until now
 
     def _list(self) -> None:
         response = self._api.list_namespaced_endpoint_slice(
@@ -467,7 +484,7 @@ class KubernetesSource(EndpointSource):
             allow_watch_bookmarks=True,
             timeout_seconds=timeout,
             _preload_content=False,
-            _request_timeout=(self._request_timeout, timeout + self._request_timeout),
+            _request_timeout=(self._request_timeout, min(self._idle_timeout, timeout + 5)),
         )
         with self._lock:
             if self._closed.is_set():
@@ -531,6 +548,14 @@ def _lines(response: Any) -> Iterator[str]:
                 yield line.decode("utf-8", errors="replace")
     if buffer.strip():
         yield buffer.decode("utf-8", errors="replace")
+
+
+def _is_read_timeout(exc: Exception) -> bool:
+    try:
+        from urllib3.exceptions import ReadTimeoutError
+    except ImportError:  # pragma: no cover - urllib3 comes with kubernetes
+        return False
+    return isinstance(exc, (ReadTimeoutError, TimeoutError))
 
 
 def _shutdown_response(response: Any) -> None:

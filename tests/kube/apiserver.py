@@ -137,7 +137,7 @@ class ApiServer:
     """Watches from a resourceVersion below this get 410 (the retained window starts here)."""
     lists: int = 0
     watches: int = 0
-    forbidden: bool = False
+    forbidden_verbs: tuple[str, ...] = ()
     down: bool = False
     _drop_generation: int = 0
     _cond: threading.Condition = field(default_factory=threading.Condition)
@@ -223,9 +223,13 @@ class ApiServer:
             self.oldest = self.version
             self._cond.notify_all()
 
-    def forbid(self, on: bool = True) -> None:
+    def forbid(self, on: bool = True, *, verbs: tuple[str, ...] = ("list", "watch")) -> None:
+        """Answer 403 (as RBAC would) to the given verbs."""
         with self._cond:
-            self.forbidden = on
+            self.forbidden_verbs = verbs if on else ()
+            if on and "watch" in verbs:
+                self._drop_generation += 1  # RBAC changes end open watches
+            self._cond.notify_all()
 
     def set_down(self, on: bool = True) -> None:
         """While down, every request is answered by closing the connection."""
@@ -367,8 +371,8 @@ class _Handler(BaseHTTPRequestHandler):
         namespace = match.group(1)
         query = {k: v[-1] for k, v in parse_qs(url.query).items()}
         watch = query.get("watch") in ("true", "1")
-        if api.forbidden:
-            verb = "watch" if watch else "list"
+        verb = "watch" if watch else "list"
+        if verb in api.forbidden_verbs:
             message = (
                 f"endpointslices.discovery.k8s.io is forbidden: User "
                 f'"system:serviceaccount:{namespace}:default" cannot {verb} resource '

@@ -84,6 +84,7 @@ def make_kube_source(kubeconfig: Path) -> Iterator[SourceFactory]:
         target: str = "kubernetes:///greeter.default:50051",
         *,
         watch_timeout: int = 30,
+        idle_timeout: float = 30.0,
         **options: object,
     ) -> KubernetesSource:
         opts = KubernetesOptions(
@@ -97,6 +98,7 @@ def make_kube_source(kubeconfig: Path) -> Iterator[SourceFactory]:
             opts,
             dns=DnsOptions(),
             watch_timeout=watch_timeout,
+            idle_timeout=idle_timeout,
             request_timeout=5.0,
         )
         made.append(source)

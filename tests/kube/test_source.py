@@ -398,3 +398,37 @@ def test_close_during_outage(api: ApiServer, make_kube_source: SourceFactory) ->
     started = time.monotonic()
     source.close()
     assert time.monotonic() - started < 2.0
+
+
+def test_forbidden_watch_only(api: ApiServer, make_kube_source: SourceFactory) -> None:
+    two_slices(api)
+    api.forbid(verbs=("watch",))
+    rec = Recorder()
+    source = make_kube_source(fallback_target="static:///127.0.0.1:1@node-x")
+    source.start(rec)
+    wait_until(lambda: "forbidden" in (source.last_error or ""))
+    assert "cannot watch endpointslices.discovery.k8s.io" in (source.last_error or "")
+    # The list worked, then the watch was refused: the fallback takes over.
+    rec.wait_for(lambda s: addresses(s) == {"127.0.0.1:1"})
+    api.forbid(False)
+    # The watch resumes: the listener gets the EndpointSlice set back without a new event.
+    rec.wait_for(lambda s: len(s) == 3)
+    assert api.lists == 1
+
+
+def test_idle_watch_is_rewatched_quietly(
+    api: ApiServer, make_kube_source: SourceFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="protoc_gen_localfirst.discovery.kubernetes")
+    api.bookmark_interval = 60  # a silent watch: no events, no bookmarks
+    two_slices(api)
+    rec = Recorder()
+    source = make_kube_source(idle_timeout=0.3)
+    source.start(rec)
+    rec.wait_for(lambda s: len(s) == 3)
+    api.wait_for_watches(4)  # re-watched after each silence
+    assert api.lists == 1
+    assert source.last_error is None
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    api.delete_slice("greeter-def")
+    rec.wait_for(lambda s: len(s) == 2)

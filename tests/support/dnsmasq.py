@@ -187,10 +187,11 @@ class Dnsmasq:
                     f"{self.log_since_start()}"
                 )
             try:
-                self._query("localfirst-probe." + self.domain, "A", timeout=0.2)
+                # Until dnsmasq binds, a query just goes unanswered: keep the timeout short.
+                self._query("localfirst-probe." + self.domain, "A", timeout=0.05)
                 return
             except (dns.exception.Timeout, OSError):
-                time.sleep(0.02)
+                time.sleep(0.01)
         self.stop()
         raise DnsmasqError(f"dnsmasq did not answer on {self.server} within 10 s\n{self.log()}")
 

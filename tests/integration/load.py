@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 import grpc
 from greeter.v1.greeter_pb2 import HelloReply, HelloRequest
@@ -31,12 +31,15 @@ class SteadyLoad:
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
-    async def __aenter__(self) -> SteadyLoad:
+    async def __aenter__(self) -> Self:
         self._tasks = [asyncio.create_task(self._run()) for _ in range(self.workers)]
         return self
 
     async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         self._stop.set()
         await asyncio.gather(*self._tasks)

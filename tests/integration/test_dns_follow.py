@@ -79,22 +79,24 @@ def report(capsys: pytest.CaptureFixture[str], text: str) -> None:
 
 
 async def test_rolling_redeploy_to_new_ips(pods: Pods, capsys: pytest.CaptureFixture[str]) -> None:
-    async with GreeterClient(pods.target, node="node-a", dns=FAST_DNS) as client:
-        async with SteadyLoad(client) as load:
-            await load.wait_for(lambda r: r.replica == "a1", since=0)
-            for name, node, host in [
-                ("a2", "node-a", "127.0.0.61"),
-                ("b3", "node-b", "127.0.0.62"),
-                ("b4", "node-b", "127.0.0.63"),
-            ]:
-                await asyncio.to_thread(pods.start, name, node, host)
-            published = time.monotonic()
-            await asyncio.to_thread(pods.publish, "a2", "b3", "b4")
-            switch = await load.wait_for(lambda r: r.replica == "a2", since=published)
-            for old in ("a1", "b1", "b2"):
-                await asyncio.to_thread(pods.stop, old)  # SIGTERM: drain, like a rollout
-            settled = time.monotonic()
-            await asyncio.sleep(1.0)
+    async with (
+        GreeterClient(pods.target, node="node-a", dns=FAST_DNS) as client,
+        SteadyLoad(client) as load,
+    ):
+        await load.wait_for(lambda r: r.replica == "a1", since=0)
+        for name, node, host in [
+            ("a2", "node-a", "127.0.0.61"),
+            ("b3", "node-b", "127.0.0.62"),
+            ("b4", "node-b", "127.0.0.63"),
+        ]:
+            await asyncio.to_thread(pods.start, name, node, host)
+        published = time.monotonic()
+        await asyncio.to_thread(pods.publish, "a2", "b3", "b4")
+        switch = await load.wait_for(lambda r: r.replica == "a2", since=published)
+        for old in ("a1", "b1", "b2"):
+            await asyncio.to_thread(pods.stop, old)  # SIGTERM: drain, like a rollout
+        settled = time.monotonic()
+        await asyncio.sleep(1.0)
     assert load.failures == []
     late = {r.replica for r in load.replies_since(settled)}
     assert late == {"a2"}, late
@@ -105,19 +107,21 @@ async def test_rolling_redeploy_to_new_ips(pods: Pods, capsys: pytest.CaptureFix
 async def test_local_replica_killed_then_replaced(
     pods: Pods, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    async with GreeterClient(pods.target, node="node-a", dns=FAST_DNS) as client:
-        async with SteadyLoad(client) as load:
-            await load.wait_for(lambda r: r.replica == "a1", since=0)
-            killed = time.monotonic()
-            await asyncio.to_thread(pods.stop, "a1", signal.SIGKILL)
-            failover = await load.wait_for(lambda r: r.node == "node-b", since=killed)
-            await asyncio.to_thread(pods.publish, "b1", "b2")  # endpoints controller drops it
-            await asyncio.sleep(0.5)
-            assert {r.node for r in load.replies_since(time.monotonic() - 0.3)} == {"node-b"}
-            await asyncio.to_thread(pods.start, "a3", "node-a", "127.0.0.54")
-            published = time.monotonic()
-            await asyncio.to_thread(pods.publish, "a3", "b1", "b2")
-            back = await load.wait_for(lambda r: r.replica == "a3", since=published)
+    async with (
+        GreeterClient(pods.target, node="node-a", dns=FAST_DNS) as client,
+        SteadyLoad(client) as load,
+    ):
+        await load.wait_for(lambda r: r.replica == "a1", since=0)
+        killed = time.monotonic()
+        await asyncio.to_thread(pods.stop, "a1", signal.SIGKILL)
+        failover = await load.wait_for(lambda r: r.node == "node-b", since=killed)
+        await asyncio.to_thread(pods.publish, "b1", "b2")  # endpoints controller drops it
+        await asyncio.sleep(0.5)
+        assert {r.node for r in load.replies_since(time.monotonic() - 0.3)} == {"node-b"}
+        await asyncio.to_thread(pods.start, "a3", "node-a", "127.0.0.54")
+        published = time.monotonic()
+        await asyncio.to_thread(pods.publish, "a3", "b1", "b2")
+        back = await load.wait_for(lambda r: r.replica == "a3", since=published)
     assert load.failures == []
     report(capsys, f"kill local: first answer from node-b {failover:.3f} s after SIGKILL; "
                    f"new local replica in DNS -> first call on it: {back:.2f} s; 0 failed")  # fmt: skip
@@ -126,19 +130,21 @@ async def test_local_replica_killed_then_replaced(
 async def test_dns_server_down_keeps_last_known_endpoints(
     pods: Pods, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    async with GreeterClient(pods.target, node="node-a", dns=FAST_DNS) as client:
-        async with SteadyLoad(client) as load:
-            await load.wait_for(lambda r: r.replica == "a1", since=0)
-            pods.dns.stop()
-            await asyncio.sleep(3.0)  # three TTLs: refreshes fail
-            error_seen = client.source.last_error
-            during = load.replies_since(time.monotonic() - 2.5)
-            await asyncio.to_thread(pods.start, "a4", "node-a", "127.0.0.55")
-            await asyncio.to_thread(pods.dns.start)
-            published = time.monotonic()
-            await asyncio.to_thread(pods.publish, "a4", "b1", "b2")
-            await asyncio.to_thread(pods.stop, "a1")
-            back = await load.wait_for(lambda r: r.replica == "a4", since=published)
+    async with (
+        GreeterClient(pods.target, node="node-a", dns=FAST_DNS) as client,
+        SteadyLoad(client) as load,
+    ):
+        await load.wait_for(lambda r: r.replica == "a1", since=0)
+        pods.dns.stop()
+        await asyncio.sleep(3.0)  # three TTLs: refreshes fail
+        error_seen = client.source.last_error
+        during = load.replies_since(time.monotonic() - 2.5)
+        await asyncio.to_thread(pods.start, "a4", "node-a", "127.0.0.55")
+        await asyncio.to_thread(pods.dns.start)
+        published = time.monotonic()
+        await asyncio.to_thread(pods.publish, "a4", "b1", "b2")
+        await asyncio.to_thread(pods.stop, "a1")
+        back = await load.wait_for(lambda r: r.replica == "a4", since=published)
     assert load.failures == []
     assert error_seen is not None and pods.dns.server in error_seen, error_seen
     assert during and {r.replica for r in during} == {"a1"}

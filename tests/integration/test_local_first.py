@@ -87,7 +87,9 @@ async def test_local_replica_dies_and_returns_without_a_failed_call(
     first = answers[:before]
     assert first and all(isinstance(a, HelloReply) and a.node == "node-a" for a in first)
     # After the kill had taken effect, calls were answered on node-b.
-    late = collections.Counter(a.replica for a in during[len(during) // 2 :] if isinstance(a, HelloReply))
+    late = collections.Counter(
+        a.replica for a in during[len(during) // 2 :] if isinstance(a, HelloReply)
+    )
     assert set(late) == {"greeter-b1", "greeter-b2"}, late
     returned = [a for a in answers[back_at:] if isinstance(a, HelloReply) and a.node == "node-a"]
     assert returned, "no call went back to the restarted local replica"

@@ -366,6 +366,7 @@ class KubernetesSource(EndpointSource):
         self._free_retry = True
         try:
             while not self._closed.is_set():
+                self._streaming = False
                 try:
                     if self.resource_version is None:
                         self._list()
@@ -396,6 +397,8 @@ class KubernetesSource(EndpointSource):
                         self._free_retry = False
                         log.debug("%s: watch dropped (%s); re-watching", self.target.text, exc)
                         continue
+                    if self._streaming:
+                        delay = self.options.reconnect_initial  # it was up a moment ago
                     self._failed(exc)
                     wait = random.uniform(delay / 2, delay)
                     delay = min(delay * 2, self.options.reconnect_max)

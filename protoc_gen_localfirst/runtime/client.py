@@ -177,7 +177,10 @@ class _ClientCore(Generic[ChannelT]):
             self._close_channels(channels)
 
     def _learn(self, endpoint: Endpoint, metadata: Sequence[tuple[str, Any]] | None) -> None:
-        """Servers name their node in response headers: keep the balancer's view right."""
+        """Servers name their node in response metadata: keep the balancer's view right.
+
+        Trailers for unary responses, headers for streamed ones (see ``server_announce``).
+        """
         node = announced_node(metadata)
         if node is not None and node != endpoint.node:
             self.balancer.learn_node(endpoint.address, node)
@@ -335,7 +338,7 @@ class AsyncClient(_ClientCore[grpc.aio.Channel]):
                     grpc_call = open_call(self._acquire(endpoint), call.attempt_timeout())
                     try:
                         response = await grpc_call
-                        self._learn(endpoint, await grpc_call.initial_metadata())
+                        self._learn(endpoint, await grpc_call.trailing_metadata())
                     except grpc.RpcError as error:
                         call.committed = _headers_arrived(error) or (
                             replay is not None and not replay.replayable
@@ -534,7 +537,7 @@ class SyncClient(_ClientCore[grpc.Channel]):
                         response, grpc_call = invoke(
                             self._acquire(endpoint), call.attempt_timeout()
                         )
-                        self._learn(endpoint, grpc_call.initial_metadata())
+                        self._learn(endpoint, grpc_call.trailing_metadata())
                     except grpc.RpcError as error:
                         call.committed = _headers_arrived(error) or (
                             replay is not None and not replay.replayable

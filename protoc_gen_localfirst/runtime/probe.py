@@ -1,7 +1,7 @@
 """Learn which node an endpoint runs on by asking it (I/O edge).
 
 DNS gives addresses, not nodes. Our server bootstrap names its node in the
-``localfirst-node`` response header of every call, health checks included, so
+``localfirst-node`` response metadata of every call, health checks included, so
 a health Check to a newly seen endpoint tells the client where it runs before
 the first real call goes there. Probes run in a small thread pool, so the
 asyncio and the blocking client share this code.
@@ -90,7 +90,7 @@ class NodeProber:
                 if node is None:
                     log.debug("probe of %s failed: %s", endpoint.address, error)
                 return node
-            return announced_node(call.initial_metadata())
+            return announced_node([*call.initial_metadata(), *call.trailing_metadata()])
 
     def close(self) -> None:
         with self._lock:

@@ -1,12 +1,20 @@
 """Node announcement: every response says which node answered it.
 
 A client that found its endpoints through plain DNS knows IPs but not nodes.
-The server tells it: the node name goes into response **initial** metadata of
-every successful call and into **trailing** metadata of every call, so even a
-trailers-only error names the node that produced it.
+The server tells it: the node name goes into the **trailing** metadata of
+every call, and into the **initial** metadata (headers) of every call whose
+response is a stream, before its first message.
 
-How (and why this way)
-----------------------
+Why unary responses carry it in trailers only: grpc sends the headers, the
+single message and the status of a unary response in one batch, one write.
+Sending headers early (to put the node in them) would split that into two
+writes, and a replica killed between them leaves the client with headers but
+no status: a committed call (gRFC A6) that must not be retried, i.e. a failed
+call during a crash that plain grpc would have avoided. Trailers arrive in
+the same write as the response, so the client learns the node just as well.
+
+How
+---
 ``NodeAnnouncer`` is a ``grpc.aio.ServerInterceptor``. It wraps the async
 behaviour of *every* handler on the server (ours, the health service, anything
 added to ``Server.grpc_server`` later) and hands the behaviour an
@@ -17,16 +25,13 @@ added to ``Server.grpc_server`` later) and hands the behaviour an
   ``set_trailing_metadata`` or ``abort(..., trailing_metadata=...)``;
 * merges the node into the handler's own ``send_initial_metadata(...)`` call,
   so a handler that sends headers itself still works and both keys arrive;
-* otherwise sends the headers (with the node) **only** when the first response
+* for streamed responses, sends the headers (with the node) when the first
   message is about to go out, or when the handler finishes with status OK.
 
-The last point matters for retries (gRFC A6): a client treats "response
-headers received" as "call committed, do not retry". A handler that fails
-(abort, ``set_code``, exception) before producing a response therefore still
-yields a trailers-only response, which a client may retry elsewhere. An
-interceptor alone cannot do this (grpc sends default empty headers together
-with the first message, and has no hook to add to them), and a wrapping
-context alone would miss handlers we did not register; together they do.
+Headers never go out before the handler produced a response: a client treats
+"response headers received" as "call committed, do not retry", so a handler
+that fails (abort, ``set_code``, exception) first still yields a trailers-only
+response, which a client may retry elsewhere.
 
 Sync (thread-pool) handlers are left untouched: they never see the node.
 Everything this package registers is async.
@@ -192,7 +197,7 @@ def _announcing_unary(behaviour: _UnaryBehaviour, node: str) -> _UnaryBehaviour:
                 # set_code(...) + return: grpc would send empty headers and an
                 # empty message before the status; abort keeps it trailers-only.
                 await context.abort(code, context.details() or "")
-        await ctx.announce_if_ok()
+        # The node is in the trailers, sent in one batch with the response.
         return response
 
     return unary

@@ -102,7 +102,11 @@ class Replica:
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"{self.node} is shedding load")
         if b.app_error:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{self.node} rejects this")
-        await context.send_initial_metadata((("localfirst-node", self.node),))
+        # Like the bootstrap: unary responses name the node in trailers,
+        # streamed ones in headers.
+        context.set_trailing_metadata((("localfirst-node", self.node),))
+        if name in ("ServerStream", "Bidi") or b.unavailable_after_headers:
+            await context.send_initial_metadata((("localfirst-node", self.node),))
         if b.unavailable_after_headers:
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"{self.node} failed after headers")
 

@@ -131,7 +131,7 @@ async def test_plain_grpc_servicer_is_served(
     client = client_for(await start(PlainEcho()))
     call = client.say(StringValue(value="x"))
     assert (await call).value == "plain x"
-    assert md(await call.initial_metadata())[NODE_METADATA_KEY] == NODE
+    assert md(await call.trailing_metadata())[NODE_METADATA_KEY] == NODE
     # grpc's generated default (sync, raises NotImplementedError) -> UNIMPLEMENTED
     with pytest.raises(grpc.aio.AioRpcError) as info:
         [r async for r in client.expand(StringValue(value="x"))]

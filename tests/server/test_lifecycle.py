@@ -42,7 +42,7 @@ async def test_health_serving_with_node(echo_server: Server) -> None:
         for service in ("", ECHO_SERVICE.name):
             call = stub.Check(health_pb2.HealthCheckRequest(service=service))
             assert (await call).status == SERVING
-            assert md(await call.initial_metadata())[NODE_METADATA_KEY] == NODE
+            assert md(await call.trailing_metadata())[NODE_METADATA_KEY] == NODE
         with pytest.raises(grpc.aio.AioRpcError) as info:
             await stub.Check(health_pb2.HealthCheckRequest(service="no.such.Service"))
         assert info.value.code() == grpc.StatusCode.NOT_FOUND
@@ -93,7 +93,7 @@ async def test_drain_lets_in_flight_calls_finish(
     assert not drain.done()  # waiting for the in-flight call
     echo.release.set()
     assert (await in_flight).value == "hello block"
-    assert md(await in_flight.initial_metadata())[NODE_METADATA_KEY] == NODE
+    assert md(await in_flight.trailing_metadata())[NODE_METADATA_KEY] == NODE
     await asyncio.wait_for(drain, 10)
 
 
@@ -235,7 +235,7 @@ async def test_sigterm_drains_and_exits_zero(loopback_host: str) -> None:
         async with grpc.aio.insecure_channel(f"{loopback_host}:{port}") as channel:
             call = Client(channel).say(StringValue(value="live"))
             assert (await call).value == "hello live"
-            assert md(await call.initial_metadata())[NODE_METADATA_KEY] == "script-node"
+            assert md(await call.trailing_metadata())[NODE_METADATA_KEY] == "script-node"
         proc.send_signal(signal.SIGTERM)
         output = await _finish(proc, lines)
     finally:

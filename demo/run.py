@@ -1,15 +1,19 @@
-"""Local-first in one minute: generate, start replicas on two nodes, call, kill, restart.
+"""Local-first in one minute: generate, start replicas on two nodes, call, kill, redeploy.
 
     python -m demo.run
 
 1. Generates Python code from protos/greeter/v1/greeter.proto with protoc
    (grpc_tools) and this plugin, into .demo/gen.
 2. Starts three replicas of the example Greeter as separate processes on
-   loopback addresses, standing in for pods: one on node-a, two on node-b.
-3. A client "on node-a" calls: every call lands on node-a's replica. The
-   node-a replica is killed: calls fail over to node-b with no failed call.
-   It is restarted: calls return to it. Everything down: the error says what
-   was tried.
+   loopback addresses, standing in for pods: one on node-a, two on node-b,
+   published under one DNS name like a headless Service.
+3. A client "on node-a" resolves the name, learns each replica's node from the
+   replica itself, and calls: every call lands on node-a's replica.
+4. The node-a replica is killed: calls fail over to node-b, none fails.
+5. It restarts at the same address: calls return to it.
+6. Every replica is redeployed to new addresses and DNS is updated: the client
+   re-resolves and follows, with no failed call.
+7. Everything down: the error says what was tried.
 
 No root, no Kubernetes, no network beyond 127.0.0.0/8.
 """
@@ -21,19 +25,25 @@ import collections
 import importlib
 import logging
 import shutil
+import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import grpc
 
-from demo.cluster import REPO, ReplicaProcess, static_target
+from demo.cluster import REPO, ReplicaProcess, free_port
+from demo.dns_server import DemoDnsServer
+from demo.load import SteadyLoad
+from protoc_gen_localfirst.runtime import DnsOptions
 
 OUT = REPO / ".demo"
 GEN = OUT / "gen"
 PROTO = "greeter/v1/greeter.proto"
+NAME = "greeter.demo"
 CALLS = 12
 
 
@@ -51,7 +61,9 @@ def generate() -> Any:
         f"--python_out={GEN}", f"--pyi_out={GEN}", f"--localfirst_out={GEN}",
         f"--plugin=protoc-gen-localfirst={plugin}", str(REPO / "protos" / PROTO),
     ]  # fmt: skip
-    say(f"$ python -m grpc_tools.protoc -Iprotos --python_out=... --localfirst_out=.demo/gen {PROTO}")
+    say(
+        f"$ python -m grpc_tools.protoc -Iprotos --python_out=... --localfirst_out=.demo/gen {PROTO}"
+    )
     subprocess.run(command, check=True)
     written = sorted(p.relative_to(OUT) for p in GEN.rglob("*.py*"))
     say("  wrote " + ", ".join(str(p) for p in written))
@@ -59,8 +71,12 @@ def generate() -> Any:
     return importlib.import_module("greeter.v1.greeter_localfirst")
 
 
-async def burst(client: Any, pb2: Any, label: str) -> collections.Counter[str]:
-    """CALLS unary calls in a row; count who answered and how many failed."""
+def who(counts: collections.Counter[str]) -> str:
+    return ", ".join(f"{name} x{n}" for name, n in counts.most_common())
+
+
+async def burst(client: Any, pb2: Any, label: str) -> int:
+    """CALLS unary calls in a row; print who answered; return how many failed."""
     answered: collections.Counter[str] = collections.Counter()
     for i in range(CALLS):
         try:
@@ -68,65 +84,138 @@ async def burst(client: Any, pb2: Any, label: str) -> collections.Counter[str]:
             answered[f"{reply.replica} ({reply.node})"] += 1
         except grpc.RpcError:
             answered["FAILED"] += 1
-    summary = ", ".join(f"{who} x{n}" for who, n in answered.most_common())
-    say(f"  {label}: {summary}")
-    return answered
+    say(f"  {label}: {who(answered)}")
+    return answered["FAILED"]
+
+
+def show_order(client: Any) -> None:
+    order = client.endpoint_order()
+    say("  call order from node-a: " + ", ".join(e.describe() for e in order))
+
+
+async def wait_for_nodes(client: Any, count: int) -> None:
+    """Until the client has learned the node of ``count`` endpoints (health probes)."""
+    for _ in range(100):
+        if sum(e.node is not None for e in client.balancer.endpoints) >= count:
+            return
+        await asyncio.sleep(0.05)
+
+
+class Cluster:
+    """Replica processes on one port, published in the demo DNS server."""
+
+    def __init__(self) -> None:
+        self.port = free_port("127.0.0.1")
+        self.dns = DemoDnsServer({}, ttl=1)
+        self.replicas: dict[str, ReplicaProcess] = {}
+
+    def start(self, name: str, node: str, host: str) -> ReplicaProcess:
+        replica = ReplicaProcess(name, node, host, GEN, port=self.port)
+        self.replicas[name] = replica.start(wait=False)
+        return replica
+
+    def wait(self, names: Sequence[str]) -> None:
+        for name in names:
+            self.replicas[name].wait_serving()
+            replica = self.replicas[name]
+            say(f"  {name} on {replica.node} at {replica.address}")
+
+    def publish(self, names: Sequence[str]) -> None:
+        hosts = [self.replicas[n].host for n in names]
+        self.dns.set(NAME, hosts)
+        say(f"  DNS: {NAME} -> {', '.join(hosts)} (TTL {self.dns.ttl} s)")
+
+    def kill(self, name: str, sig: signal.Signals = signal.SIGKILL) -> None:
+        self.replicas.pop(name).kill(sig)
+
+    def close(self) -> None:
+        for replica in self.replicas.values():
+            replica.stop()
+        self.dns.close()
 
 
 async def main() -> int:
-    logging.basicConfig(level=logging.WARNING, format="  client log: %(message)s")
+    logging.basicConfig(level=logging.WARNING, format="  client log: %(message)s", stream=sys.stdout)
     say("== 1. generate")
     module = generate()
     pb2 = importlib.import_module("greeter.v1.greeter_pb2")
 
     say("\n== 2. start replicas (processes on loopback addresses, one per simulated pod)")
-    local = ReplicaProcess("greeter-a1", "node-a", "127.0.0.21", GEN)
-    others = [
-        ReplicaProcess("greeter-b1", "node-b", "127.0.0.22", GEN),
-        ReplicaProcess("greeter-b2", "node-b", "127.0.0.23", GEN),
-    ]
-    replicas = [local, *others]
+    cluster = Cluster()
     failures = 0
     try:
-        for replica in replicas:
-            replica.start()
-            say(f"  {replica.name} on {replica.node} at {replica.address}")
-        target = static_target(replicas)
-        say(f"\n== 3. client on node-a (NODE_NAME=node-a), target\n  {target}")
-        async with module.GreeterClient(target, node="node-a") as client:
-            failures += (await burst(client, pb2, "local first"))["FAILED"]
-            replies = [r.replica async for r in client.lots_of_replies(pb2.HelloRequest(name="s", count=3))]
+        for name, node, host in [
+            ("a1", "node-a", "127.0.0.21"),
+            ("b1", "node-b", "127.0.0.22"),
+            ("b2", "node-b", "127.0.0.23"),
+        ]:
+            cluster.start(name, node, host)
+        cluster.wait(["a1", "b1", "b2"])
+        cluster.publish(["a1", "b1", "b2"])
+        target = cluster.dns.target(NAME, cluster.port)
+        say(f"\n== 3. client on node-a (NODE_NAME=node-a), target {target}")
+        dns = DnsOptions(min_interval=0.2, failure_refresh_interval=0.2)
+        async with module.GreeterClient(target, node="node-a", dns=dns) as client:
+            await wait_for_nodes(client, 3)
+            say("  DNS gave addresses; each replica's health check named its node")
+            show_order(client)
+            failures += await burst(client, pb2, "local first")
+            replies = [
+                r.replica async for r in client.lots_of_replies(pb2.HelloRequest(name="s", count=3))
+            ]
             say(f"  a server stream of 3 replies came from: {', '.join(replies)}")
 
-            say(f"\n== 4. kill {local.name} (SIGKILL, like a crashed pod)")
-            local.kill()
-            failures += (await burst(client, pb2, "failover"))["FAILED"]
+            say("\n== 4. kill a1 (SIGKILL, like a crashed pod)")
+            cluster.kill("a1")
+            failures += await burst(client, pb2, "failover")
 
-            say(f"\n== 5. restart {local.name} at the same address")
+            say("\n== 5. restart a1 at the same address")
             started = time.monotonic()
-            local.start()
+            cluster.start("a1", "node-a", "127.0.0.21").wait_serving()
             ready = time.monotonic()
-            calls_until_back = 0
-            while True:
-                calls_until_back += 1
+            for calls_until_back in range(1, 200):
                 reply = await client.say_hello(pb2.HelloRequest(name="back?"), timeout=2.0)
                 if reply.node == "node-a":
                     break
                 await asyncio.sleep(0.05)
             say(f"  process up and SERVING after {ready - started:.1f} s; the next call "
                 f"went to {reply.replica} ({calls_until_back} call(s) until it was back)")  # fmt: skip
-            failures += (await burst(client, pb2, "after restart"))["FAILED"]
+            failures += await burst(client, pb2, "after restart")
 
-            say("\n== 6. stop every replica: the error names what was tried")
-            for replica in replicas:
-                replica.kill()
+            say("\n== 6. redeploy every replica to new addresses, under steady load")
+            async with SteadyLoad(client) as load:
+                for name, node, host in [
+                    ("a2", "node-a", "127.0.0.24"),
+                    ("b3", "node-b", "127.0.0.25"),
+                    ("b4", "node-b", "127.0.0.26"),
+                ]:
+                    cluster.start(name, node, host)
+                await asyncio.to_thread(cluster.wait, ["a2", "b3", "b4"])
+                published = time.monotonic()
+                cluster.publish(["a2", "b3", "b4"])
+                switch = await load.wait_for(lambda r: r.replica == "a2", since=published)
+                for old in ("a1", "b1", "b2"):
+                    await asyncio.to_thread(cluster.kill, old, signal.SIGTERM)
+                settled = time.monotonic()
+                await asyncio.sleep(0.5)
+            after = collections.Counter(
+                f"{r.replica} ({r.node})" for r in load.replies_since(settled)
+            )
+            say(f"  first call on the new local replica {switch:.2f} s after the DNS update")
+            say(f"  {len(load.answers)} calls during the redeploy, {len(load.failures)} failed; "
+                f"after the old replicas stopped: {who(after)}")  # fmt: skip
+            failures += len(load.failures)
+            show_order(client)
+
+            say("\n== 7. stop every replica: the error names what was tried")
+            for name in list(cluster.replicas):
+                cluster.kill(name)
             try:
                 await client.say_hello(pb2.HelloRequest(name="anyone?"), timeout=2.0)
             except grpc.RpcError as error:
                 say(f"  {error.code().name}: {error.details()}")
     finally:
-        for replica in replicas:
-            replica.stop()
+        cluster.close()
     say(f"\nfailed calls while replicas were up: {failures}")
     return 0 if failures == 0 else 1
 

@@ -19,9 +19,9 @@ import pytest
 from greeter.v1.greeter_localfirst import GreeterClient
 
 from demo.cluster import ReplicaProcess, free_port
+from demo.load import SteadyLoad
 from protoc_gen_localfirst.runtime import DnsOptions
 from tests.integration.conftest import GENERATED
-from tests.integration.load import SteadyLoad
 from tests.support.dnsmasq import Dnsmasq
 
 pytestmark = pytest.mark.integration

@@ -7,15 +7,16 @@ Replicas are real processes serving the committed generated code on
 from __future__ import annotations
 
 import asyncio
-import collections
 import signal
+import time
 
 import grpc
 import pytest
 from greeter.v1.greeter_localfirst import GreeterClient, GreeterSyncClient
-from greeter.v1.greeter_pb2 import HelloReply, HelloRequest, WhoAmIRequest
+from greeter.v1.greeter_pb2 import HelloRequest, WhoAmIRequest
 
 from demo.cluster import ReplicaProcess, static_target
+from demo.load import SteadyLoad
 from protoc_gen_localfirst.runtime import CallFailedError
 
 pytestmark = pytest.mark.integration
@@ -46,53 +47,29 @@ def test_sync_client_every_kind_lands_on_the_callers_node(cluster: list[ReplicaP
     assert {r.replica for r in replies} <= {"greeter-b1", "greeter-b2"}
 
 
-async def _steady_calls(
-    client: GreeterClient, stop: asyncio.Event, answers: list[HelloReply | Exception]
-) -> None:
-    while not stop.is_set():
-        try:
-            answers.append(await client.say_hello(HelloRequest(name="steady"), timeout=5))
-        except grpc.RpcError as error:
-            answers.append(error)
-        await asyncio.sleep(0.005)
-
-
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["crash", "drain"])
 async def test_local_replica_dies_and_returns_without_a_failed_call(
     cluster: list[ReplicaProcess], sig: signal.Signals
 ) -> None:
     local = cluster[0]
-    answers: list[HelloReply | Exception] = []
-    stop = asyncio.Event()
-    async with GreeterClient(static_target(cluster), node="node-a") as client:
-        workers = [asyncio.create_task(_steady_calls(client, stop, answers)) for _ in range(4)]
-        try:
-            await asyncio.sleep(0.3)
-            before = len(answers)
-            await asyncio.to_thread(local.kill, sig)
-            killed_at = len(answers)
-            await asyncio.sleep(1.0)
-            during = answers[killed_at:]
-            await asyncio.to_thread(local.start)
-            back_at = len(answers)
-            for _ in range(400):
-                await asyncio.sleep(0.01)
-                if any(isinstance(a, HelloReply) and a.node == "node-a" for a in answers[back_at:]):
-                    break
-        finally:
-            stop.set()
-            await asyncio.gather(*workers)
-    failed = [a for a in answers if isinstance(a, Exception)]
-    assert failed == [], f"{len(failed)} of {len(answers)} calls failed: {failed[:3]}"
-    first = answers[:before]
-    assert first and all(isinstance(a, HelloReply) and a.node == "node-a" for a in first)
-    # After the kill had taken effect, calls were answered on node-b.
-    late = collections.Counter(
-        a.replica for a in during[len(during) // 2 :] if isinstance(a, HelloReply)
-    )
-    assert set(late) == {"greeter-b1", "greeter-b2"}, late
-    returned = [a for a in answers[back_at:] if isinstance(a, HelloReply) and a.node == "node-a"]
-    assert returned, "no call went back to the restarted local replica"
+    async with (
+        GreeterClient(static_target(cluster), node="node-a") as client,
+        SteadyLoad(client) as load,
+    ):
+        await asyncio.sleep(0.3)
+        killed = time.monotonic()
+        await asyncio.to_thread(local.kill, sig)
+        exited = time.monotonic()
+        await asyncio.sleep(1.0)
+        restarted = time.monotonic()
+        await asyncio.to_thread(local.start)
+        await load.wait_for(lambda r: r.node == "node-a", since=restarted)
+    assert load.failures == [], f"{len(load.failures)} of {len(load.answers)} calls failed"
+    before = load.replies_before(killed)
+    assert before and {r.node for r in before} == {"node-a"}
+    # Once the process had exited, calls were answered on node-b.
+    between = load.replies_between(exited, restarted)
+    assert {r.replica for r in between} == {"greeter-b1", "greeter-b2"}
 
 
 async def test_all_replicas_down_gives_a_clear_error(cluster: list[ReplicaProcess]) -> None:

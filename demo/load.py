@@ -7,10 +7,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import grpc
-from greeter.v1.greeter_pb2 import HelloReply, HelloRequest
+
+if TYPE_CHECKING:  # generated code: importable once protoc has run
+    from greeter.v1.greeter_pb2 import HelloReply
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,8 @@ class SteadyLoad:
         await asyncio.gather(*self._tasks)
 
     async def _run(self) -> None:
+        from greeter.v1.greeter_pb2 import HelloRequest
+
         while not self._stop.is_set():
             try:
                 reply = await self.client.say_hello(HelloRequest(name="steady"), timeout=5)
@@ -59,6 +63,12 @@ class SteadyLoad:
 
     def replies_since(self, since: float) -> list[HelloReply]:
         return [a.reply for a in self.answers if a.reply is not None and a.at >= since]
+
+    def replies_before(self, until: float) -> list[HelloReply]:
+        return [a.reply for a in self.answers if a.reply is not None and a.at < until]
+
+    def replies_between(self, since: float, until: float) -> list[HelloReply]:
+        return [a.reply for a in self.answers if a.reply is not None and since <= a.at < until]
 
     async def wait_for(
         self, predicate: Callable[[HelloReply], bool], since: float, timeout: float = 20.0

@@ -1,0 +1,27 @@
+"""The README's first command runs the demo; it must keep working."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from demo.cluster import REPO
+
+pytestmark = pytest.mark.integration
+
+
+def test_demo_shows_local_first_failover_return_and_redeploy() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "demo.run"],
+        cwd=REPO, capture_output=True, text=True, timeout=180, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert "  local first: a1 (node-a) x12" in out
+    assert "  failover: " in out and "FAILED" not in out
+    assert "  after restart: a1 (node-a) x12" in out
+    assert "failed; after the old replicas stopped: a2 (node-a) x" in out
+    assert "UNAVAILABLE: /greeter.v1.Greeter/SayHello: all 4 attempts failed; tried " in out
+    assert out.rstrip().endswith("failed calls while replicas were up: 0")

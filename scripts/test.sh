@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # The whole test suite: set up, then lint, type-check and run every test.
-# System packages (Debian's protoc) are installed when running as root; without
-# root and without them, the tests that need them fail and say what to install.
+# System packages (Debian's protoc, dnsmasq as the real DNS server of the DNS
+# tests) are installed when running as root; without root and without them,
+# the tests that need them fail and say what to install.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 need=()
 command -v protoc >/dev/null || need+=(protobuf-compiler)
+command -v dnsmasq >/dev/null || [ -x /usr/sbin/dnsmasq ] || need+=(dnsmasq-base)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq

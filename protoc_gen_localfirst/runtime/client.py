@@ -228,6 +228,27 @@ def _headers_arrived(call: object) -> bool:
     return callable(initial_metadata) and bool(initial_metadata())
 
 
+def _multicallable(channel: Any, method: MethodInfo[Any, Any]) -> Any:
+    """grpc's multi-callable for ``method`` (``MethodKind`` values are grpc's method names)."""
+    return getattr(channel, method.kind.value)(
+        method.path,
+        request_serializer=method.serialize_request,
+        response_deserializer=method.deserialize_response,
+    )
+
+
+def _attempt_failed(
+    call: CallAttempts,
+    endpoint: Endpoint,
+    error: grpc.RpcError,
+    replay: AsyncRequestReplay[Any] | SyncRequestReplay[Any] | None,
+) -> AttemptFailed:
+    """Record a failed attempt; committed once headers came or requests can't be replayed."""
+    if _headers_arrived(error) or (replay is not None and not replay.replayable):
+        call.committed = True
+    return call.failed(endpoint, error)
+
+
 def _metadata_tuple(metadata: Metadata | None) -> tuple[tuple[str, str | bytes], ...] | None:
     return None if metadata is None else tuple(metadata)
 
@@ -292,11 +313,7 @@ class AsyncClient(_ClientCore[grpc.aio.Channel]):
         retry: RetryPolicy | None,
     ) -> ResponseT:
         def open_call(channel: grpc.aio.Channel, attempt_timeout: float | None) -> Any:
-            multicallable = channel.unary_unary(
-                method.path,
-                request_serializer=method.serialize_request,
-                response_deserializer=method.deserialize_response,
-            )
+            multicallable = _multicallable(channel, method)
             return multicallable(request, timeout=attempt_timeout, metadata=metadata)
 
         response: ResponseT = await self._unary_response(
@@ -316,11 +333,7 @@ class AsyncClient(_ClientCore[grpc.aio.Channel]):
         replay = AsyncRequestReplay(requests, self.retry_buffer_limit)
 
         def open_call(channel: grpc.aio.Channel, attempt_timeout: float | None) -> Any:
-            multicallable = channel.stream_unary(
-                method.path,
-                request_serializer=method.serialize_request,
-                response_deserializer=method.deserialize_response,
-            )
+            multicallable = _multicallable(channel, method)
             return multicallable(replay.attempt(), timeout=attempt_timeout, metadata=metadata)
 
         response: ResponseT = await self._unary_response(
@@ -340,10 +353,7 @@ class AsyncClient(_ClientCore[grpc.aio.Channel]):
                         response = await grpc_call
                         self._learn(endpoint, await grpc_call.trailing_metadata())
                     except grpc.RpcError as error:
-                        call.committed = _headers_arrived(error) or (
-                            replay is not None and not replay.replayable
-                        )
-                        raise call.failed(endpoint, error) from error
+                        raise _attempt_failed(call, endpoint, error, replay) from error
                     finally:
                         self._release(endpoint)
                     call.succeeded(endpoint)
@@ -362,11 +372,7 @@ class AsyncClient(_ClientCore[grpc.aio.Channel]):
         retry: RetryPolicy | None,
     ) -> AsyncIterator[ResponseT]:
         def open_call(channel: grpc.aio.Channel, attempt_timeout: float | None) -> Any:
-            multicallable = channel.unary_stream(
-                method.path,
-                request_serializer=method.serialize_request,
-                response_deserializer=method.deserialize_response,
-            )
+            multicallable = _multicallable(channel, method)
             return multicallable(request, timeout=attempt_timeout, metadata=metadata)
 
         return self._stream_responses(method, timeout, retry, open_call, None)
@@ -383,11 +389,7 @@ class AsyncClient(_ClientCore[grpc.aio.Channel]):
         replay = AsyncRequestReplay(requests, self.retry_buffer_limit)
 
         def open_call(channel: grpc.aio.Channel, attempt_timeout: float | None) -> Any:
-            multicallable = channel.stream_stream(
-                method.path,
-                request_serializer=method.serialize_request,
-                response_deserializer=method.deserialize_response,
-            )
+            multicallable = _multicallable(channel, method)
             return multicallable(replay.attempt(), timeout=attempt_timeout, metadata=metadata)
 
         return self._stream_responses(method, timeout, retry, open_call, replay)
@@ -422,9 +424,7 @@ class AsyncClient(_ClientCore[grpc.aio.Channel]):
                     except grpc.RpcError as error:
                         stream.cancel()
                         self._release(endpoint)
-                        if replay is not None and not replay.replayable:
-                            call.committed = True
-                        raise call.failed(endpoint, error) from error
+                        raise _attempt_failed(call, endpoint, error, replay) from error
         except AttemptFailed as failure:
             _raise_final(call, failure)
         assert stream is not None and endpoint is not None
@@ -486,11 +486,7 @@ class SyncClient(_ClientCore[grpc.Channel]):
         retry: RetryPolicy | None,
     ) -> ResponseT:
         def invoke(channel: grpc.Channel, attempt_timeout: float | None) -> Any:
-            multicallable = channel.unary_unary(
-                method.path,
-                request_serializer=method.serialize_request,
-                response_deserializer=method.deserialize_response,
-            )
+            multicallable = _multicallable(channel, method)
             return multicallable.with_call(
                 request, timeout=attempt_timeout, metadata=_metadata_tuple(metadata)
             )
@@ -512,11 +508,7 @@ class SyncClient(_ClientCore[grpc.Channel]):
         replay = SyncRequestReplay(requests, self.retry_buffer_limit)
 
         def invoke(channel: grpc.Channel, attempt_timeout: float | None) -> Any:
-            multicallable = channel.stream_unary(
-                method.path,
-                request_serializer=method.serialize_request,
-                response_deserializer=method.deserialize_response,
-            )
+            multicallable = _multicallable(channel, method)
             return multicallable.with_call(
                 replay.attempt(), timeout=attempt_timeout, metadata=_metadata_tuple(metadata)
             )
@@ -539,10 +531,7 @@ class SyncClient(_ClientCore[grpc.Channel]):
                         )
                         self._learn(endpoint, grpc_call.trailing_metadata())
                     except grpc.RpcError as error:
-                        call.committed = _headers_arrived(error) or (
-                            replay is not None and not replay.replayable
-                        )
-                        raise call.failed(endpoint, error) from error
+                        raise _attempt_failed(call, endpoint, error, replay) from error
                     finally:
                         self._release(endpoint)
                     call.succeeded(endpoint)
@@ -561,11 +550,7 @@ class SyncClient(_ClientCore[grpc.Channel]):
         retry: RetryPolicy | None,
     ) -> Iterator[ResponseT]:
         def open_call(channel: grpc.Channel, attempt_timeout: float | None) -> Any:
-            multicallable = channel.unary_stream(
-                method.path,
-                request_serializer=method.serialize_request,
-                response_deserializer=method.deserialize_response,
-            )
+            multicallable = _multicallable(channel, method)
             return multicallable(
                 request, timeout=attempt_timeout, metadata=_metadata_tuple(metadata)
             )
@@ -584,11 +569,7 @@ class SyncClient(_ClientCore[grpc.Channel]):
         replay = SyncRequestReplay(requests, self.retry_buffer_limit)
 
         def open_call(channel: grpc.Channel, attempt_timeout: float | None) -> Any:
-            multicallable = channel.stream_stream(
-                method.path,
-                request_serializer=method.serialize_request,
-                response_deserializer=method.deserialize_response,
-            )
+            multicallable = _multicallable(channel, method)
             return multicallable(
                 replay.attempt(), timeout=attempt_timeout, metadata=_metadata_tuple(metadata)
             )
@@ -624,9 +605,7 @@ class SyncClient(_ClientCore[grpc.Channel]):
                     except grpc.RpcError as error:
                         stream.cancel()
                         self._release(endpoint)
-                        if replay is not None and not replay.replayable:
-                            call.committed = True
-                        raise call.failed(endpoint, error) from error
+                        raise _attempt_failed(call, endpoint, error, replay) from error
         except AttemptFailed as failure:
             _raise_final(call, failure)
         assert stream is not None and endpoint is not None

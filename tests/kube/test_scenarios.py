@@ -25,7 +25,7 @@ from tests.kube.apiserver import ApiServer, endpoint, endpoint_slice
 # isort: off
 from tests.integration.conftest import GENERATED  # puts generated/ on sys.path
 from greeter.v1.greeter_localfirst import GreeterClient
-from tests.integration.load import SteadyLoad
+from demo.load import SteadyLoad
 # isort: on
 
 pytestmark = pytest.mark.integration

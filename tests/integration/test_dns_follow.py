@@ -10,7 +10,10 @@ of unary calls and must not fail one of them; the switch times are printed.
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -166,3 +169,22 @@ async def test_never_resolvable_name_fails_with_the_dns_error(pods: Pods) -> Non
     details = failure.value.details() or ""
     assert f"no endpoints resolved yet for {target}" in details or "no ready endpoints" in details
     assert "NXDOMAIN" in details, details
+
+
+def test_endpoints_command_shows_learned_nodes_and_order(pods: Pods) -> None:
+    """The diagnostic resolves like a client: DNS for addresses, health probes for nodes."""
+    env = {**os.environ, "NODE_NAME": "node-b"}
+    result = subprocess.run(
+        [sys.executable, "-m", "protoc_gen_localfirst", "endpoints", pods.target],
+        capture_output=True, text=True, env=env, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == f"target  {pods.target}  (DnsSource)"
+    port = pods.port
+    assert f"  127.0.0.51:{port}  node-a  -     yes" in lines
+    order = lines[lines.index("a call from node-b tries, in order:") + 1 :]
+    assert len(order) == 3
+    assert {o.split(" ")[3] for o in order[:2]} == {f"127.0.0.52:{port}", f"127.0.0.53:{port}"}
+    assert order[0].endswith("same node") and order[1].endswith("same node")
+    assert order[2] == f"  3. 127.0.0.51:{port} (node-a)  elsewhere"

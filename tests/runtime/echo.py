@@ -40,6 +40,8 @@ class Behaviour:
     """Fail every call with INVALID_ARGUMENT (an answer of the service)."""
     unavailable_after_headers: bool = False
     """Send response headers, then fail with UNAVAILABLE (a committed call)."""
+    delay: float = 0.0
+    """Seconds a unary call takes before it answers."""
     calls: list[str] = field(default_factory=list)
     received: list[list[str]] = field(default_factory=list)
 
@@ -89,7 +91,9 @@ class Replica:
                 self._bidi, StringValue.FromString, StringValue.SerializeToString
             ),
         }
-        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("test.Echo", handlers),))
+        server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler("test.Echo", handlers),)
+        )
         self.port = server.add_insecure_port(f"{self.host}:{self.port}")
         await server.start()
         self._server = server
@@ -115,20 +119,27 @@ class Replica:
 
     async def _unary(self, request: StringValue, context: Any) -> StringValue:
         await self._gate("Unary", context)
+        await asyncio.sleep(self.behaviour.delay)
         return self._reply(request.value)
 
-    async def _server_stream(self, request: StringValue, context: Any) -> AsyncIterator[StringValue]:
+    async def _server_stream(
+        self, request: StringValue, context: Any
+    ) -> AsyncIterator[StringValue]:
         await self._gate("ServerStream", context)
         for i in range(int(request.value or "3")):
             yield self._reply(str(i))
 
-    async def _client_stream(self, requests: AsyncIterator[StringValue], context: Any) -> StringValue:
+    async def _client_stream(
+        self, requests: AsyncIterator[StringValue], context: Any
+    ) -> StringValue:
         got = [r.value async for r in requests]
         self.behaviour.received.append(got)
         await self._gate("ClientStream", context)
         return self._reply(",".join(got))
 
-    async def _bidi(self, requests: AsyncIterator[StringValue], context: Any) -> AsyncIterator[StringValue]:
+    async def _bidi(
+        self, requests: AsyncIterator[StringValue], context: Any
+    ) -> AsyncIterator[StringValue]:
         first = await anext(requests)
         await self._gate("Bidi", context)
         yield self._reply(first.value)

@@ -40,7 +40,9 @@ class Caller:
         if self.aio:
             return (await self.aio._unary_unary(UNARY, StringValue(value=value), **kw)).value
         assert self.sync
-        return (await asyncio.to_thread(self.sync._unary_unary, UNARY, StringValue(value=value), **kw)).value
+        return (
+            await asyncio.to_thread(self.sync._unary_unary, UNARY, StringValue(value=value), **kw)
+        ).value
 
     async def server_stream(self, count: int) -> list[str]:
         request = StringValue(value=str(count))
@@ -57,7 +59,9 @@ class Caller:
         if self.aio:
             return (await self.aio._stream_unary(CLIENT_STREAM, iter(requests), **CALL)).value
         assert self.sync
-        return (await asyncio.to_thread(self.sync._stream_unary, CLIENT_STREAM, iter(requests), **CALL)).value
+        return (
+            await asyncio.to_thread(self.sync._stream_unary, CLIENT_STREAM, iter(requests), **CALL)
+        ).value
 
     async def bidi(self, values: list[str]) -> list[str]:
         requests = [StringValue(value=v) for v in values]
@@ -81,7 +85,9 @@ def kind(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-async def test_every_kind_of_call_goes_to_the_callers_node_first(replicas: list[Replica], kind: str) -> None:
+async def test_every_kind_of_call_goes_to_the_callers_node_first(
+    replicas: list[Replica], kind: str
+) -> None:
     caller = Caller(kind, static_target(replicas), node="node-b")
     try:
         assert await caller.unary("hi") == "node-b:hi"
@@ -93,7 +99,9 @@ async def test_every_kind_of_call_goes_to_the_callers_node_first(replicas: list[
     assert replicas[0].behaviour.calls == replicas[2].behaviour.calls == []
 
 
-async def test_unavailable_fails_over_to_the_next_replica(replicas: list[Replica], kind: str) -> None:
+async def test_unavailable_fails_over_to_the_next_replica(
+    replicas: list[Replica], kind: str
+) -> None:
     replicas[0].behaviour.unavailable_next = 1
     caller = Caller(kind, static_target(replicas), node="node-a")
     try:
@@ -126,7 +134,9 @@ async def test_dead_local_replica_costs_no_failed_call_and_traffic_returns(
         await caller.close()
 
 
-async def test_all_replicas_down_names_every_endpoint_tried(replicas: list[Replica], kind: str) -> None:
+async def test_all_replicas_down_names_every_endpoint_tried(
+    replicas: list[Replica], kind: str
+) -> None:
     for replica in replicas:
         replica.stop()
     caller = Caller(kind, static_target(replicas), node="node-a")
@@ -173,7 +183,9 @@ async def test_no_retry_once_response_headers_arrived(replicas: list[Replica], k
     assert replicas[1].behaviour.calls == replicas[2].behaviour.calls == []
 
 
-async def test_streamed_requests_are_replayed_to_the_next_replica(replicas: list[Replica], kind: str) -> None:
+async def test_streamed_requests_are_replayed_to_the_next_replica(
+    replicas: list[Replica], kind: str
+) -> None:
     replicas[0].behaviour.unavailable_next = 1
     caller = Caller(kind, static_target(replicas), node="node-a")
     try:
@@ -184,7 +196,9 @@ async def test_streamed_requests_are_replayed_to_the_next_replica(replicas: list
     assert replicas[0].behaviour.received == [["1", "2", "3"]]
 
 
-async def test_server_stream_fails_over_before_its_first_message(replicas: list[Replica], kind: str) -> None:
+async def test_server_stream_fails_over_before_its_first_message(
+    replicas: list[Replica], kind: str
+) -> None:
     replicas[0].behaviour.unavailable_next = 1
     caller = Caller(kind, static_target(replicas), node="node-a")
     try:
@@ -194,7 +208,9 @@ async def test_server_stream_fails_over_before_its_first_message(replicas: list[
     assert len(got) == 2 and got[0].split(":")[0] == got[1].split(":")[0] != "node-a"
 
 
-async def test_bidi_fails_over_before_its_first_response(replicas: list[Replica], kind: str) -> None:
+async def test_bidi_fails_over_before_its_first_response(
+    replicas: list[Replica], kind: str
+) -> None:
     replicas[0].behaviour.unavailable_next = 1
     caller = Caller(kind, static_target(replicas), node="node-a")
     try:

@@ -51,7 +51,9 @@ async def say(client: AsyncClient) -> str:
     return reply.value.split(":")[0]
 
 
-async def test_node_learned_from_response_headers_makes_local_first(replicas: list[Replica]) -> None:
+async def test_node_learned_from_response_headers_makes_local_first(
+    replicas: list[Replica],
+) -> None:
     source = ManualSource()
     client = AsyncClient("dns:///greeter.test:1", node="node-c", source=source, probe_nodes=False)
     try:
@@ -65,7 +67,9 @@ async def test_node_learned_from_response_headers_makes_local_first(replicas: li
         await client.close()
 
 
-async def test_vanished_endpoint_gets_no_calls_and_its_channel_closes(replicas: list[Replica]) -> None:
+async def test_vanished_endpoint_gets_no_calls_and_its_channel_closes(
+    replicas: list[Replica],
+) -> None:
     source = ManualSource()
     endpoints = [Endpoint(r.host, r.port, node=r.node) for r in replicas]
     client = AsyncClient("dns:///greeter.test:1", node="node-a", source=source)
@@ -81,6 +85,27 @@ async def test_vanished_endpoint_gets_no_calls_and_its_channel_closes(replicas: 
         assert channel.get_state() == grpc.ChannelConnectivity.SHUTDOWN
         source.push(endpoints)  # and came back
         assert await say(client) == "node-a"
+    finally:
+        await client.close()
+
+
+async def test_vanished_endpoint_finishes_its_in_flight_call_first(replicas: list[Replica]) -> None:
+    source = ManualSource()
+    endpoints = [Endpoint(r.host, r.port, node=r.node) for r in replicas]
+    client = AsyncClient("dns:///greeter.test:1", node="node-a", source=source)
+    try:
+        source.push(endpoints)
+        assert await say(client) == "node-a"
+        channel = client._channels[endpoints[0].address]
+        replicas[0].behaviour.delay = 0.5
+        in_flight = asyncio.ensure_future(say(client))
+        await asyncio.sleep(0.2)  # the call is on node-a now
+        source.push(endpoints[1:])
+        assert await say(client) != "node-a"  # no new call goes there...
+        assert channel.get_state() != grpc.ChannelConnectivity.SHUTDOWN  # ...but it stays open
+        assert await in_flight == "node-a"  # the call in flight completes
+        await asyncio.sleep(0.1)
+        assert channel.get_state() == grpc.ChannelConnectivity.SHUTDOWN  # then it closes
     finally:
         await client.close()
 
@@ -116,7 +141,9 @@ def test_never_resolved_fails_after_the_resolve_timeout() -> None:
     source = ManualSource()
     client = SyncClient("dns:///greeter.test:1", source=source, resolve_timeout=0.2)
     try:
-        with pytest.raises(CallFailedError, match="no endpoints resolved yet for dns:///greeter.test:1"):
+        with pytest.raises(
+            CallFailedError, match="no endpoints resolved yet for dns:///greeter.test:1"
+        ):
             client._unary_unary(UNARY, StringValue(), timeout=None, metadata=None, retry=None)
     finally:
         client.close()

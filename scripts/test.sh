@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 need=()
 command -v protoc >/dev/null || need+=(protobuf-compiler)
 command -v dnsmasq >/dev/null || [ -x /usr/sbin/dnsmasq ] || need+=(dnsmasq-base)
+command -v gtlsclient >/dev/null || need+=(ngtcp2-client)
+command -v npm >/dev/null || need+=(npm)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq
@@ -17,6 +19,8 @@ if [ ${#need[@]} -gt 0 ]; then
   fi
 fi
 scripts/setup.sh
+# buf (a Go binary shipped in an npm package) is the independent gRPC-over-HTTP/3 peer.
+npm ci --silent --no-audit --no-fund >/dev/null
 .venv/bin/ruff check .
 MYPYPATH=generated .venv/bin/mypy --strict protoc_gen_localfirst demo
 exec .venv/bin/python -m pytest "$@"

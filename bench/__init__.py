@@ -1,0 +1,1 @@
+"""Benchmarks; see BENCHMARKS.md for how to run them and the results."""

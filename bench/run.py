@@ -1,0 +1,181 @@
+"""Client and transport benchmarks against one replica process on loopback.
+
+    python -m bench.run            # full run (a few minutes)
+    python -m bench.run --quick    # fewer calls, for a smoke check
+
+Every variant calls the same replica process (demo.replica on the committed
+generated code), in the same run, interleaved over ``--repeats`` rounds; the
+table reports the median over rounds and the ratio to the baseline, plain
+grpc.aio over HTTP/2 with no localfirst code in the call path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import grpc
+import grpc.aio
+
+from bench.stats import Latency, closed_loop
+from demo.cluster import REPO, ReplicaProcess
+
+GENERATED = REPO / "generated"
+sys.path.insert(0, str(GENERATED))
+
+from greeter.v1 import greeter_localfirst, greeter_pb2
+
+Variant = Callable[[], Awaitable[object]]
+
+
+def machine() -> dict[str, str]:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    versions = {}
+    for package in ("grpcio", "qh3", "aioquic", "protobuf"):
+        try:
+            from importlib.metadata import version
+
+            versions[package] = version(package)
+        except Exception:  # noqa: BLE001 - a missing package is reported as such
+            versions[package] = "not installed"
+    return {
+        "cpu": cpu,
+        "cores": str(os.cpu_count()),
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+        **versions,
+    }
+
+
+def plain_unary(channel: grpc.aio.Channel) -> Variant:
+    say = channel.unary_unary(
+        "/greeter.v1.Greeter/SayHello",
+        request_serializer=greeter_pb2.HelloRequest.SerializeToString,
+        response_deserializer=greeter_pb2.HelloReply.FromString,
+    )
+    request = greeter_pb2.HelloRequest(name="bench")
+    return lambda: say(request, timeout=10)
+
+
+def localfirst_unary(client: Any) -> Variant:
+    request = greeter_pb2.HelloRequest(name="bench")
+    return lambda: client.say_hello(request, timeout=10)
+
+
+async def stream_mb_per_s(open_stream: Callable[[], Any], total_bytes: int) -> float:
+    started = time.perf_counter()
+    received = 0
+    async for reply in open_stream():
+        received += len(reply.message)
+    elapsed = time.perf_counter() - started
+    assert received >= total_bytes * 0.99, (received, total_bytes)
+    return received / elapsed / 1e6
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as tmp:
+        replica = ReplicaProcess("bench", "node-bench", "127.0.0.90", GENERATED, log_dir=Path(tmp))
+        replica.start()
+        results: dict[str, Any] = {"machine": machine(), "unary": {}, "stream": {}}
+        try:
+            plain_channel = grpc.aio.insecure_channel(f"ipv4:{replica.address}")
+            ours_h2 = greeter_localfirst.GreeterClient(
+                f"static:///{replica.static}", node="node-bench"
+            )
+            variants: dict[str, Variant] = {
+                "grpcio h2 (baseline)": plain_unary(plain_channel),
+                "localfirst h2": localfirst_unary(ours_h2),
+            }
+            calls = {1: 500 if args.quick else 3000, 32: 2000 if args.quick else 12000}
+            for concurrency, count in calls.items():
+                rounds: dict[str, list[Latency]] = {name: [] for name in variants}
+                for _ in range(args.repeats):
+                    for name, variant in variants.items():
+                        rounds[name].append(
+                            await closed_loop(variant, concurrency=concurrency, calls=count)
+                        )
+                results["unary"][concurrency] = {
+                    name: {
+                        "p50_ms": statistics.median(r.p50_ms for r in runs),
+                        "p99_ms": statistics.median(r.p99_ms for r in runs),
+                        "calls_per_s": statistics.median(r.calls_per_s for r in runs),
+                    }
+                    for name, runs in rounds.items()
+                }
+            size = 1 << 20
+            count = 16 if args.quick else 64
+            request = greeter_pb2.HelloRequest(name="x" * size, count=count)
+            plain_stream = plain_channel.unary_stream(
+                "/greeter.v1.Greeter/LotsOfReplies",
+                request_serializer=greeter_pb2.HelloRequest.SerializeToString,
+                response_deserializer=greeter_pb2.HelloReply.FromString,
+            )
+            stream_variants: dict[str, Callable[[], Any]] = {
+                "grpcio h2 (baseline)": lambda: plain_stream(request, timeout=60),
+                "localfirst h2": lambda: ours_h2.lots_of_replies(request, timeout=60),
+            }
+            for name, open_stream in stream_variants.items():
+                rates = [
+                    await stream_mb_per_s(open_stream, size * count) for _ in range(args.repeats)
+                ]
+                results["stream"][name] = {"mb_per_s": statistics.median(rates)}
+            await ours_h2.close()
+            await plain_channel.close()
+        finally:
+            replica.stop()
+    return results
+
+
+def table(results: dict[str, Any]) -> str:
+    lines = []
+    for concurrency, by_name in results["unary"].items():
+        base = by_name["grpcio h2 (baseline)"]
+        lines.append(f"\nunary SayHello, concurrency {concurrency}")
+        lines.append("| variant | p50 ms | p99 ms | calls/s | p50 ratio | calls/s ratio |")
+        lines.append("|---|---|---|---|---|---|")
+        for name, r in by_name.items():
+            lines.append(
+                f"| {name} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} | {r['calls_per_s']:.0f} "
+                f"| {r['p50_ms'] / base['p50_ms']:.2f} | {r['calls_per_s'] / base['calls_per_s']:.2f} |"
+            )
+    base_stream = results["stream"]["grpcio h2 (baseline)"]["mb_per_s"]
+    lines.append("\nserver streaming LotsOfReplies, 1 MiB messages")
+    lines.append("| variant | MB/s | ratio |")
+    lines.append("|---|---|---|")
+    for name, r in results["stream"].items():
+        lines.append(f"| {name} | {r['mb_per_s']:.0f} | {r['mb_per_s'] / base_stream:.2f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args()
+    results = asyncio.run(run(args))
+    print("machine: " + ", ".join(f"{k} {v}" for k, v in results["machine"].items()))
+    print(table(results))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

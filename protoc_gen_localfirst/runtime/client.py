@@ -30,6 +30,13 @@ from protoc_gen_localfirst.runtime.discovery import (
     make_source,
 )
 from protoc_gen_localfirst.runtime.endpoints import Endpoint
+from protoc_gen_localfirst.runtime.h3_client import (
+    AutoChannel,
+    H3Channel,
+    H3Options,
+    Transport,
+    TransportMemory,
+)
 from protoc_gen_localfirst.runtime.identity import own_node, own_zone
 from protoc_gen_localfirst.runtime.methods import MethodInfo, RequestT, ResponseT
 from protoc_gen_localfirst.runtime.probe import NodeProber, announced_node
@@ -73,7 +80,19 @@ class _ClientCore(Generic[ChannelT]):
     ``probe_nodes`` health-checks new endpoints whose node is
     unknown (DNS) to learn it. ``channel_options`` are grpc channel arguments
     over ``DEFAULT_CHANNEL_OPTIONS``; ``credentials`` makes channels secure.
+
+    ``transport`` (asyncio client only): ``"h2"`` (default) is grpc.aio over
+    TCP; ``"h3"`` is gRPC over HTTP/3 (QUIC, UDP, same port) only; ``"auto"``
+    tries HTTP/3 per endpoint and falls back to HTTP/2 when the QUIC handshake
+    fails or times out, remembering that for ``h3_options.fallback_ttl``
+    seconds (see ``h3_client``). HTTP/3 always uses TLS: server certificates
+    are verified against ``ca_file`` (else the system CAs) and the endpoint's
+    address; ``insecure_skip_verify=True`` disables that (logged). ``h2``
+    channels keep using ``credentials``; health probes for node learning go
+    over HTTP/2 whatever the transport.
     """
+
+    _transports: frozenset[str] = frozenset({"h2", "h3", "auto"})
 
     def __init__(
         self,
@@ -91,7 +110,22 @@ class _ClientCore(Generic[ChannelT]):
         probe_nodes: bool = True,
         resolve_timeout: float = DEFAULT_RESOLVE_TIMEOUT,
         source: EndpointSource | None = None,
+        transport: Transport = "h2",
+        ca_file: str | None = None,
+        insecure_skip_verify: bool = False,
+        h3_options: H3Options | None = None,
     ) -> None:
+        if transport not in self._transports:
+            raise ValueError(
+                f"{type(self).__name__}: transport={transport!r} is not supported; "
+                f"supported: {', '.join(sorted(self._transports))}"
+                + ("" if "h3" in self._transports else " (HTTP/3 needs the asyncio client)")
+            )
+        self.transport: Transport = transport
+        self._ca_file = ca_file
+        self._insecure_skip_verify = insecure_skip_verify
+        self._h3_options = h3_options or H3Options()
+        self._transport_memory = TransportMemory()
         self.target = target
         self.source = source or make_source(target, dns=dns, kubernetes=kubernetes)
         self.node = own_node(node)
@@ -268,6 +302,23 @@ class AsyncClient(_ClientCore[grpc.aio.Channel]):
     """asyncio client core (grpc.aio): local-first endpoint order, failover, retries."""
 
     def _new_channel(self, endpoint: Endpoint) -> grpc.aio.Channel:
+        if self.transport == "h2":
+            return self._h2_channel(endpoint)
+        h3 = H3Channel(
+            endpoint.host,
+            endpoint.port,
+            ca_file=self._ca_file,
+            insecure_skip_verify=self._insecure_skip_verify,
+            options=self._h3_options,
+            channel_options=self._channel_options,
+        )
+        if self.transport == "h3":
+            return h3
+        return AutoChannel(
+            endpoint.address, h3, lambda: self._h2_channel(endpoint), self._transport_memory
+        )
+
+    def _h2_channel(self, endpoint: Endpoint) -> grpc.aio.Channel:
         target = endpoint.channel_target
         if self._credentials is None:
             return grpc.aio.insecure_channel(target, options=self._channel_options)
@@ -442,7 +493,13 @@ class AsyncClient(_ClientCore[grpc.aio.Channel]):
 
 
 class SyncClient(_ClientCore[grpc.Channel]):
-    """Blocking client core (grpc channels): same behaviour as ``AsyncClient``."""
+    """Blocking client core (grpc channels): same behaviour as ``AsyncClient``.
+
+    HTTP/2 only: ``transport="h3"``/``"auto"`` raise ``ValueError`` here (the
+    HTTP/3 transport is asyncio; use the asyncio client).
+    """
+
+    _transports: frozenset[str] = frozenset({"h2"})
 
     def _new_channel(self, endpoint: Endpoint) -> grpc.Channel:
         target = endpoint.channel_target

@@ -1,0 +1,293 @@
+"""One QUIC connection of the HTTP/3 client: handshake, stream events, send backpressure.
+
+``H3ClientProtocol`` is qh3's ``QuicConnectionProtocol`` with an
+``H3Connection`` on top. It does no gRPC: it routes HTTP/3 events of each
+request stream to the ``StreamListener`` registered for it, tells every
+listener when the connection ends (with a reason a person can read), and lets
+senders wait until a stream's send buffer has drained (``wait_writable``).
+
+Why our own ``open_connection`` instead of ``qh3.asyncio.connect``:
+
+* the UDP socket is **connected** to the server. The kernel then reports an
+  ICMP "port unreachable" as ``ECONNREFUSED`` (``error_received``): a replica
+  that was killed, or a server with nothing on UDP, fails the connection in
+  about a round trip instead of after a handshake or idle timeout. That is
+  what keeps failover as fast as over TCP, where a dead process answers RST.
+* the TLS server name is always the address we dial. qh3, given no server
+  name (its ``connect`` passes none for IP addresses), checks the certificate
+  against the first name *in the certificate itself*, which verifies nothing.
+* the connection outlives any one call, so it is not a context manager.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from qh3.asyncio.protocol import QuicConnectionProtocol
+from qh3.h3 import events as h3_events
+from qh3.h3.connection import H3_ALPN, ErrorCode, H3Connection
+from qh3.quic import events as quic_events
+from qh3.quic.configuration import QuicConfiguration
+from qh3.quic.connection import QuicConnection
+
+# Backpressure: a sender waits once this much is queued on its stream, and
+# resumes once the queue is below LOW_WATER (QUIC flow control and congestion
+# control drain it as the peer acknowledges and grants credit).
+HIGH_WATER = 256 * 1024
+LOW_WATER = 64 * 1024
+
+
+class ConnectFailed(Exception):
+    """The QUIC/TLS handshake failed, timed out or the address was unreachable."""
+
+
+class StreamListener(Protocol):
+    """What a request stream's owner (an HTTP/3 call) is told."""
+
+    def h3_event(self, event: h3_events.H3Event) -> None: ...
+
+    def connection_lost(self, reason: str) -> None: ...
+
+
+class H3ClientProtocol(QuicConnectionProtocol):
+    """A client QUIC connection speaking HTTP/3; see the module docstring."""
+
+    def __init__(self, quic: QuicConnection, stream_handler: Any = None) -> None:
+        super().__init__(quic, stream_handler)
+        self._http = H3Connection(quic)
+        self._listeners: dict[int, StreamListener] = {}
+        self._writers: dict[int, asyncio.Future[None]] = {}
+        self._send_stopped: set[int] = set()
+        self._handshake: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.ended: str | None = None
+        """Why the connection ended, or None while it is usable."""
+        self.goaway = False
+        """The server sent GOAWAY: finish open streams, open new ones elsewhere."""
+        self.on_end: Callable[[H3ClientProtocol], None] = lambda protocol: None
+
+    @property
+    def usable(self) -> bool:
+        """Whether new calls may start streams here."""
+        return self.ended is None and not self.goaway and self._handshake.done()
+
+    @property
+    def active_streams(self) -> int:
+        return len(self._listeners)
+
+    async def wait_handshake(self) -> None:
+        await asyncio.shield(self._handshake)
+
+    def start_request(self, listener: StreamListener, headers: list[tuple[bytes, bytes]]) -> int:
+        """Open a request stream, send its headers, and route its events to ``listener``."""
+        if self.ended is not None:
+            raise ConnectionError(self.ended)
+        stream_id = self._quic.get_next_available_stream_id()
+        try:
+            self._http.send_headers(stream_id, headers)
+        except Exception as error:
+            raise ConnectionError(f"cannot open a stream: {error}") from error
+        self._listeners[stream_id] = listener
+        self._transmit_soon()
+        return stream_id
+
+    def send_data(self, stream_id: int, data: bytes, *, end_stream: bool) -> None:
+        """Queue one DATA frame; a no-op once the stream or connection is gone."""
+        if self.ended is not None or stream_id not in self._listeners:
+            return
+        if stream_id in self._send_stopped:
+            return  # the server asked us to stop sending (STOP_SENDING): drop the rest
+        self._http.send_data(stream_id, data, end_stream)
+        self._transmit_soon()
+
+    async def wait_writable(self, stream_id: int) -> None:
+        """Return once ``stream_id`` has little enough queued to accept more data."""
+        if self.ended is not None or stream_id not in self._listeners:
+            return
+        if self._quic.get_send_buffer_size(stream_id) <= HIGH_WATER:
+            return
+        waiter = self._writers.get(stream_id)
+        if waiter is None:
+            waiter = self._writers[stream_id] = self._loop.create_future()
+        await asyncio.shield(waiter)
+
+    def cancel_stream(
+        self, stream_id: int, error_code: int = ErrorCode.H3_REQUEST_CANCELLED
+    ) -> None:
+        """RESET_STREAM + STOP_SENDING: we neither send nor want more on ``stream_id``."""
+        if self._listeners.pop(stream_id, None) is None:
+            return
+        self._forget(stream_id)
+        if self.ended is not None:
+            return
+        for abort in (self._quic.reset_stream, self._quic.stop_stream):
+            with contextlib.suppress(Exception):  # that side of the stream already ended
+                abort(stream_id, error_code)
+        self._transmit_soon()
+
+    def finish_stream(self, stream_id: int) -> None:
+        """The call is over (status received): forget the stream."""
+        self._listeners.pop(stream_id, None)
+        self._forget(stream_id)
+
+    def shutdown(self) -> None:
+        """Close the connection (CONNECTION_CLOSE, no error) and its socket."""
+        self._end("the channel was closed")
+        self.close()
+        if self._transport is not None:
+            self._loop.call_soon(self._transport.close)
+
+    # qh3 hooks
+
+    def quic_event_received(self, event: quic_events.QuicEvent) -> None:
+        if isinstance(event, quic_events.HandshakeCompleted):
+            if not self._handshake.done():
+                self._handshake.set_result(None)
+        elif isinstance(event, quic_events.ConnectionTerminated):
+            self._end(_termination_reason(event, handshaking=not self._handshake.done()))
+            return
+        for http_event in self._http.handle_event(event):
+            if isinstance(http_event, h3_events.GoawayReceived):
+                self.goaway = True
+                continue
+            stream_id = getattr(http_event, "stream_id", None)
+            listener = self._listeners.get(stream_id) if stream_id is not None else None
+            if listener is not None:
+                if isinstance(http_event, h3_events.StopSending):
+                    self._send_stopped.add(http_event.stream_id)
+                    self._wake_writer(http_event.stream_id)
+                listener.h3_event(http_event)
+        self._check_closing()
+
+    def transmit(self) -> None:
+        super().transmit()
+        if self._writers:
+            for stream_id in list(self._writers):
+                if self._quic.get_send_buffer_size(stream_id) <= LOW_WATER:
+                    self._wake_writer(stream_id)
+
+    def error_received(self, exc: Exception) -> None:
+        # Connected UDP socket: ICMP port/host unreachable arrives here.
+        self._end(f"{exc.strerror or exc}" if isinstance(exc, OSError) else str(exc))
+        self._quic.close()
+        if self._transport is not None:
+            self._transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._end(f"socket closed: {exc}" if exc else "socket closed")
+
+    # private
+
+    def _check_closing(self) -> None:
+        """End now if qh3 decided to close (e.g. an HTTP/3 protocol error).
+
+        qh3 emits ``ConnectionTerminated`` only after the closing period; no new
+        stream may start meanwhile, and calls on this connection are lost.
+        """
+        closing = getattr(self._quic, "_close_event", None)
+        if closing is not None and self.ended is None:
+            self._end(_termination_reason(closing, handshaking=not self._handshake.done()))
+
+    def _forget(self, stream_id: int) -> None:
+        self._send_stopped.discard(stream_id)
+        self._wake_writer(stream_id)
+
+    def _wake_writer(self, stream_id: int) -> None:
+        waiter = self._writers.pop(stream_id, None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _end(self, reason: str) -> None:
+        if self.ended is not None:
+            return
+        self.ended = reason
+        if not self._handshake.done():
+            self._handshake.set_exception(ConnectFailed(reason))
+            self._handshake.exception()  # retrieved: nobody may be waiting
+        for stream_id in list(self._writers):
+            self._wake_writer(stream_id)
+        listeners, self._listeners = self._listeners, {}
+        for listener in listeners.values():
+            listener.connection_lost(reason)
+        self.on_end(self)
+
+
+def _termination_reason(event: quic_events.ConnectionTerminated, *, handshaking: bool) -> str:
+    what = "QUIC handshake failed" if handshaking else "connection closed"
+    reason = event.reason_phrase or "no reason given"
+    code = event.error_code
+    if (
+        handshaking and 0x100 <= code <= 0x1FF
+    ):  # QUIC CRYPTO_ERROR: a TLS alert (RFC 9001 section 4.8)
+        return f"{what}: TLS alert {code - 0x100}: {reason}"
+    if code == 0 and not handshaking:
+        return f"{what}: {reason}"
+    return f"{what} (error 0x{code:x}): {reason}"
+
+
+def client_configuration(
+    server_name: str,
+    *,
+    ca_file: str | None,
+    insecure_skip_verify: bool,
+    idle_timeout: float,
+) -> QuicConfiguration:
+    """TLS + QUIC settings of a client connection to ``server_name`` (an IP or host name)."""
+    configuration = QuicConfiguration(
+        is_client=True,
+        alpn_protocols=list(H3_ALPN),
+        idle_timeout=idle_timeout,
+        server_name=server_name,
+    )
+    if insecure_skip_verify:
+        import ssl
+
+        configuration.verify_mode = ssl.CERT_NONE
+    elif ca_file is not None:
+        configuration.load_verify_locations(cafile=ca_file)
+    return configuration
+
+
+async def open_connection(
+    host: str, port: int, configuration: QuicConfiguration, timeout: float
+) -> H3ClientProtocol:
+    """Handshake with ``host:port`` over a connected UDP socket; ``ConnectFailed`` on failure."""
+    from qh3.asyncio._transport import create_optimized_datagram_transport
+
+    loop = asyncio.get_running_loop()
+    where = f"{host}:{port}" if ":" not in host else f"[{host}]:{port}"
+    try:
+        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+    except OSError as error:
+        raise ConnectFailed(f"cannot resolve {host}: {error}") from error
+    family, _, _, _, address = infos[0]
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        sock.setblocking(False)
+        sock.connect(address)
+    except OSError as error:
+        sock.close()
+        raise ConnectFailed(f"UDP socket to {where}: {error}") from error
+    connection = QuicConnection(configuration=configuration)
+    transport, protocol = await create_optimized_datagram_transport(
+        loop, lambda: H3ClientProtocol(connection), sock=sock
+    )
+    assert isinstance(protocol, H3ClientProtocol)
+    try:
+        protocol.connect(address)
+        await asyncio.wait_for(protocol.wait_handshake(), timeout)
+    except TimeoutError:
+        protocol.shutdown()
+        transport.close()
+        raise ConnectFailed(f"no QUIC handshake with {where} within {timeout:g}s") from None
+    except ConnectFailed:
+        transport.close()
+        raise
+    except BaseException:
+        protocol.shutdown()
+        transport.close()
+        raise
+    return protocol

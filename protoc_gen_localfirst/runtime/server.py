@@ -26,6 +26,16 @@ Every response carries this server's node name in its metadata; see
 ``server_announce`` for how and why. The standard ``grpc.health.v1.Health``
 service is always served: ``""`` and every served service are SERVING from
 start until ``drain``/``stop``.
+
+HTTP/3
+------
+With ``http3=True`` (and ``certfile``/``keyfile``) the same bindings, health
+service and interceptors are also served over QUIC + HTTP/3 on UDP, on the
+same port number as the TCP listener (``h3_server``). HTTP/2 responses then
+advertise it (``alt-svc`` on streamed responses, a ``localfirst-alt-svc``
+trailer on all; see ``server_announce``). Drain and stop cover both: HTTP/3
+connections get GOAWAY when stopping begins, in-flight calls get the same
+grace, then the connections close.
 """
 
 from __future__ import annotations
@@ -36,6 +46,7 @@ import errno
 import inspect
 import ipaddress
 import logging
+import os
 import signal
 import socket
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -51,6 +62,14 @@ from grpc_health.v1._async import (
     HealthServicer as _AioHealthServicer,
 )
 
+from protoc_gen_localfirst.runtime.h3_server import (
+    QUIC_LIBRARIES,
+    Dispatcher,
+    H3Server,
+    HandlerCollector,
+    QuicLibrary,
+    UdpPortTaken,
+)
 from protoc_gen_localfirst.runtime.identity import own_node
 from protoc_gen_localfirst.runtime.methods import MethodInfo, MethodKind, ServiceInfo
 from protoc_gen_localfirst.runtime.server_announce import NodeAnnouncer
@@ -104,7 +123,13 @@ class ServeOptions(TypedDict, total=False):
         None (default) serves plaintext.
     handle_signals: ``serve`` only: drain on SIGTERM/SIGINT; default True.
     interceptors: extra ``grpc.aio.ServerInterceptor``s, run after the
-        node announcer (so they see the announcing context).
+        node announcer (so they see the announcing context); on HTTP/3 too.
+    http3: also serve HTTP/3 (QUIC, UDP) on the same port number; default
+        False. Needs ``certfile`` and ``keyfile`` (QUIC always uses TLS).
+    certfile: PEM certificate chain for HTTP/3 (leaf first).
+    keyfile: PEM private key for HTTP/3.
+    quic_library: ``"qh3"`` (default) or ``"aioquic"``: the QUIC stack under
+        the HTTP/3 server (same API; benchmarks compare them).
     """
 
     host: str
@@ -118,6 +143,10 @@ class ServeOptions(TypedDict, total=False):
     server_credentials: grpc.ServerCredentials | None
     handle_signals: bool
     interceptors: Sequence[grpc.aio.ServerInterceptor]
+    http3: bool
+    certfile: str | None
+    keyfile: str | None
+    quic_library: QuicLibrary
 
 
 class Servicer:
@@ -397,6 +426,26 @@ def _check_options(options: ServeOptions) -> None:
     port = options.get("port")
     if port is not None and not 0 <= port <= 65535:
         raise ValueError(f"port must be in 0..65535, got {port!r}")
+    library = options.get("quic_library", "qh3")
+    if library not in QUIC_LIBRARIES:
+        raise ValueError(
+            f"quic_library must be one of {', '.join(QUIC_LIBRARIES)}, got {library!r}"
+        )
+    if options.get("http3", False):
+        missing = [k for k in ("certfile", "keyfile") if not options.get(k)]
+        if missing:
+            raise ValueError(
+                f"http3=True needs {' and '.join(missing)}: QUIC always uses TLS "
+                "(a certificate chain and its private key, PEM files)"
+            )
+        for path, key in (
+            (options.get("certfile"), "certfile"),
+            (options.get("keyfile"), "keyfile"),
+        ):
+            if path is not None and not os.path.isfile(path):
+                raise ValueError(f"{key} {path!r} is not a readable file")
+    elif options.get("certfile") or options.get("keyfile"):
+        raise ValueError("certfile/keyfile are for HTTP/3; pass http3=True too")
 
 
 def _grpc_options(options: ServeOptions) -> list[tuple[str, Any]]:
@@ -436,9 +485,14 @@ class Server:
         drain_delay: float,
         grace: float,
         announcer: NodeAnnouncer,
+        h3_server: H3Server | None = None,
+        h3_announcer: NodeAnnouncer | None = None,
     ) -> None:
         self.grpc_server = grpc_server
+        self.h3_server = h3_server
+        """The HTTP/3 listener (``http3=True``), else None."""
         self._announcer = announcer
+        self._h3_announcer = h3_announcer
         self.health = health
         self.bindings = tuple(bindings)
         self.host = host
@@ -490,6 +544,8 @@ class Server:
 
     async def _stop(self, grace: float) -> None:
         self._draining = True
+        if self.h3_server is not None:
+            self.h3_server.goaway()
         await self.health.enter_graceful_shutdown()
         self.health.close_watches()
         # grpc core cancels calls that reached it but no handler yet when it
@@ -500,12 +556,21 @@ class Server:
         window = min(REFUSAL_WINDOW, grace / 2)
         if window > 0:
             self._announcer.refusing = True
+            if self._h3_announcer is not None:
+                self._h3_announcer.refusing = True
             await asyncio.sleep(window)
-        await self.grpc_server.stop(grace - window)
+        if self.h3_server is None:
+            await self.grpc_server.stop(grace - window)
+        else:
+            await asyncio.gather(
+                self.grpc_server.stop(grace - window), self.h3_server.stop(grace - window)
+            )
 
     async def wait_for_termination(self) -> None:
         """Return once the server has stopped."""
         await self.grpc_server.wait_for_termination()
+        if self.h3_server is not None:
+            await self.h3_server.wait_closed()
 
 
 REFUSAL_WINDOW = 1.0
@@ -515,9 +580,30 @@ Longer than a client's first ejection (0.5 s), so clients that were refused
 stop sending here before grpc's own stop begins."""
 
 
+UDP_BIND_ATTEMPTS = 5
+"""With port 0 and HTTP/3: how many free TCP ports to try whose UDP twin is taken."""
+
+
 async def start_server(bindings: Sequence[Binding], **options: Unpack[ServeOptions]) -> Server:
-    """Start serving ``bindings`` (plus health) and return the running ``Server``."""
+    """Start serving ``bindings`` (plus health) and return the running ``Server``.
+
+    With ``http3=True`` the UDP port is bound right after the TCP one, to the
+    same number. If that UDP port is taken, ``BindError`` says so; with
+    ``port=0`` another free TCP port is tried first (a few times).
+    """
     _check_options(options)
+    attempts = UDP_BIND_ATTEMPTS if options.get("http3") and options.get("port") == 0 else 1
+    for attempt in range(attempts):
+        try:
+            return await _start_server(bindings, options)
+        except UdpPortTaken as error:
+            if attempt == attempts - 1:
+                raise BindError(str(error)) from error
+            _LOG.debug("retrying with another port: %s", error)
+    raise AssertionError("unreachable")
+
+
+async def _start_server(bindings: Sequence[Binding], options: ServeOptions) -> Server:
     host = options.get("host", DEFAULT_HOST)
     port = options.get("port", DEFAULT_PORT)
     node = own_node(options.get("node")) or socket.gethostname()
@@ -527,7 +613,8 @@ async def start_server(bindings: Sequence[Binding], **options: Unpack[ServeOptio
         interceptors=[announcer, *options.get("interceptors", ())],
         options=_grpc_options(options),
     )
-    server.add_generic_rpc_handlers([generic_handler(b) for b in bindings])
+    generics = [generic_handler(b) for b in bindings]
+    server.add_generic_rpc_handlers(generics)
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     for binding in bindings:
         await health.set(binding.service.name, health_pb2.HealthCheckResponse.SERVING)
@@ -543,6 +630,31 @@ async def start_server(bindings: Sequence[Binding], **options: Unpack[ServeOptio
         raise BindError(f"cannot listen on {address}: {_bind_reason(host, port)}") from error
     if bound == 0:  # older grpc versions report failure this way
         raise BindError(f"cannot listen on {address}: {_bind_reason(host, port)}")
+    h3_server: H3Server | None = None
+    h3_announcer: NodeAnnouncer | None = None
+    if options.get("http3", False):
+        collector = HandlerCollector()
+        health_pb2_grpc.add_HealthServicer_to_server(health, collector)
+        h3_announcer = NodeAnnouncer(node)
+        h3_server = H3Server(
+            Dispatcher(
+                [*generics, *collector.generic_handlers],
+                [h3_announcer, *options.get("interceptors", ())],
+            ),
+            certfile=str(options.get("certfile")),
+            keyfile=str(options.get("keyfile")),
+            max_message_size=options.get("max_message_size", DEFAULT_MAX_MESSAGE_SIZE),
+            quic_library=options.get("quic_library", "qh3"),
+        )
+        try:
+            await h3_server.start(host, bound)
+        except UdpPortTaken:
+            await server.stop(0)
+            raise
+        except OSError as error:
+            await server.stop(0)
+            raise BindError(f"cannot listen on UDP {address}: {error}") from error
+        announcer.alt_svc = f'h3=":{bound}"'
     await server.start()
     return Server(
         grpc_server=server,
@@ -554,6 +666,8 @@ async def start_server(bindings: Sequence[Binding], **options: Unpack[ServeOptio
         drain_delay=options.get("drain_delay", DEFAULT_DRAIN_DELAY),
         grace=options.get("grace", DEFAULT_GRACE),
         announcer=announcer,
+        h3_server=h3_server,
+        h3_announcer=h3_announcer,
     )
 
 

@@ -33,6 +33,23 @@ Headers never go out before the handler produced a response: a client treats
 that fails (abort, ``set_code``, exception) first still yields a trailers-only
 response, which a client may retry elsewhere.
 
+HTTP/3 advertisement (``alt-svc``)
+----------------------------------
+When the server also listens for HTTP/3 (``http3=True``), HTTP/2 responses
+advertise it, ``h3=":PORT"`` (RFC 7838), without changing what goes out when:
+
+* streamed responses: an ``alt-svc`` header, in the headers the announcer
+  sends anyway (with the node) before the first message;
+* every response: a ``localfirst-alt-svc`` trailer with the same value.
+
+Unary responses get the trailer only. Putting ``alt-svc`` in their headers
+would need the early ``send_initial_metadata`` this module avoids (see
+above); an ``alt-svc`` *trailer* is meaningless to HTTP (RFC 7838 defines the
+header field), hence the private name. The trade-off: a generic HTTP client
+that made only unary calls never sees a standard ``alt-svc`` header; our own
+client reads the trailer (it arrives in the same write as the response).
+The HTTP/3 server sends neither (the client is already there).
+
 Sync (thread-pool) handlers are left untouched: they never see the node.
 Everything this package registers is async.
 """
@@ -50,6 +67,9 @@ from protoc_gen_localfirst.runtime.identity import NODE_METADATA_KEY
 
 MetadataPairs = tuple[tuple[str, str | bytes], ...]
 _Metadata = grpc.aio.Metadata | Iterable[tuple[str, str | bytes]]
+
+ALT_SVC_HEADER = "alt-svc"
+ALT_SVC_TRAILER = "localfirst-alt-svc"
 
 METHOD_NOT_FOUND = "Method not found!"
 """grpc's own details text for an unknown method; kept for familiarity."""
@@ -70,11 +90,26 @@ class AnnouncingContext(grpc.aio.ServicerContext[Any, Any]):
     it changes. ``inner`` is grpc's own context.
     """
 
-    def __init__(self, inner: grpc.aio.ServicerContext[Any, Any], node: str) -> None:
+    def __init__(
+        self, inner: grpc.aio.ServicerContext[Any, Any], node: str, alt_svc: str | None = None
+    ) -> None:
         self.inner = inner
         self.node = node
+        self.alt_svc = alt_svc
         self._headers_sent = False
-        inner.set_trailing_metadata(with_node((), node))
+        inner.set_trailing_metadata(self._trailers(()))
+
+    def _trailers(self, metadata: _Metadata | None) -> MetadataPairs:
+        pairs = with_node(metadata, self.node)
+        if self.alt_svc is None or any(k.lower() == ALT_SVC_TRAILER for k, _ in pairs):
+            return pairs
+        return (*pairs, (ALT_SVC_TRAILER, self.alt_svc))
+
+    def _headers(self, metadata: _Metadata | None) -> MetadataPairs:
+        pairs = with_node(metadata, self.node)
+        if self.alt_svc is None or any(k.lower() == ALT_SVC_HEADER for k, _ in pairs):
+            return pairs
+        return (*pairs, (ALT_SVC_HEADER, self.alt_svc))
 
     @property
     def headers_sent(self) -> bool:
@@ -101,11 +136,11 @@ class AnnouncingContext(grpc.aio.ServicerContext[Any, Any]):
     # --- metadata: merged, never double-sent -------------------------------
 
     async def send_initial_metadata(self, initial_metadata: _Metadata) -> None:
-        await self.inner.send_initial_metadata(with_node(initial_metadata, self.node))
+        await self.inner.send_initial_metadata(self._headers(initial_metadata))
         self._headers_sent = True
 
     def set_trailing_metadata(self, trailing_metadata: _Metadata) -> None:
-        self.inner.set_trailing_metadata(with_node(trailing_metadata, self.node))
+        self.inner.set_trailing_metadata(self._trailers(trailing_metadata))
 
     async def write(self, message: Any) -> None:
         await self.announce()
@@ -120,7 +155,7 @@ class AnnouncingContext(grpc.aio.ServicerContext[Any, Any]):
         pairs = tuple(trailing_metadata)
         # grpc keeps the trailers already set (which include the node) when
         # abort gets none; when it gets some, they replace them, so merge.
-        await self.inner.abort(code, details, with_node(pairs, self.node) if pairs else ())
+        await self.inner.abort(code, details, self._trailers(pairs) if pairs else ())
 
     async def abort_with_status(self, status: grpc.Status) -> NoReturn:
         await self.abort(status.code, status.details, status.trailing_metadata)
@@ -187,9 +222,11 @@ _UnaryBehaviour = Callable[[Any, Any], Awaitable[Any]]
 _StreamBehaviour = Callable[[Any, Any], Any]
 
 
-def _announcing_unary(behaviour: _UnaryBehaviour, node: str) -> _UnaryBehaviour:
+def _announcing_unary(
+    behaviour: _UnaryBehaviour, node: str, alt_svc: Callable[[], str | None]
+) -> _UnaryBehaviour:
     async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        ctx = AnnouncingContext(context, node)
+        ctx = AnnouncingContext(context, node, alt_svc())
         response = await behaviour(request, ctx)
         if not ctx.headers_sent and not context.done():
             code = context.code()
@@ -203,11 +240,13 @@ def _announcing_unary(behaviour: _UnaryBehaviour, node: str) -> _UnaryBehaviour:
     return unary
 
 
-def _announcing_stream(behaviour: _StreamBehaviour, node: str) -> _StreamBehaviour:
+def _announcing_stream(
+    behaviour: _StreamBehaviour, node: str, alt_svc: Callable[[], str | None]
+) -> _StreamBehaviour:
     if inspect.iscoroutinefunction(behaviour):
         # reader/writer style: the handler calls context.write itself.
         async def writer(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
-            ctx = AnnouncingContext(context, node)
+            ctx = AnnouncingContext(context, node, alt_svc())
             await behaviour(request, ctx)
             await ctx.announce_if_ok()
 
@@ -216,7 +255,7 @@ def _announcing_stream(behaviour: _StreamBehaviour, node: str) -> _StreamBehavio
     async def generator(
         request: Any, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[Any]:
-        ctx = AnnouncingContext(context, node)
+        ctx = AnnouncingContext(context, node, alt_svc())
         responses = behaviour(request, ctx)
         try:
             async for response in responses:
@@ -235,29 +274,45 @@ def _is_async(behaviour: object) -> bool:
     return inspect.iscoroutinefunction(behaviour) or inspect.isasyncgenfunction(behaviour)
 
 
+def _no_alt_svc() -> str | None:
+    return None
+
+
 def announcing_handler(
-    handler: grpc.RpcMethodHandler[Any, Any], node: str
+    handler: grpc.RpcMethodHandler[Any, Any],
+    node: str,
+    alt_svc: Callable[[], str | None] = _no_alt_svc,
 ) -> grpc.RpcMethodHandler[Any, Any]:
-    """``handler`` with its async behaviour wrapped to announce ``node``."""
+    """``handler`` with its async behaviour wrapped to announce ``node``.
+
+    ``alt_svc()`` is read per call: the ``alt-svc`` value to advertise (see
+    the module docstring), or None.
+    """
     des, ser = handler.request_deserializer, handler.response_serializer
     if handler.request_streaming and handler.response_streaming:
         if _is_async(handler.stream_stream):
             return grpc.stream_stream_rpc_method_handler(
-                _announcing_stream(cast(_StreamBehaviour, handler.stream_stream), node), des, ser
+                _announcing_stream(cast(_StreamBehaviour, handler.stream_stream), node, alt_svc),
+                des,
+                ser,
             )
     elif handler.request_streaming:
         if _is_async(handler.stream_unary):
             return grpc.stream_unary_rpc_method_handler(
-                _announcing_unary(cast(_UnaryBehaviour, handler.stream_unary), node), des, ser
+                _announcing_unary(cast(_UnaryBehaviour, handler.stream_unary), node, alt_svc),
+                des,
+                ser,
             )
     elif handler.response_streaming:
         if _is_async(handler.unary_stream):
             return grpc.unary_stream_rpc_method_handler(
-                _announcing_stream(cast(_StreamBehaviour, handler.unary_stream), node), des, ser
+                _announcing_stream(cast(_StreamBehaviour, handler.unary_stream), node, alt_svc),
+                des,
+                ser,
             )
     elif _is_async(handler.unary_unary):
         return grpc.unary_unary_rpc_method_handler(
-            _announcing_unary(cast(_UnaryBehaviour, handler.unary_unary), node), des, ser
+            _announcing_unary(cast(_UnaryBehaviour, handler.unary_unary), node, alt_svc), des, ser
         )
     return handler
 
@@ -277,6 +332,8 @@ class NodeAnnouncer(grpc.aio.ServerInterceptor):
 
     def __init__(self, node: str) -> None:
         self.node = node
+        self.alt_svc: str | None = None
+        """``h3=":PORT"`` when the server also speaks HTTP/3 (set before it starts)."""
         self.refusing = False
         """Set while the server stops: new calls get UNAVAILABLE, health still answers."""
         self._cache: dict[int, tuple[object, grpc.RpcMethodHandler[Any, Any]]] = {}
@@ -300,6 +357,9 @@ class NodeAnnouncer(grpc.aio.ServerInterceptor):
             refused
         )
 
+    def _get_alt_svc(self) -> str | None:
+        return self.alt_svc
+
     async def intercept_service(
         self,
         continuation: Callable[
@@ -317,7 +377,7 @@ class NodeAnnouncer(grpc.aio.ServerInterceptor):
         cached = self._cache.get(id(handler))
         if cached is not None and cached[0] is handler:
             return cached[1]
-        wrapped = announcing_handler(handler, self.node)
+        wrapped = announcing_handler(handler, self.node, self._get_alt_svc)
         if len(self._cache) >= self._CACHE_LIMIT:
             self._cache.clear()
         self._cache[id(handler)] = (handler, wrapped)

@@ -29,7 +29,7 @@ from typing import Any, Protocol
 
 from qh3.asyncio.protocol import QuicConnectionProtocol
 from qh3.h3 import events as h3_events
-from qh3.h3.connection import H3_ALPN, ErrorCode, H3Connection
+from qh3.h3.connection import H3_ALPN, ErrorCode, H3Connection, Setting
 from qh3.quic import events as quic_events
 from qh3.quic.configuration import QuicConfiguration
 from qh3.quic.connection import QuicConnection
@@ -53,12 +53,29 @@ class StreamListener(Protocol):
     def connection_lost(self, reason: str) -> None: ...
 
 
+class _ClientH3Connection(H3Connection):
+    """qh3's H3Connection, lenient about one server misconfiguration.
+
+    qh3 servers always send SETTINGS_H3_DATAGRAM=1; unless their
+    ``max_datagram_frame_size`` is set they omit the matching transport
+    parameter, and RFC 9297 has the client close the connection
+    (H3_SETTINGS_ERROR). This client never uses datagrams, so it ignores the
+    setting in that case instead of refusing every such server.
+    """
+
+    def _validate_settings(self, settings: dict[int, int]) -> None:
+        if getattr(self._quic, "_remote_max_datagram_frame_size", 0) is None:
+            ignored = (Setting.H3_DATAGRAM, Setting.H3_DATAGRAM_DRAFT05)
+            settings = {key: value for key, value in settings.items() if key not in ignored}
+        super()._validate_settings(settings)
+
+
 class H3ClientProtocol(QuicConnectionProtocol):
     """A client QUIC connection speaking HTTP/3; see the module docstring."""
 
     def __init__(self, quic: QuicConnection, stream_handler: Any = None) -> None:
         super().__init__(quic, stream_handler)
-        self._http = H3Connection(quic)
+        self._http = _ClientH3Connection(quic)
         self._listeners: dict[int, StreamListener] = {}
         self._writers: dict[int, asyncio.Future[None]] = {}
         self._send_stopped: set[int] = set()

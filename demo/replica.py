@@ -2,6 +2,9 @@
 
     python -m demo.replica --host 127.0.0.21 --port 50051 --node node-a --name greeter-a1
 
+With ``--http3 --certfile tls.crt --keyfile tls.key`` it also serves HTTP/3
+(QUIC) on the same port number, over UDP.
+
 In a pod every flag has a default: 0.0.0.0:50051, node from $NODE_NAME and
 name from $POD_NAME (Downward API), the bootstrap's drain timing.
 
@@ -99,6 +102,11 @@ def main() -> None:
     )
     parser.add_argument("--drain-delay", type=float, help="seconds NOT_SERVING before stopping")
     parser.add_argument("--grace", type=float, help="seconds in-flight calls get when stopping")
+    parser.add_argument(
+        "--http3", action="store_true", help="also serve HTTP/3 (UDP, same port); needs TLS files"
+    )
+    parser.add_argument("--certfile", help="PEM certificate chain for HTTP/3 (leaf first)")
+    parser.add_argument("--keyfile", help="PEM private key for HTTP/3")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format=f"[{args.name}] %(message)s")
     node = args.node or socket.gethostname()
@@ -107,6 +115,12 @@ def main() -> None:
         options["drain_delay"] = args.drain_delay
     if args.grace is not None:
         options["grace"] = args.grace
+    if args.http3:
+        if not (args.certfile and args.keyfile):
+            parser.error("--http3 needs --certfile and --keyfile (QUIC always uses TLS)")
+        options["http3"] = True
+        options["certfile"] = args.certfile
+        options["keyfile"] = args.keyfile
     asyncio.run(serve(Greeter(node, args.name), **options))
 
 

@@ -559,6 +559,9 @@ class H3Call:
             return
         if self._done.done():
             return
+        await connection.wait_stream_credit()
+        if self._done.done():
+            return
         remaining = self.time_remaining()
         headers = wire.build_request_headers(
             self._path,

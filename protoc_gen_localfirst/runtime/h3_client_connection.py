@@ -79,6 +79,7 @@ class H3ClientProtocol(QuicConnectionProtocol):
         self._listeners: dict[int, StreamListener] = {}
         self._writers: dict[int, asyncio.Future[None]] = {}
         self._send_stopped: set[int] = set()
+        self._credit_waiters: list[asyncio.Future[None]] = []
         self._handshake: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.ended: str | None = None
         """Why the connection ended, or None while it is usable."""
@@ -97,6 +98,22 @@ class H3ClientProtocol(QuicConnectionProtocol):
 
     async def wait_handshake(self) -> None:
         await asyncio.shield(self._handshake)
+
+    def _has_stream_credit(self) -> bool:
+        # The peer's MAX_STREAMS is cumulative: stream N (id 4N) may open while N < limit.
+        next_index = self._quic.get_next_available_stream_id() // 4
+        return next_index < self._quic.max_concurrent_bidi_streams
+
+    async def wait_stream_credit(self) -> None:
+        """Wait until the server lets us open one more request stream (MAX_STREAMS).
+
+        Like HTTP/2's MAX_CONCURRENT_STREAMS in grpc: calls beyond the limit
+        queue (within their deadline) instead of failing.
+        """
+        while self.ended is None and not self._has_stream_credit():
+            waiter = self._loop.create_future()
+            self._credit_waiters.append(waiter)
+            await waiter
 
     def start_request(self, listener: StreamListener, headers: list[tuple[bytes, bytes]]) -> int:
         """Open a request stream, send its headers, and route its events to ``listener``."""
@@ -181,6 +198,8 @@ class H3ClientProtocol(QuicConnectionProtocol):
 
     def transmit(self) -> None:
         super().transmit()
+        if self._credit_waiters and (self.ended is not None or self._has_stream_credit()):
+            self._wake_credit_waiters()
         if self._writers:
             for stream_id in list(self._writers):
                 if self._quic.get_send_buffer_size(stream_id) <= LOW_WATER:
@@ -197,6 +216,12 @@ class H3ClientProtocol(QuicConnectionProtocol):
         self._end(f"socket closed: {exc}" if exc else "socket closed")
 
     # private
+
+    def _wake_credit_waiters(self) -> None:
+        waiters, self._credit_waiters = self._credit_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
 
     def _check_closing(self) -> None:
         """End now if qh3 decided to close (e.g. an HTTP/3 protocol error).
@@ -226,6 +251,7 @@ class H3ClientProtocol(QuicConnectionProtocol):
             self._handshake.exception()  # retrieved: nobody may be waiting
         for stream_id in list(self._writers):
             self._wake_writer(stream_id)
+        self._wake_credit_waiters()
         listeners, self._listeners = self._listeners, {}
         for listener in listeners.values():
             listener.connection_lost(reason)

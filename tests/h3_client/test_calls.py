@@ -190,3 +190,15 @@ async def test_cancelled_call_and_closed_channel(server: Server, tls_files: TlsF
         await asyncio.sleep(0.1)
     assert await pending.code() == grpc.StatusCode.CANCELLED
     assert channel.get_state() == grpc.ChannelConnectivity.SHUTDOWN
+
+
+async def test_calls_beyond_the_servers_stream_limit_queue_instead_of_failing(
+    server: Server, tls_files: TlsFiles
+) -> None:
+    # qh3 servers grant 100 concurrent request streams (MAX_STREAMS); grpc queues
+    # calls past HTTP/2's limit, and so must we.
+    async with h3_client(server, tls_files) as client:
+        replies = await asyncio.gather(
+            *(client.say_hello(HelloRequest(name=str(i)), timeout=10) for i in range(300))
+        )
+    assert len(replies) == 300

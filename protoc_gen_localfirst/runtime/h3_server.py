@@ -123,6 +123,8 @@ _FINISHED_MEMORY = 1024
 """Recently finished stream ids remembered per connection, so late frames for
 them are ignored rather than taken as new requests."""
 SHUTTING_DOWN = "server is shutting down; call another replica"
+CLOSE_LINGER = 0.05
+"""Seconds between the last queued response and closing the connections on stop."""
 
 
 class UdpPortTaken(OSError):
@@ -717,8 +719,6 @@ class H3ConnectionHandler:
             self._remember_finished(call.stream_id)
         if not self.calls:
             self._idle.set()
-            if self.goaway_id is not None and self.server.closing:
-                self.close()
 
     # --- drain -----------------------------------------------------------------
 
@@ -858,7 +858,9 @@ class H3Server:
             is_client=False,
             alpn_protocols=self.lib.H3_ALPN,
             idle_timeout=idle_timeout,
-            max_datagram_frame_size=None,
+            # HTTP/3 SETTINGS announce H3_DATAGRAM; strict peers (qh3) then need the
+            # transport parameter too (aioquic's http3_server example does the same).
+            max_datagram_frame_size=65536,
         )
         configuration.load_cert_chain(certfile, keyfile)
         self._configuration = configuration
@@ -914,6 +916,9 @@ class H3Server:
         tasks = [call.task for conn in list(self.connections) for call in conn.calls.values()]
         if tasks:
             await asyncio.wait(tasks, timeout=1.0)
+        # The last responses were just queued: give them a moment on the wire
+        # before CONNECTION_CLOSE, which makes a peer drop what is unprocessed.
+        await asyncio.sleep(CLOSE_LINGER)
         for conn in list(self.connections):
             conn.close()
         # Let the CONNECTION_CLOSE frames leave before the socket closes.

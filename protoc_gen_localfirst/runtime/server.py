@@ -648,11 +648,12 @@ async def _start_server(bindings: Sequence[Binding], options: ServeOptions) -> S
         )
         try:
             await h3_server.start(host, bound)
-        except UdpPortTaken:
-            await server.stop(0)
-            raise
         except OSError as error:
+            # grpc releases a bound port only when a started server stops.
+            await server.start()
             await server.stop(0)
+            if isinstance(error, UdpPortTaken):
+                raise
             raise BindError(f"cannot listen on UDP {address}: {error}") from error
         announcer.alt_svc = f'h3=":{bound}"'
     await server.start()

@@ -21,6 +21,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ import grpc.aio
 
 from bench.stats import Latency, closed_loop
 from demo.cluster import REPO, ReplicaProcess
+from tests.support.certs import make_tls_files
 
 GENERATED = REPO / "generated"
 sys.path.insert(0, str(GENERATED))
@@ -89,20 +91,44 @@ async def stream_mb_per_s(open_stream: Callable[[], Any], total_bytes: int) -> f
     return received / elapsed / 1e6
 
 
+def h3_replica(name: str, host: str, library: str, tmp: Path) -> ReplicaProcess:
+    tls = make_tls_files(tmp / "tls")
+    return ReplicaProcess(
+        name, "node-bench", host, GENERATED, log_dir=tmp,
+        extra_args=["--http3", "--certfile", str(tls.cert), "--keyfile", str(tls.key),
+                    "--quic-library", library],
+    )  # fmt: skip
+
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory() as tmp:
-        replica = ReplicaProcess("bench", "node-bench", "127.0.0.90", GENERATED, log_dir=Path(tmp))
-        replica.start()
+    with tempfile.TemporaryDirectory() as tmp_dir:
+        tmp = Path(tmp_dir)
+        # One replica serves HTTP/2 (grpc.aio) and HTTP/3 on qh3; a second serves
+        # HTTP/3 on aioquic, to compare the two QUIC stacks under one client.
+        qh3_replica = h3_replica("bench-qh3", "127.0.0.90", "qh3", tmp)
+        aioquic_replica = h3_replica("bench-aioquic", "127.0.0.91", "aioquic", tmp)
+        ca = str(make_tls_files(tmp / "tls").ca)
         results: dict[str, Any] = {"machine": machine(), "unary": {}, "stream": {}}
         try:
-            plain_channel = grpc.aio.insecure_channel(f"ipv4:{replica.address}")
-            ours_h2 = greeter_localfirst.GreeterClient(
-                f"static:///{replica.static}", node="node-bench"
-            )
-            variants: dict[str, Variant] = {
-                "grpcio h2 (baseline)": plain_unary(plain_channel),
-                "localfirst h2": localfirst_unary(ours_h2),
+            qh3_replica.start()
+            aioquic_replica.start()
+            plain_channel = grpc.aio.insecure_channel(f"ipv4:{qh3_replica.address}")
+            clients = {
+                "localfirst h2": greeter_localfirst.GreeterClient(
+                    f"static:///{qh3_replica.static}", node="node-bench"
+                ),
+                "localfirst h3 (qh3 server)": greeter_localfirst.GreeterClient(
+                    f"static:///{qh3_replica.static}", node="node-bench", transport="h3", ca_file=ca
+                ),
+                "localfirst h3 (aioquic server)": greeter_localfirst.GreeterClient(
+                    f"static:///{aioquic_replica.static}",
+                    node="node-bench",
+                    transport="h3",
+                    ca_file=ca,
+                ),
             }
+            variants: dict[str, Variant] = {"grpcio h2 (baseline)": plain_unary(plain_channel)}
+            variants.update({name: localfirst_unary(c) for name, c in clients.items()})
             calls = {1: 500 if args.quick else 3000, 32: 2000 if args.quick else 12000}
             for concurrency, count in calls.items():
                 rounds: dict[str, list[Latency]] = {name: [] for name in variants}
@@ -128,18 +154,24 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 response_deserializer=greeter_pb2.HelloReply.FromString,
             )
             stream_variants: dict[str, Callable[[], Any]] = {
-                "grpcio h2 (baseline)": lambda: plain_stream(request, timeout=60),
-                "localfirst h2": lambda: ours_h2.lots_of_replies(request, timeout=60),
+                "grpcio h2 (baseline)": lambda: plain_stream(request, timeout=120),
             }
-            for name, open_stream in stream_variants.items():
-                rates = [
-                    await stream_mb_per_s(open_stream, size * count) for _ in range(args.repeats)
-                ]
-                results["stream"][name] = {"mb_per_s": statistics.median(rates)}
-            await ours_h2.close()
+            for name, client in clients.items():
+                stream_variants[name] = partial(client.lots_of_replies, request, timeout=120)
+            for _ in range(args.repeats):
+                for name, open_stream in stream_variants.items():
+                    rate = await stream_mb_per_s(open_stream, size * count)
+                    results["stream"].setdefault(name, []).append(rate)
+            results["stream"] = {
+                name: {"mb_per_s": statistics.median(rates)}
+                for name, rates in results["stream"].items()
+            }
+            for client in clients.values():
+                await client.close()
             await plain_channel.close()
         finally:
-            replica.stop()
+            qh3_replica.stop()
+            aioquic_replica.stop()
     return results
 
 

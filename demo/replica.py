@@ -107,6 +107,9 @@ def main() -> None:
     )
     parser.add_argument("--certfile", help="PEM certificate chain for HTTP/3 (leaf first)")
     parser.add_argument("--keyfile", help="PEM private key for HTTP/3")
+    parser.add_argument(
+        "--quic-library", choices=("qh3", "aioquic"), default="qh3", help="QUIC stack for HTTP/3"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format=f"[{args.name}] %(message)s")
     node = args.node or socket.gethostname()
@@ -121,6 +124,7 @@ def main() -> None:
         options["http3"] = True
         options["certfile"] = args.certfile
         options["keyfile"] = args.keyfile
+        options["quic_library"] = args.quic_library
     asyncio.run(serve(Greeter(node, args.name), **options))
 
 

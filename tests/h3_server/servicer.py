@@ -12,17 +12,10 @@
 from __future__ import annotations
 
 import asyncio
-import sys
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import grpc
-
-GENERATED = Path(__file__).resolve().parents[2] / "generated"
-if str(GENERATED) not in sys.path:
-    sys.path.insert(0, str(GENERATED))
-
 from greeter.v1.greeter_localfirst import GreeterServicer
 from greeter.v1.greeter_pb2 import HelloReply, HelloRequest
 

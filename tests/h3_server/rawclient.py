@@ -121,6 +121,7 @@ class RawClient:
         self.protocol = protocol
         self.quic = protocol._quic
         self.h3 = protocol.h3
+        self._next = 0
 
     @classmethod
     @contextlib.asynccontextmanager
@@ -140,7 +141,10 @@ class RawClient:
         return self.protocol.terminated.is_set()
 
     def stream(self) -> int:
-        sid: int = self.quic.get_next_available_stream_id()
+        """A fresh client bidi stream id (own counter: qh3's can repeat an id
+        whose stream the server reset before we used it further)."""
+        sid = max(self._next, int(self.quic.get_next_available_stream_id()))
+        self._next = sid + 4
         self.protocol.response(sid)
         return sid
 

@@ -10,6 +10,7 @@ from protoc_gen_localfirst.runtime.discovery import (
 )
 from protoc_gen_localfirst.runtime.endpoints import Endpoint, TargetError
 from protoc_gen_localfirst.runtime.errors import AttemptRecord, CallFailedError
+from protoc_gen_localfirst.runtime.h3_client import H3Options
 from protoc_gen_localfirst.runtime.identity import NODE_METADATA_KEY
 from protoc_gen_localfirst.runtime.methods import (
     Idempotency,
@@ -45,6 +46,7 @@ __all__ = [
     "EjectionPolicy",
     "Endpoint",
     "EndpointSource",
+    "H3Options",
     "Idempotency",
     "KubernetesOptions",
     "Metadata",

@@ -110,7 +110,56 @@ def _option(options: Iterable[tuple[str, Any]], key: str, default: int | None) -
     return value
 
 
-class H3Channel(grpc.aio.Channel):
+class _MultiCallableChannel(grpc.aio.Channel):
+    """grpc.aio.Channel's four multi-callable factories, routed to ``_multicallable``."""
+
+    def _multicallable(self, kind: str, method: str, serializer: Any, deserializer: Any) -> Any:
+        raise NotImplementedError
+
+    def unary_unary(
+        self,
+        method: str,
+        request_serializer: Callable[[Any], bytes] | None = None,
+        response_deserializer: Callable[[bytes], Any] | None = None,
+        _registered_method: bool | None = False,
+    ) -> Any:
+        return self._multicallable("unary_unary", method, request_serializer, response_deserializer)
+
+    def unary_stream(
+        self,
+        method: str,
+        request_serializer: Callable[[Any], bytes] | None = None,
+        response_deserializer: Callable[[bytes], Any] | None = None,
+        _registered_method: bool | None = False,
+    ) -> Any:
+        return self._multicallable(
+            "unary_stream", method, request_serializer, response_deserializer
+        )
+
+    def stream_unary(
+        self,
+        method: str,
+        request_serializer: Callable[[Any], bytes] | None = None,
+        response_deserializer: Callable[[bytes], Any] | None = None,
+        _registered_method: bool | None = False,
+    ) -> Any:
+        return self._multicallable(
+            "stream_unary", method, request_serializer, response_deserializer
+        )
+
+    def stream_stream(
+        self,
+        method: str,
+        request_serializer: Callable[[Any], bytes] | None = None,
+        response_deserializer: Callable[[bytes], Any] | None = None,
+        _registered_method: bool | None = False,
+    ) -> Any:
+        return self._multicallable(
+            "stream_stream", method, request_serializer, response_deserializer
+        )
+
+
+class H3Channel(_MultiCallableChannel):
     """A channel to one ``host:port`` over HTTP/3; see the module docstring.
 
     ``channel_options`` are read for ``grpc.max_receive_message_length``
@@ -205,51 +254,10 @@ class H3Channel(grpc.aio.Channel):
             self._connection = None
             self._last_failure = connection.ended
 
-    # grpc.aio.Channel
-
-    def unary_unary(  # type: ignore[override]
-        self,
-        method: str,
-        request_serializer: Callable[[Any], bytes] | None = None,
-        response_deserializer: Callable[[bytes], Any] | None = None,
-        _registered_method: bool | None = False,
+    def _multicallable(
+        self, kind: str, method: str, serializer: Any, deserializer: Any
     ) -> H3MultiCallable:
-        return H3MultiCallable(
-            self, method, request_serializer, response_deserializer, "unary_unary"
-        )
-
-    def unary_stream(  # type: ignore[override]
-        self,
-        method: str,
-        request_serializer: Callable[[Any], bytes] | None = None,
-        response_deserializer: Callable[[bytes], Any] | None = None,
-        _registered_method: bool | None = False,
-    ) -> H3MultiCallable:
-        return H3MultiCallable(
-            self, method, request_serializer, response_deserializer, "unary_stream"
-        )
-
-    def stream_unary(  # type: ignore[override]
-        self,
-        method: str,
-        request_serializer: Callable[[Any], bytes] | None = None,
-        response_deserializer: Callable[[bytes], Any] | None = None,
-        _registered_method: bool | None = False,
-    ) -> H3MultiCallable:
-        return H3MultiCallable(
-            self, method, request_serializer, response_deserializer, "stream_unary"
-        )
-
-    def stream_stream(  # type: ignore[override]
-        self,
-        method: str,
-        request_serializer: Callable[[Any], bytes] | None = None,
-        response_deserializer: Callable[[bytes], Any] | None = None,
-        _registered_method: bool | None = False,
-    ) -> H3MultiCallable:
-        return H3MultiCallable(
-            self, method, request_serializer, response_deserializer, "stream_stream"
-        )
+        return H3MultiCallable(self, method, serializer, deserializer, kind)
 
     def get_state(self, try_to_connect: bool = False) -> grpc.ChannelConnectivity:
         if self._closed:
@@ -708,7 +716,7 @@ class TransportMemory:
         self.reasons.pop(key, None)
 
 
-class AutoChannel(grpc.aio.Channel):
+class AutoChannel(_MultiCallableChannel):
     """``transport="auto"``: HTTP/3 when its handshake works, else HTTP/2, remembered.
 
     Each call first asks ``memory`` whether HTTP/3 failed for this endpoint
@@ -763,48 +771,6 @@ class AutoChannel(grpc.aio.Channel):
         self, kind: str, method: str, serializer: Any, deserializer: Any
     ) -> _AutoMultiCallable:
         return _AutoMultiCallable(self, kind, method, serializer, deserializer)
-
-    def unary_unary(  # type: ignore[override]
-        self,
-        method: str,
-        request_serializer: Callable[[Any], bytes] | None = None,
-        response_deserializer: Callable[[bytes], Any] | None = None,
-        _registered_method: bool | None = False,
-    ) -> _AutoMultiCallable:
-        return self._multicallable("unary_unary", method, request_serializer, response_deserializer)
-
-    def unary_stream(  # type: ignore[override]
-        self,
-        method: str,
-        request_serializer: Callable[[Any], bytes] | None = None,
-        response_deserializer: Callable[[bytes], Any] | None = None,
-        _registered_method: bool | None = False,
-    ) -> _AutoMultiCallable:
-        return self._multicallable(
-            "unary_stream", method, request_serializer, response_deserializer
-        )
-
-    def stream_unary(  # type: ignore[override]
-        self,
-        method: str,
-        request_serializer: Callable[[Any], bytes] | None = None,
-        response_deserializer: Callable[[bytes], Any] | None = None,
-        _registered_method: bool | None = False,
-    ) -> _AutoMultiCallable:
-        return self._multicallable(
-            "stream_unary", method, request_serializer, response_deserializer
-        )
-
-    def stream_stream(  # type: ignore[override]
-        self,
-        method: str,
-        request_serializer: Callable[[Any], bytes] | None = None,
-        response_deserializer: Callable[[bytes], Any] | None = None,
-        _registered_method: bool | None = False,
-    ) -> _AutoMultiCallable:
-        return self._multicallable(
-            "stream_stream", method, request_serializer, response_deserializer
-        )
 
     def get_state(self, try_to_connect: bool = False) -> grpc.ChannelConnectivity:
         if self.memory.use_h2(self.key) and self._h2 is not None:

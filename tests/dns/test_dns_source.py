@@ -23,7 +23,7 @@ def test_first_resolution(dnsmasq: DnsmasqFactory, source: SourceFactory) -> Non
     src, rec = source(server.target("greeter.test", PORT), start=False)
     t0 = time.monotonic()
     src.start(rec)
-    assert time.monotonic() - t0 < 0.5, "start must not wait for DNS"
+    assert time.monotonic() - t0 < 1.0, "start must not wait for DNS"
     rec.wait_for(eps("127.0.0.41", "127.0.0.42"))  # sorted, node/zone unknown
     assert src.last_error is None
     assert src.lookups == 1
@@ -221,11 +221,12 @@ def test_server_stopped_after_a_good_answer(
 def test_unreachable_server_times_out(source: SourceFactory) -> None:
     port = free_port()  # nothing listens there
     target = f"dns://127.0.0.1:{port}/greeter.test:{PORT}"
-    src, rec = source(target, start=False, timeout=0.3)
+    src, rec = source(target, start=False, timeout=2.0)
     t0 = time.monotonic()
     src.start(rec)
-    assert time.monotonic() - t0 < 0.2, "start must not wait for DNS"
-    expected = f"{target}: DNS server 127.0.0.1:{port} did not answer within 0.3 s"
+    # Generous bound, not a timing target: a start that waited would take the 2 s timeout.
+    assert time.monotonic() - t0 < 1.0, "start must not wait for DNS"
+    expected = f"{target}: DNS server 127.0.0.1:{port} did not answer within 2.0 s"
     wait_until(lambda: src.last_error == expected, what=f"last_error {expected!r}")
     assert rec.sets == []
 
@@ -270,7 +271,7 @@ def test_close_stops_the_thread_promptly(dnsmasq: DnsmasqFactory, source: Source
     assert thread is not None and thread.is_alive()
     t0 = time.monotonic()
     src.close()
-    assert time.monotonic() - t0 < 0.2
+    assert time.monotonic() - t0 < 1.0  # its next refresh would be up to 1 s (TTL) away
     thread.join(timeout=1.0)
     assert not thread.is_alive()
     server.set_records({"greeter.test": ["127.0.0.42"]})
@@ -281,13 +282,13 @@ def test_close_stops_the_thread_promptly(dnsmasq: DnsmasqFactory, source: Source
 
 def test_close_during_a_lookup_returns_at_once(source: SourceFactory) -> None:
     target = f"dns://127.0.0.1:{free_port()}/greeter.test:{PORT}"
-    src, rec = source(target, timeout=1.0)
+    src, rec = source(target, timeout=3.0)
     wait_until(lambda: src.lookups == 1)  # the lookup is now waiting for an answer
     t0 = time.monotonic()
     src.close()
-    assert time.monotonic() - t0 < 0.2, "close waited for the DNS lookup"
+    assert time.monotonic() - t0 < 1.5, "close waited for the DNS lookup (3 s)"
     assert src._thread is not None
-    src._thread.join(timeout=3.0)  # ends once the lookup gives up (timeout 1 s)
+    src._thread.join(timeout=5.0)  # ends once the lookup gives up (timeout 3 s)
     assert not src._thread.is_alive()
     assert rec.sets == []
 

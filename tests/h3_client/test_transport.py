@@ -50,7 +50,8 @@ def free_udp_port(host: str) -> int:
 
 async def test_nothing_on_udp_is_unavailable_within_a_round_trip(tls_files: TlsFiles) -> None:
     port = free_udp_port("127.0.0.57")
-    async with H3Channel("127.0.0.57", port, ca_file=str(tls_files.ca)) as channel:
+    options = H3Options(connect_timeout=5.0)
+    async with H3Channel("127.0.0.57", port, ca_file=str(tls_files.ca), options=options) as channel:
         started = time.monotonic()
         with pytest.raises(grpc.aio.AioRpcError) as failure:
             await channel.unary_unary("/greeter.v1.Greeter/SayHello")(b"", timeout=5)
@@ -58,7 +59,8 @@ async def test_nothing_on_udp_is_unavailable_within_a_round_trip(tls_files: TlsF
         assert channel.get_state() == grpc.ChannelConnectivity.TRANSIENT_FAILURE
     assert failure.value.code() == grpc.StatusCode.UNAVAILABLE
     assert "refused" in (failure.value.details() or "").lower()
-    assert took < 0.5
+    # Not a timing target: it shows the ICMP refusal ended the attempt, not the 5 s timeout.
+    assert took < 2.5
 
 
 async def test_silent_udp_is_unavailable_after_the_connect_timeout(
@@ -73,7 +75,8 @@ async def test_silent_udp_is_unavailable_after_the_connect_timeout(
         took = time.monotonic() - started
     assert failure.value.code() == grpc.StatusCode.UNAVAILABLE
     assert "no QUIC handshake" in (failure.value.details() or "")
-    assert 0.25 < took < 1.0
+    # It waited for the connect timeout (0.3 s), and gave up long before the call's 5 s.
+    assert 0.25 < took < 2.5
 
 
 async def test_silent_udp_with_a_shorter_deadline_is_deadline_exceeded(
@@ -122,7 +125,7 @@ async def test_auto_falls_back_to_http2_remembers_and_retries_http3_later(
 ) -> None:
     h2_only = await start(greeter, http3=False)  # TCP served, nothing on UDP
     target = f"static:///{h2_only.address}@{NODE}"
-    options = H3Options(fallback_ttl=1.0)
+    options = H3Options(fallback_ttl=1.0, connect_timeout=5.0)
     async with GreeterClient(
         target,
         node=NODE,
@@ -163,4 +166,5 @@ async def test_auto_falls_back_to_http2_remembers_and_retries_http3_later(
         assert channel.h3.get_state() == grpc.ChannelConnectivity.READY
         assert not channel.memory.use_h2(both.address)
     assert first.message == "Hello, one!"
-    assert fallback_took < 1.0  # ICMP "port unreachable" ends the attempt at once
+    # ICMP "port unreachable" ended the attempt, not the 5 s connect timeout.
+    assert fallback_took < 2.5

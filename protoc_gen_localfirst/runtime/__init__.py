@@ -16,6 +16,7 @@ from protoc_gen_localfirst.runtime.methods import (
     Idempotency,
     MethodInfo,
     MethodKind,
+    MethodPolicy,
     ServiceInfo,
 )
 from protoc_gen_localfirst.runtime.retry import NO_RETRY, RetryPolicy
@@ -52,6 +53,7 @@ __all__ = [
     "Metadata",
     "MethodInfo",
     "MethodKind",
+    "MethodPolicy",
     "RetryPolicy",
     "ServeOptions",
     "Server",

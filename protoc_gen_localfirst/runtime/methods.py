@@ -43,6 +43,30 @@ class Idempotency(enum.Enum):
 
 
 @dataclass(frozen=True)
+class MethodPolicy:
+    """Call policy a proto sets for an rpc (``localfirst/options.proto``).
+
+    Every field is optional: None means "the client's setting" (its
+    ``RetryPolicy`` and defaults). The plugin merges the service's
+    ``default_call_policy`` with the rpc's ``call_policy`` (the rpc wins);
+    a per-call ``retry=`` override wins over both.
+    """
+
+    max_attempts: int | None = None
+    initial_backoff: float | None = None
+    max_backoff: float | None = None
+    backoff_multiplier: float | None = None
+    retryable_codes: tuple[str, ...] | None = None
+    """``grpc.StatusCode`` names, e.g. ``("UNAVAILABLE", "RESOURCE_EXHAUSTED")``."""
+    per_attempt_timeout: float | None = None
+    hedging_delay: float | None = None
+    """Seconds before a hedged attempt goes to the next endpoint (NO_SIDE_EFFECTS rpcs)."""
+
+
+NO_POLICY = MethodPolicy()
+
+
+@dataclass(frozen=True)
 class MethodInfo(Generic[RequestT, ResponseT]):
     """One rpc: its wire path, shape, message types and retry-relevant facts."""
 
@@ -58,6 +82,8 @@ class MethodInfo(Generic[RequestT, ResponseT]):
     """Attribute on a servicer that implements this rpc; the rpc name unless
     that is a Python keyword (``None`` -> ``None_``)."""
     deprecated: bool = False
+    policy: MethodPolicy = NO_POLICY
+    """Retry/hedging settings from the proto's localfirst options."""
 
     def __post_init__(self) -> None:
         if not self.handler_name:

@@ -36,10 +36,30 @@ from protoc_gen_localfirst.runtime import ServeOptions, ServicerContext
 class Greeter(GreeterServicer):
     """Greets callers and signs every reply with this replica's node and name."""
 
-    def __init__(self, node: str, replica: str) -> None:
+    def __init__(
+        self,
+        node: str,
+        replica: str,
+        *,
+        executions_file: str | None = None,
+        handler_delay: float = 0.0,
+    ) -> None:
         self.node = node
         self.replica = replica
         self.greeting = "Hello, {name}!"
+        self.handler_delay = handler_delay
+        # One O_APPEND write per execution, straight to the kernel: a line
+        # survives SIGKILL the moment the handler has run.
+        self._executions = (
+            os.open(executions_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            if executions_file
+            else None
+        )
+
+    def _executed(self, method: str, request_id: str) -> None:
+        """Record that ``method`` ran for ``request_id`` (chaos tests count duplicates)."""
+        if self._executions is not None:
+            os.write(self._executions, f"{method} {request_id}\n".encode())
 
     def _reply(self, name: str) -> HelloReply:
         return HelloReply(
@@ -49,6 +69,9 @@ class Greeter(GreeterServicer):
     async def SayHello(
         self, request: HelloRequest, context: ServicerContext[HelloRequest, HelloReply]
     ) -> HelloReply:
+        self._executed("SayHello", request.name)
+        if self.handler_delay:
+            await asyncio.sleep(self.handler_delay)
         return self._reply(request.name)
 
     async def LotsOfReplies(
@@ -110,6 +133,17 @@ def main() -> None:
     parser.add_argument(
         "--quic-library", choices=("qh3", "aioquic"), default="qh3", help="QUIC stack for HTTP/3"
     )
+    parser.add_argument(
+        "--executions-file",
+        "--count-executions-file",
+        help="append 'SayHello <request name>' per executed SayHello (duplicate counting)",
+    )
+    parser.add_argument(
+        "--handler-delay",
+        type=float,
+        default=0.0,
+        help="seconds SayHello works (after recording its execution) before replying",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format=f"[{args.name}] %(message)s")
     node = args.node or socket.gethostname()
@@ -125,7 +159,10 @@ def main() -> None:
         options["certfile"] = args.certfile
         options["keyfile"] = args.keyfile
         options["quic_library"] = args.quic_library
-    asyncio.run(serve(Greeter(node, args.name), **options))
+    greeter = Greeter(
+        node, args.name, executions_file=args.executions_file, handler_delay=args.handler_delay
+    )
+    asyncio.run(serve(greeter, **options))
 
 
 if __name__ == "__main__":

@@ -66,6 +66,7 @@ class Balancer:
         ejection: EjectionPolicy | None = None,
         clock: Callable[[], float] = time.monotonic,
         on_unreachable: Callable[[Endpoint], None] | None = None,
+        on_ejection: Callable[[Endpoint, float], None] | None = None,
     ) -> None:
         self.node = node
         self._explicit_zone = zone
@@ -73,6 +74,8 @@ class Balancer:
         self._ejection = ejection or EjectionPolicy()
         self._clock = clock
         self._on_unreachable = on_unreachable
+        self.on_ejection = on_ejection
+        self._tiers: tuple[tuple[Endpoint, ...], ...] = ()
         self._lock = threading.Lock()
         self._discovered: tuple[Endpoint, ...] = ()
         self._all: tuple[Endpoint, ...] = ()
@@ -126,6 +129,10 @@ class Balancer:
             self.zone = next(
                 (e.zone for e in self._all if e.zone and self.node and e.node == self.node), None
             )
+        tiers: dict[int, list[Endpoint]] = {}
+        for endpoint in self._ready:
+            tiers.setdefault(self.tier(endpoint), []).append(endpoint)
+        self._tiers = tuple(tuple(tiers[level]) for level in sorted(tiers))
 
     def tier(self, endpoint: Endpoint) -> int:
         """0 = caller's node, 1 = caller's zone, 2 = elsewhere."""
@@ -138,8 +145,15 @@ class Balancer:
     def order(self) -> list[Endpoint]:
         """The order in which one call's attempts should try the ready endpoints."""
         with self._lock:
-            now = self._clock()
             self._turn += 1
+            if not self._health:  # nothing ejected: the tiers computed on update
+                fast: list[Endpoint] = []
+                for group in self._tiers:
+                    first = self._turn % len(group)
+                    fast.extend(group[first:])
+                    fast.extend(group[:first])
+                return fast
+            now = self._clock()
             tiers: dict[int, list[Endpoint]] = {}
             ejected: list[Endpoint] = []
             for endpoint in self._ready:
@@ -171,16 +185,28 @@ class Balancer:
 
     def record_connection_failure(self, endpoint: Endpoint) -> None:
         """An attempt could not reach ``endpoint``: eject it for a growing time."""
+        if self._record_failure(endpoint, "is unreachable") and self._on_unreachable is not None:
+            self._on_unreachable(endpoint)
+
+    def record_timeout(self, endpoint: Endpoint) -> None:
+        """An attempt to ``endpoint`` ran out of its per-attempt time: eject it the same way.
+
+        A replica that accepts connections but does not answer (frozen with
+        SIGSTOP, stuck in GC, overloaded) stops getting first attempts.
+        """
+        self._record_failure(endpoint, "does not answer in time")
+
+    def _record_failure(self, endpoint: Endpoint, what: str) -> bool:
         with self._lock:
-            if endpoint.address not in {e.address for e in self._ready}:
-                return
+            if all(e.address != endpoint.address for e in self._ready):
+                return False
             health = self._health.setdefault(endpoint.address, _Health())
             health.consecutive_failures += 1
-            health.ejected_until = self._clock() + self._ejection.duration(
-                health.consecutive_failures
-            )
+            duration = self._ejection.duration(health.consecutive_failures)
+            health.ejected_until = self._clock() + duration
             first = health.consecutive_failures == 1
         if first:
-            log.warning("endpoint %s is unreachable; trying others first", endpoint.describe())
-        if self._on_unreachable is not None:
-            self._on_unreachable(endpoint)
+            log.warning("endpoint %s %s; trying others first", endpoint.describe(), what)
+        if self.on_ejection is not None:
+            self.on_ejection(endpoint, duration)
+        return True

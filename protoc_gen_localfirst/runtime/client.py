@@ -38,14 +38,24 @@ from protoc_gen_localfirst.runtime.h3_client import (
     TransportMemory,
 )
 from protoc_gen_localfirst.runtime.identity import own_node, own_zone
-from protoc_gen_localfirst.runtime.methods import MethodInfo, RequestT, ResponseT
+from protoc_gen_localfirst.runtime.methods import Idempotency, MethodInfo, RequestT, ResponseT
+from protoc_gen_localfirst.runtime.metrics import CallObserver, ClientStats, notify
 from protoc_gen_localfirst.runtime.probe import NodeProber, announced_node
 from protoc_gen_localfirst.runtime.replay import (
     DEFAULT_BUFFER_LIMIT,
     AsyncRequestReplay,
     SyncRequestReplay,
 )
-from protoc_gen_localfirst.runtime.retry import AttemptFailed, CallAttempts, RetryPolicy
+from protoc_gen_localfirst.runtime.retry import (
+    PREVIOUS_ATTEMPTS_KEY,
+    AttemptFailed,
+    CallAttempts,
+    RetryPolicy,
+    RetryThrottle,
+    RetryThrottling,
+    allowed_codes,
+    effective_policy,
+)
 
 Metadata = Sequence[tuple[str, str | bytes]]
 ChannelT = TypeVar("ChannelT", grpc.aio.Channel, grpc.Channel)
@@ -66,6 +76,29 @@ DEFAULT_RESOLVE_TIMEOUT = 5.0
 """How long a call without a deadline waits for the first endpoint set."""
 
 
+class _MethodEntry:
+    """What a client works out once per rpc: path, effective policy, retryable codes."""
+
+    __slots__ = ("codes", "hedge", "info", "path", "policy")
+
+    def __init__(self, info: MethodInfo[Any, Any], client_default: RetryPolicy) -> None:
+        self.info = info
+        self.path = info.path
+        self.policy = effective_policy(info, client_default, None)
+        self.codes = allowed_codes(info, self.policy)
+        self.hedge = _hedges(info, self.policy)
+
+
+def _hedges(info: MethodInfo[Any, Any], policy: RetryPolicy) -> bool:
+    return (
+        policy.hedging_delay is not None
+        and policy.max_attempts > 1
+        and info.idempotency is Idempotency.NO_SIDE_EFFECTS
+        and not info.kind.client_streaming
+        and not info.kind.server_streaming
+    )
+
+
 class _ClientCore(Generic[ChannelT]):
     """What both clients share: discovery, identity, endpoint order, retry policy, channels.
 
@@ -80,6 +113,13 @@ class _ClientCore(Generic[ChannelT]):
     ``probe_nodes`` health-checks new endpoints whose node is
     unknown (DNS) to learn it. ``channel_options`` are grpc channel arguments
     over ``DEFAULT_CHANNEL_OPTIONS``; ``credentials`` makes channels secure.
+
+    Policy of a call: its own ``retry=`` wins, else the proto's policy for the
+    rpc (``MethodInfo.policy``) over the client's ``retry``. ``throttling`` is
+    the gRFC A6 retry token bucket of this client's target (``False`` turns it
+    off). ``observers`` receive attempt, retry, failover, hedge, throttling,
+    ejection and endpoint-change events (``metrics.CallObserver``);
+    ``client.stats`` counts the same.
 
     ``transport`` (asyncio client only): ``"h2"`` (default) is grpc.aio over
     TCP; ``"h3"`` is gRPC over HTTP/3 (QUIC, UDP, same port) only; ``"auto"``
@@ -114,6 +154,8 @@ class _ClientCore(Generic[ChannelT]):
         ca_file: str | None = None,
         insecure_skip_verify: bool = False,
         h3_options: H3Options | None = None,
+        throttling: RetryThrottling | bool = True,
+        observers: Sequence[CallObserver] = (),
     ) -> None:
         if transport not in self._transports:
             raise ValueError(
@@ -130,6 +172,16 @@ class _ClientCore(Generic[ChannelT]):
         self.source = source or make_source(target, dns=dns, kubernetes=kubernetes)
         self.node = own_node(node)
         self.retry_policy = retry or RetryPolicy()
+        self.stats = ClientStats()
+        self.observers: tuple[CallObserver, ...] = tuple(observers)
+        if throttling is False:
+            self.throttle: RetryThrottle | None = None
+        else:
+            self.throttle = RetryThrottle(
+                throttling if isinstance(throttling, RetryThrottling) else None
+            )
+        self._methods: dict[int, _MethodEntry] = {}
+        self._callables: dict[tuple[str, str], tuple[Any, Any]] = {}
         self.retry_buffer_limit = retry_buffer_limit
         self.resolve_timeout = resolve_timeout
         self._credentials = credentials
@@ -147,6 +199,7 @@ class _ClientCore(Generic[ChannelT]):
             zone=own_zone(zone),
             ejection=ejection,
             on_unreachable=lambda endpoint: self.source.request_refresh(),
+            on_ejection=self._on_ejection,
         )
         self._prober = (
             NodeProber(
@@ -169,8 +222,14 @@ class _ClientCore(Generic[ChannelT]):
 
     def _on_endpoints(self, endpoints: Sequence[Endpoint]) -> None:
         """A new endpoint set from discovery (any thread)."""
+        old = self.balancer.ready_endpoints
         self.balancer.update(endpoints)
-        ready = {e.address for e in self.balancer.ready_endpoints}
+        new = self.balancer.ready_endpoints
+        if {e.address for e in old} != {e.address for e in new}:
+            self.stats.endpoint_changes += 1
+            if self.observers:
+                notify(self.observers, "on_endpoints_changed", old, new)
+        ready = {e.address for e in new}
         with self._lock:
             for address in [a for a in self._channels if a not in ready]:
                 self._retired[address] = self._channels.pop(address)
@@ -180,33 +239,59 @@ class _ClientCore(Generic[ChannelT]):
         if self._prober is not None:
             self._prober.probe_unknown(self.balancer.ready_endpoints)
 
+    def _on_ejection(self, endpoint: Endpoint, duration: float) -> None:
+        self.stats.ejections += 1
+        if self.observers:
+            notify(self.observers, "on_ejection", endpoint, duration)
+
     def _new_channel(self, endpoint: Endpoint) -> ChannelT:
         raise NotImplementedError
 
     def _close_channels(self, channels: list[ChannelT]) -> None:
         raise NotImplementedError
 
-    def _acquire(self, endpoint: Endpoint) -> ChannelT:
-        """The endpoint's channel, counted as in use until ``_release``."""
+    def _acquire(self, endpoint: Endpoint, path: str, info: MethodInfo[Any, Any]) -> Any:
+        """grpc's multi-callable for ``info`` on the endpoint's channel, in use until ``_release``.
+
+        Multi-callables are cached per endpoint and method (``MethodKind``
+        values are grpc's method names).
+        """
+        address = endpoint.address
         with self._lock:
-            channel = self._channels.get(endpoint.address) or self._retired.get(endpoint.address)
+            channel = self._channels.get(address) or self._retired.get(address)
             if channel is None:
-                channel = self._channels[endpoint.address] = self._new_channel(endpoint)
-            self._in_flight[endpoint.address] += 1
-            return channel
+                channel = self._channels[address] = self._new_channel(endpoint)
+            self._in_flight[address] += 1
+        key = (address, path)
+        cached = self._callables.get(key)
+        if cached is not None and cached[0] is channel:
+            return cached[1]
+        multicallable = getattr(channel, info.kind.value)(
+            path,
+            request_serializer=info.serialize_request,
+            response_deserializer=info.deserialize_response,
+        )
+        self._callables[key] = (channel, multicallable)
+        return multicallable
 
     def _release(self, endpoint: Endpoint) -> None:
         with self._lock:
             self._in_flight[endpoint.address] -= 1
-        self._close_idle_retired()
+        if self._retired:
+            self._close_idle_retired()
 
     def _close_idle_retired(self) -> None:
         """Close channels of endpoints that are gone once no call uses them."""
+        if not self._retired:
+            return
         with self._lock:
             idle = [a for a in self._retired if self._in_flight[a] <= 0]
             channels = [self._retired.pop(a) for a in idle]
             for address in idle:
                 del self._in_flight[address]
+            gone = set(idle)
+            for key in [k for k in self._callables if k[0] in gone]:
+                del self._callables[key]
         if channels:
             self._close_channels(channels)
 
@@ -219,23 +304,103 @@ class _ClientCore(Generic[ChannelT]):
         if node is not None and node != endpoint.node:
             self.balancer.learn_node(endpoint.address, node)
 
-    def _call_attempts(
-        self, method: MethodInfo[Any, Any], timeout: float | None, retry: RetryPolicy | None
-    ) -> CallAttempts:
-        self._close_idle_retired()
+    def _no_endpoints_reason(self) -> str:
         if not self._resolved.is_set():
             reason = f"no endpoints resolved yet for {self.target}"
         else:
             reason = f"{self.target} currently has no ready endpoints"
         if self.source.last_error:
             reason = f"{reason}: {self.source.last_error}"
-        return CallAttempts(
-            method=method.path,
+        return reason
+
+    def _entry(self, method: MethodInfo[Any, Any]) -> _MethodEntry:
+        entry = self._methods.get(id(method))
+        if entry is None or entry.info is not method:
+            entry = self._methods[id(method)] = _MethodEntry(method, self.retry_policy)
+        return entry
+
+    def _call_attempts(
+        self,
+        method: MethodInfo[Any, Any],
+        timeout: float | None,
+        retry: RetryPolicy | None,
+        metadata: Metadata | None = None,
+    ) -> CallAttempts:
+        if self._retired:
+            self._close_idle_retired()
+        entry = self._entry(method)
+        if retry is None:
+            policy, codes = entry.policy, entry.codes
+        else:
+            policy, codes = retry, allowed_codes(method, retry)
+        call = CallAttempts(
+            method=entry.path,
             balancer=self.balancer,
-            policy=retry or self.retry_policy,
+            policy=policy,
             timeout=timeout,
-            no_endpoints_reason=reason,
+            no_endpoints_reason=self._no_endpoints_reason,
+            retryable_codes=codes,
+            throttle=self.throttle,
         )
+        call.info = method
+        call.metadata = metadata
+        self.stats.calls += 1
+        return call
+
+    def _next_attempt(self, call: CallAttempts, hedged: bool = False) -> tuple[Endpoint, Any, Any]:
+        """Start bookkeeping for the next attempt: endpoint, multi-callable, metadata."""
+        endpoint = call.next_endpoint()
+        number = call.started
+        self.stats.attempts += 1
+        metadata: Any = call.metadata
+        if number > 1:
+            previous = (PREVIOUS_ATTEMPTS_KEY, str(number - 1))
+            metadata = (*metadata, previous) if metadata else (previous,)
+            if hedged:
+                self.stats.hedges += 1
+            elif call.records and call.records[-1].endpoint.address != endpoint.address:
+                self.stats.failovers += 1
+                if self.observers:
+                    notify(
+                        self.observers,
+                        "on_failover",
+                        call.method,
+                        call.records[-1].endpoint,
+                        endpoint,
+                    )
+        if self.observers:
+            notify(self.observers, "on_attempt", endpoint, call.method, number, hedged)
+            if hedged:
+                notify(self.observers, "on_hedge", call.method, endpoint, number)
+        assert call.info is not None
+        return endpoint, self._acquire(endpoint, call.method, call.info), metadata
+
+    def _before_sleep(self, call: CallAttempts) -> Callable[[tenacity.RetryCallState], None]:
+        def before_sleep(state: tenacity.RetryCallState) -> None:
+            self.stats.retries += 1
+            failure = state.outcome.exception() if state.outcome is not None else None
+            if isinstance(failure, AttemptFailed):
+                if failure.pushback is not None:
+                    self.stats.pushbacks += 1
+                if self.observers:
+                    delay = state.upcoming_sleep or 0.0
+                    notify(
+                        self.observers,
+                        "on_retry",
+                        call.method,
+                        state.attempt_number,
+                        failure.record.code,
+                        delay,
+                    )
+
+        return before_sleep
+
+    def _raise_final(self, call: CallAttempts, failure: AttemptFailed) -> NoReturn:
+        if failure.throttled:
+            self.stats.throttled += 1
+            if self.observers:
+                notify(self.observers, "on_throttled", call.method)
+        _raise_final(call, failure)
 
     def _first_resolution_wait(self, timeout: float | None) -> float:
         return self.resolve_timeout if timeout is None else min(timeout, self.resolve_timeout)
@@ -262,15 +427,6 @@ def _headers_arrived(call: object) -> bool:
     return callable(initial_metadata) and bool(initial_metadata())
 
 
-def _multicallable(channel: Any, method: MethodInfo[Any, Any]) -> Any:
-    """grpc's multi-callable for ``method`` (``MethodKind`` values are grpc's method names)."""
-    return getattr(channel, method.kind.value)(
-        method.path,
-        request_serializer=method.serialize_request,
-        response_deserializer=method.deserialize_response,
-    )
-
-
 def _attempt_failed(
     call: CallAttempts,
     endpoint: Endpoint,
@@ -283,7 +439,7 @@ def _attempt_failed(
     return call.failed(endpoint, error)
 
 
-def _metadata_tuple(metadata: Metadata | None) -> tuple[tuple[str, str | bytes], ...] | None:
+def _metadata_tuple(metadata: Any) -> tuple[tuple[str, str | bytes], ...] | None:
     return None if metadata is None else tuple(metadata)
 
 
@@ -294,8 +450,8 @@ def _raise_final(call: CallAttempts, failure: AttemptFailed) -> NoReturn:
     raise error from failure.error
 
 
-OpenAsyncCall = Callable[[grpc.aio.Channel, float | None], Any]
-OpenSyncCall = Callable[[grpc.Channel, float | None], Any]
+OpenCall = Callable[[Any, float | None, Any], Any]
+"""(multi-callable, attempt timeout, attempt metadata) -> grpc call."""
 
 
 class AsyncClient(_ClientCore[grpc.aio.Channel]):
@@ -348,11 +504,15 @@ class AsyncClient(_ClientCore[grpc.aio.Channel]):
         await self.close()
 
     async def _begin(
-        self, method: MethodInfo[Any, Any], timeout: float | None, retry: RetryPolicy | None
+        self,
+        method: MethodInfo[Any, Any],
+        timeout: float | None,
+        retry: RetryPolicy | None,
+        metadata: Metadata | None,
     ) -> CallAttempts:
         if not self._resolved.is_set():
             await asyncio.to_thread(self._resolved.wait, self._first_resolution_wait(timeout))
-        return self._call_attempts(method, timeout, retry)
+        return self._call_attempts(method, timeout, retry, metadata)
 
     async def _unary_unary(
         self,
@@ -363,13 +523,15 @@ class AsyncClient(_ClientCore[grpc.aio.Channel]):
         metadata: Metadata | None,
         retry: RetryPolicy | None,
     ) -> ResponseT:
-        def open_call(channel: grpc.aio.Channel, attempt_timeout: float | None) -> Any:
-            multicallable = _multicallable(channel, method)
-            return multicallable(request, timeout=attempt_timeout, metadata=metadata)
+        def open_call(multicallable: Any, attempt_timeout: float | None, md: Any) -> Any:
+            return multicallable(request, timeout=attempt_timeout, metadata=md)
 
-        response: ResponseT = await self._unary_response(
-            await self._begin(method, timeout, retry), open_call, None
-        )
+        call = await self._begin(method, timeout, retry, metadata)
+        response: ResponseT
+        if _hedges(method, call.policy):
+            response = await self._hedged_response(call, open_call)
+        else:
+            response = await self._unary_response(call, open_call, None)
         return response
 
     async def _stream_unary(
@@ -383,35 +545,122 @@ class AsyncClient(_ClientCore[grpc.aio.Channel]):
     ) -> ResponseT:
         replay = AsyncRequestReplay(requests, self.retry_buffer_limit)
 
-        def open_call(channel: grpc.aio.Channel, attempt_timeout: float | None) -> Any:
-            multicallable = _multicallable(channel, method)
-            return multicallable(replay.attempt(), timeout=attempt_timeout, metadata=metadata)
+        def open_call(multicallable: Any, attempt_timeout: float | None, md: Any) -> Any:
+            return multicallable(replay.attempt(), timeout=attempt_timeout, metadata=md)
 
         response: ResponseT = await self._unary_response(
-            await self._begin(method, timeout, retry), open_call, replay
+            await self._begin(method, timeout, retry, metadata), open_call, replay
         )
         return response
 
-    async def _unary_response(
-        self, call: CallAttempts, open_call: OpenAsyncCall, replay: AsyncRequestReplay[Any] | None
+    async def _unary_attempt(
+        self,
+        call: CallAttempts,
+        open_call: OpenCall,
+        replay: AsyncRequestReplay[Any] | None,
+        hedged: bool = False,
     ) -> Any:
+        endpoint, multicallable, metadata = self._next_attempt(call, hedged)
         try:
-            async for attempt in tenacity.AsyncRetrying(**call.retrying_options()):
-                with attempt:
-                    endpoint = call.next_endpoint()
-                    grpc_call = open_call(self._acquire(endpoint), call.attempt_timeout())
-                    try:
-                        response = await grpc_call
-                        self._learn(endpoint, await grpc_call.trailing_metadata())
-                    except grpc.RpcError as error:
-                        raise _attempt_failed(call, endpoint, error, replay) from error
-                    finally:
-                        self._release(endpoint)
-                    call.succeeded(endpoint)
-                    return response
+            grpc_call = open_call(multicallable, call.attempt_timeout(), metadata)
+            try:
+                response = await grpc_call
+                self._learn(endpoint, await grpc_call.trailing_metadata())
+            except grpc.RpcError as error:
+                raise _attempt_failed(call, endpoint, error, replay) from error
+            except asyncio.CancelledError:
+                grpc_call.cancel()
+                raise
+        finally:
+            self._release(endpoint)
+        call.succeeded(endpoint)
+        return response
+
+    async def _unary_response(
+        self, call: CallAttempts, open_call: OpenCall, replay: AsyncRequestReplay[Any] | None
+    ) -> Any:
+        # The first attempt runs without building a retry loop (the common case
+        # succeeds); its failure is handed to tenacity, which decides and waits.
+        try:
+            return await self._unary_attempt(call, open_call, replay)
         except AttemptFailed as failure:
-            _raise_final(call, failure)
+            first: AttemptFailed | None = failure
+        assert first is not None
+        if not first.retryable:
+            self._raise_final(call, first)
+        try:
+            retrying = tenacity.AsyncRetrying(
+                **call.retrying_options(before_sleep=self._before_sleep(call))
+            )
+            async for attempt in retrying:
+                with attempt:
+                    if first is not None:
+                        failed, first = first, None
+                        raise failed
+                    return await self._unary_attempt(call, open_call, replay)
+        except AttemptFailed as failure:
+            self._raise_final(call, failure)
         raise AssertionError("tenacity ended without an outcome")
+
+    async def _hedged_response(self, call: CallAttempts, open_call: OpenCall) -> Any:
+        """gRFC A6 hedging: attempts to successive endpoints every ``hedging_delay``.
+
+        The first OK answer wins and the other attempts are cancelled. A failure
+        with a non-fatal (retryable) code sends the next attempt at once; any
+        other failure cancels the rest and is the call's answer. Pushback "do
+        not retry", throttling or the deadline stop new attempts; those in
+        flight still may answer.
+        """
+        delay = call.policy.hedging_delay or 0.0
+        pending: dict[asyncio.Task[Any], int] = {}
+        last: AttemptFailed | None = None
+        more = True
+        try:
+            while True:
+                if more and call.started < call.policy.max_attempts and not call.deadline_passed():
+                    hedged = call.started > 0
+                    if hedged and call.throttle is not None and not call.throttle.allows_retry():
+                        more = False
+                        self.stats.throttled += 1
+                        if self.observers:
+                            notify(self.observers, "on_throttled", call.method)
+                    else:
+                        task = asyncio.ensure_future(
+                            self._unary_attempt(call, open_call, None, hedged)
+                        )
+                        pending[task] = call.started
+                wait: float | None = None
+                if more and call.started < call.policy.max_attempts:
+                    wait = delay
+                    if call.pushback is not None:
+                        wait, call.pushback = call.pushback, None
+                if not pending:
+                    break
+                done, _ = await asyncio.wait(
+                    pending, timeout=wait, return_when=asyncio.FIRST_COMPLETED
+                )
+                for task in done:
+                    number = pending.pop(task)
+                    try:
+                        response = task.result()
+                    except AttemptFailed as failure:
+                        last = failure
+                        if failure.retryable:
+                            continue  # non-fatal: the next hedge goes now
+                        if failure.record.code in call.retryable_codes and not call.committed:
+                            more = False  # pushback "do not retry", or throttled
+                            continue
+                        self._raise_final(call, failure)
+                    if number > 1:
+                        self.stats.hedge_wins += 1
+                    return response
+        finally:
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.gather(*pending, return_exceptions=True)
+        assert last is not None, "hedging ended without an attempt"
+        self._raise_final(call, last)
 
     def _unary_stream(
         self,
@@ -422,11 +671,10 @@ class AsyncClient(_ClientCore[grpc.aio.Channel]):
         metadata: Metadata | None,
         retry: RetryPolicy | None,
     ) -> AsyncIterator[ResponseT]:
-        def open_call(channel: grpc.aio.Channel, attempt_timeout: float | None) -> Any:
-            multicallable = _multicallable(channel, method)
-            return multicallable(request, timeout=attempt_timeout, metadata=metadata)
+        def open_call(multicallable: Any, attempt_timeout: float | None, md: Any) -> Any:
+            return multicallable(request, timeout=attempt_timeout, metadata=md)
 
-        return self._stream_responses(method, timeout, retry, open_call, None)
+        return self._stream_responses(method, timeout, retry, metadata, open_call, None)
 
     def _stream_stream(
         self,
@@ -439,18 +687,18 @@ class AsyncClient(_ClientCore[grpc.aio.Channel]):
     ) -> AsyncIterator[ResponseT]:
         replay = AsyncRequestReplay(requests, self.retry_buffer_limit)
 
-        def open_call(channel: grpc.aio.Channel, attempt_timeout: float | None) -> Any:
-            multicallable = _multicallable(channel, method)
-            return multicallable(replay.attempt(), timeout=attempt_timeout, metadata=metadata)
+        def open_call(multicallable: Any, attempt_timeout: float | None, md: Any) -> Any:
+            return multicallable(replay.attempt(), timeout=attempt_timeout, metadata=md)
 
-        return self._stream_responses(method, timeout, retry, open_call, replay)
+        return self._stream_responses(method, timeout, retry, metadata, open_call, replay)
 
     async def _stream_responses(
         self,
         method: MethodInfo[Any, Any],
         timeout: float | None,
         retry: RetryPolicy | None,
-        open_call: OpenAsyncCall,
+        metadata: Metadata | None,
+        open_call: OpenCall,
         replay: AsyncRequestReplay[Any] | None,
     ) -> AsyncIterator[Any]:
         """Retry until the call commits (headers or a first message), then stream.
@@ -458,15 +706,18 @@ class AsyncClient(_ClientCore[grpc.aio.Channel]):
         Only the part before the commit runs inside the retry loop: no message
         is ever yielded from inside a tenacity attempt, and none twice.
         """
-        call = await self._begin(method, timeout, retry)
+        call = await self._begin(method, timeout, retry, metadata)
         stream: Any = None
         first: Any = grpc.aio.EOF
         endpoint: Endpoint | None = None
         try:
-            async for attempt in tenacity.AsyncRetrying(**call.retrying_options()):
+            retrying = tenacity.AsyncRetrying(
+                **call.retrying_options(before_sleep=self._before_sleep(call))
+            )
+            async for attempt in retrying:
                 with attempt:
-                    endpoint = call.next_endpoint()
-                    stream = open_call(self._acquire(endpoint), call.attempt_timeout())
+                    endpoint, multicallable, attempt_metadata = self._next_attempt(call)
+                    stream = open_call(multicallable, call.attempt_timeout(), attempt_metadata)
                     try:
                         headers = await stream.initial_metadata()
                         call.committed = bool(headers)
@@ -477,7 +728,7 @@ class AsyncClient(_ClientCore[grpc.aio.Channel]):
                         self._release(endpoint)
                         raise _attempt_failed(call, endpoint, error, replay) from error
         except AttemptFailed as failure:
-            _raise_final(call, failure)
+            self._raise_final(call, failure)
         assert stream is not None and endpoint is not None
         call.committed = True
         try:
@@ -527,11 +778,15 @@ class SyncClient(_ClientCore[grpc.Channel]):
         self.close()
 
     def _begin(
-        self, method: MethodInfo[Any, Any], timeout: float | None, retry: RetryPolicy | None
+        self,
+        method: MethodInfo[Any, Any],
+        timeout: float | None,
+        retry: RetryPolicy | None,
+        metadata: Metadata | None,
     ) -> CallAttempts:
         if not self._resolved.is_set():
             self._resolved.wait(self._first_resolution_wait(timeout))
-        return self._call_attempts(method, timeout, retry)
+        return self._call_attempts(method, timeout, retry, metadata)
 
     def _unary_unary(
         self,
@@ -542,14 +797,13 @@ class SyncClient(_ClientCore[grpc.Channel]):
         metadata: Metadata | None,
         retry: RetryPolicy | None,
     ) -> ResponseT:
-        def invoke(channel: grpc.Channel, attempt_timeout: float | None) -> Any:
-            multicallable = _multicallable(channel, method)
+        def invoke(multicallable: Any, attempt_timeout: float | None, md: Any) -> Any:
             return multicallable.with_call(
-                request, timeout=attempt_timeout, metadata=_metadata_tuple(metadata)
+                request, timeout=attempt_timeout, metadata=_metadata_tuple(md)
             )
 
         response: ResponseT = self._unary_response(
-            self._begin(method, timeout, retry), invoke, None
+            self._begin(method, timeout, retry, metadata), invoke, None
         )
         return response
 
@@ -564,37 +818,52 @@ class SyncClient(_ClientCore[grpc.Channel]):
     ) -> ResponseT:
         replay = SyncRequestReplay(requests, self.retry_buffer_limit)
 
-        def invoke(channel: grpc.Channel, attempt_timeout: float | None) -> Any:
-            multicallable = _multicallable(channel, method)
+        def invoke(multicallable: Any, attempt_timeout: float | None, md: Any) -> Any:
             return multicallable.with_call(
-                replay.attempt(), timeout=attempt_timeout, metadata=_metadata_tuple(metadata)
+                replay.attempt(), timeout=attempt_timeout, metadata=_metadata_tuple(md)
             )
 
         response: ResponseT = self._unary_response(
-            self._begin(method, timeout, retry), invoke, replay
+            self._begin(method, timeout, retry, metadata), invoke, replay
         )
         return response
 
+    def _unary_attempt(
+        self, call: CallAttempts, invoke: OpenCall, replay: SyncRequestReplay[Any] | None
+    ) -> Any:
+        endpoint, multicallable, metadata = self._next_attempt(call)
+        try:
+            response, grpc_call = invoke(multicallable, call.attempt_timeout(), metadata)
+            self._learn(endpoint, grpc_call.trailing_metadata())
+        except grpc.RpcError as error:
+            raise _attempt_failed(call, endpoint, error, replay) from error
+        finally:
+            self._release(endpoint)
+        call.succeeded(endpoint)
+        return response
+
     def _unary_response(
-        self, call: CallAttempts, invoke: OpenSyncCall, replay: SyncRequestReplay[Any] | None
+        self, call: CallAttempts, invoke: OpenCall, replay: SyncRequestReplay[Any] | None
     ) -> Any:
         try:
-            for attempt in tenacity.Retrying(**call.retrying_options()):
-                with attempt:
-                    endpoint = call.next_endpoint()
-                    try:
-                        response, grpc_call = invoke(
-                            self._acquire(endpoint), call.attempt_timeout()
-                        )
-                        self._learn(endpoint, grpc_call.trailing_metadata())
-                    except grpc.RpcError as error:
-                        raise _attempt_failed(call, endpoint, error, replay) from error
-                    finally:
-                        self._release(endpoint)
-                    call.succeeded(endpoint)
-                    return response
+            return self._unary_attempt(call, invoke, replay)
         except AttemptFailed as failure:
-            _raise_final(call, failure)
+            first: AttemptFailed | None = failure
+        assert first is not None
+        if not first.retryable:
+            self._raise_final(call, first)
+        try:
+            retrying = tenacity.Retrying(
+                **call.retrying_options(before_sleep=self._before_sleep(call))
+            )
+            for attempt in retrying:
+                with attempt:
+                    if first is not None:
+                        failed, first = first, None
+                        raise failed
+                    return self._unary_attempt(call, invoke, replay)
+        except AttemptFailed as failure:
+            self._raise_final(call, failure)
         raise AssertionError("tenacity ended without an outcome")
 
     def _unary_stream(
@@ -606,13 +875,10 @@ class SyncClient(_ClientCore[grpc.Channel]):
         metadata: Metadata | None,
         retry: RetryPolicy | None,
     ) -> Iterator[ResponseT]:
-        def open_call(channel: grpc.Channel, attempt_timeout: float | None) -> Any:
-            multicallable = _multicallable(channel, method)
-            return multicallable(
-                request, timeout=attempt_timeout, metadata=_metadata_tuple(metadata)
-            )
+        def open_call(multicallable: Any, attempt_timeout: float | None, md: Any) -> Any:
+            return multicallable(request, timeout=attempt_timeout, metadata=_metadata_tuple(md))
 
-        return self._stream_responses(method, timeout, retry, open_call, None)
+        return self._stream_responses(method, timeout, retry, metadata, open_call, None)
 
     def _stream_stream(
         self,
@@ -625,33 +891,36 @@ class SyncClient(_ClientCore[grpc.Channel]):
     ) -> Iterator[ResponseT]:
         replay = SyncRequestReplay(requests, self.retry_buffer_limit)
 
-        def open_call(channel: grpc.Channel, attempt_timeout: float | None) -> Any:
-            multicallable = _multicallable(channel, method)
+        def open_call(multicallable: Any, attempt_timeout: float | None, md: Any) -> Any:
             return multicallable(
-                replay.attempt(), timeout=attempt_timeout, metadata=_metadata_tuple(metadata)
+                replay.attempt(), timeout=attempt_timeout, metadata=_metadata_tuple(md)
             )
 
-        return self._stream_responses(method, timeout, retry, open_call, replay)
+        return self._stream_responses(method, timeout, retry, metadata, open_call, replay)
 
     def _stream_responses(
         self,
         method: MethodInfo[Any, Any],
         timeout: float | None,
         retry: RetryPolicy | None,
-        open_call: OpenSyncCall,
+        metadata: Metadata | None,
+        open_call: OpenCall,
         replay: SyncRequestReplay[Any] | None,
     ) -> Iterator[Any]:
         """Retry until the call commits (headers or a first message), then stream."""
-        call = self._begin(method, timeout, retry)
+        call = self._begin(method, timeout, retry, metadata)
         stream: Any = None
         first: Any = None
         finished = False
         endpoint: Endpoint | None = None
         try:
-            for attempt in tenacity.Retrying(**call.retrying_options()):
+            retrying = tenacity.Retrying(
+                **call.retrying_options(before_sleep=self._before_sleep(call))
+            )
+            for attempt in retrying:
                 with attempt:
-                    endpoint = call.next_endpoint()
-                    stream = open_call(self._acquire(endpoint), call.attempt_timeout())
+                    endpoint, multicallable, attempt_metadata = self._next_attempt(call)
+                    stream = open_call(multicallable, call.attempt_timeout(), attempt_metadata)
                     try:
                         headers = stream.initial_metadata()
                         call.committed = bool(headers)
@@ -664,7 +933,7 @@ class SyncClient(_ClientCore[grpc.Channel]):
                         self._release(endpoint)
                         raise _attempt_failed(call, endpoint, error, replay) from error
         except AttemptFailed as failure:
-            _raise_final(call, failure)
+            self._raise_final(call, failure)
         assert stream is not None and endpoint is not None
         call.committed = True
         try:

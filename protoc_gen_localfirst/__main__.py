@@ -13,11 +13,15 @@ from collections.abc import Callable, Sequence
 
 from protoc_gen_localfirst import plugin
 from protoc_gen_localfirst.diagnose import endpoints_command
+from protoc_gen_localfirst.policy import include_path_command
 
 Subcommand = Callable[[Sequence[str]], int]
 """Takes the arguments after the subcommand name, returns the exit code."""
 
-SUBCOMMANDS: dict[str, Subcommand] = {"endpoints": endpoints_command}
+SUBCOMMANDS: dict[str, Subcommand] = {
+    "endpoints": endpoints_command,
+    "include-path": include_path_command,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from google.protobuf import descriptor_pb2
 
-from protoc_gen_localfirst import naming
+from protoc_gen_localfirst import naming, policy
 from protoc_gen_localfirst.options import PluginOptions
 from protoc_gen_localfirst.runtime.client import AsyncClient, SyncClient
 from protoc_gen_localfirst.runtime.server import Servicer
@@ -141,6 +141,9 @@ class MethodModel:
     doc: str
     """The rpc's proto comments (or a one-line fallback)."""
     path: str
+    policy: tuple[tuple[str, str], ...] = ()
+    """``MethodPolicy`` keyword arguments as ``(name, Python literal)``; empty
+    when the proto sets no localfirst call policy (no ``policy=`` is emitted)."""
 
     @property
     def deprecated(self) -> bool:
@@ -317,9 +320,27 @@ def build_file_model(
         client_ns = naming.Namespace(CLIENT_RESERVED)
         handler_ns = naming.Namespace(SERVICER_RESERVED)
         service_deprecated = service.options.deprecated
+        try:
+            default_policy = policy.service_policy(
+                service.options, file=file.name, service=full_name
+            )
+        except policy.PolicyError as exc:
+            raise GenerationError(str(exc)) from exc
         methods: list[MethodModel] = []
         for m_index, method in enumerate(service.method):
             where = f"{file.name}: rpc {full_name}.{method.name}"
+            idempotency = _IDEMPOTENCY.get(method.options.idempotency_level, "IDEMPOTENCY_UNKNOWN")
+            try:
+                method_policy = policy.method_policy(
+                    method.options,
+                    default_policy,
+                    file=file.name,
+                    service=full_name,
+                    rpc=method.name,
+                    idempotency=idempotency,
+                )
+            except policy.PolicyError as exc:
+                raise GenerationError(str(exc)) from exc
             request = _resolve(index, method.input_type, where)
             response = _resolve(index, method.output_type, where)
             deprecated = method.options.deprecated or service_deprecated
@@ -343,12 +364,11 @@ def build_file_model(
                     ),
                     request_type=request.expression,
                     response_type=response.expression,
-                    idempotency=_IDEMPOTENCY.get(
-                        method.options.idempotency_level, "IDEMPOTENCY_UNKNOWN"
-                    ),
+                    idempotency=idempotency,
                     deprecation=deprecation,
                     doc=doc or f"Call ``/{full_name}/{method.name}``.",
                     path=f"/{full_name}/{method.name}",
+                    policy=method_policy.keyword_literals(),
                 )
             )
         doc = _comments(locations, (_FILE_SERVICE, s_index))

@@ -1,0 +1,143 @@
+"""Chaos scenarios: real replica processes on loopback, a real DNS server, bounded load.
+
+Replicas write one line per executed SayHello (``demo.replica
+--executions-file``), so duplicates of a non-idempotent call are counted on the
+server side, across replicas. Every process a test stops (SIGSTOP) is
+continued or killed by its PID in a ``finally``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import signal
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from demo.cluster import REPO, ReplicaProcess, free_port
+from tests.support.dnsmasq import Dnsmasq
+
+GENERATED = REPO / "generated"
+if str(GENERATED) not in sys.path:
+    sys.path.insert(0, str(GENERATED))
+
+NAME = "greeter.test"
+HANDLER_DELAY = 0.002
+"""SayHello works 2 ms after recording its execution: a kill can land between
+"ran" and "answered", which is when a careless retry duplicates a call."""
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "chaos: kills, freezes and redeploys real replica processes under load"
+    )
+
+
+class Pods:
+    """Replica processes on one shared port (like pods of a headless Service)."""
+
+    def __init__(self, log_dir: Path, dns_server: Dnsmasq | None = None) -> None:
+        self.log_dir = log_dir
+        self.dns = dns_server
+        self.port = free_port("127.0.0.1")
+        self.running: dict[str, ReplicaProcess] = {}
+        self.executions: dict[str, Path] = {}
+        self.stopped_pids: set[int] = set()
+
+    def start(self, name: str, node: str, host: str) -> ReplicaProcess:
+        path = self.log_dir / f"{name}.executions"
+        replica = ReplicaProcess(
+            name, node, host, GENERATED, port=self.port, log_dir=self.log_dir,
+            extra_args=["--executions-file", str(path), "--handler-delay", str(HANDLER_DELAY)],
+        )  # fmt: skip
+        self.executions[name] = path
+        self.running[name] = replica.start()
+        return replica
+
+    def publish(self, *names: str) -> None:
+        assert self.dns is not None
+        self.dns.set_records({NAME: [self.running[n].host for n in names]})
+
+    def stop(self, name: str, sig: signal.Signals = signal.SIGTERM) -> None:
+        self.running.pop(name).kill(sig)
+
+    def pid(self, name: str) -> int:
+        process = self.running[name].process
+        assert process is not None
+        return process.pid
+
+    def static_target(self, *names: str) -> str:
+        return "static:///" + ",".join(self.running[n].static for n in names)
+
+    @property
+    def dns_target(self) -> str:
+        assert self.dns is not None
+        return self.dns.target(NAME, self.port)
+
+    def close(self) -> None:
+        for replica in self.running.values():
+            if replica.process is not None and replica.process.pid in self.stopped_pids:
+                replica.process.send_signal(signal.SIGCONT)  # by PID, the one we stopped
+            replica.stop()
+
+
+@pytest.fixture
+def pods(tmp_path: Path) -> Iterator[Pods]:
+    """a1 on node-a, b1 and b2 on node-b; no DNS."""
+    running = Pods(tmp_path)
+    try:
+        running.start("a1", "node-a", "127.0.0.171")
+        running.start("b1", "node-b", "127.0.0.172")
+        running.start("b2", "node-b", "127.0.0.173")
+        yield running
+    finally:
+        running.close()
+
+
+@pytest.fixture
+def dns_pods(tmp_path: Path) -> Iterator[Pods]:
+    """The same three replicas, published as ``greeter.test`` by dnsmasq (TTL 1 s)."""
+    with Dnsmasq({}, ttl=1) as dns_server:
+        running = Pods(tmp_path, dns_server)
+        try:
+            running.start("a1", "node-a", "127.0.0.174")
+            running.start("b1", "node-b", "127.0.0.175")
+            running.start("b2", "node-b", "127.0.0.176")
+            running.publish("a1", "b1", "b2")
+            yield running
+        finally:
+            running.close()
+
+
+def resilience_options() -> dict[str, Any]:
+    """Per-attempt timeout and hedging for the client, if the runtime has them now.
+
+    Returns the client keyword arguments that exist in the runtime as it is
+    (``retry=RetryPolicy(per_attempt_timeout=..., hedging_delay=...)``), and
+    an empty dict while those features have not landed.
+    """
+    import grpc
+
+    from protoc_gen_localfirst.runtime import RetryPolicy
+
+    fields = {f.name for f in dataclasses.fields(RetryPolicy)}
+    wanted: dict[str, Any] = {"per_attempt_timeout": 0.25, "hedging_delay": 0.05}
+    present = {k: v for k, v in wanted.items() if k in fields}
+    if "per_attempt_timeout" in present:
+        # An attempt that timed out is retried elsewhere, where that is safe: the
+        # runtime applies the wider set to idempotent methods only (SayHello is not).
+        present["retryable_codes"] = frozenset(
+            {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
+        )
+    return {"retry": RetryPolicy(**present)} if present else {}
+
+
+def features() -> set[str]:
+    options = resilience_options()
+    if not options:
+        return set()
+    policy = options["retry"]
+    return {k for k in ("per_attempt_timeout", "hedging_delay") if hasattr(policy, k)}

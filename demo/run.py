@@ -43,6 +43,7 @@ from protoc_gen_localfirst.runtime import DnsOptions
 OUT = REPO / ".demo"
 GEN = OUT / "gen"
 PROTO = "greeter/v1/greeter.proto"
+OPTIONS_PROTO = "localfirst/options.proto"
 NAME = "greeter.demo"
 CALLS = 12
 
@@ -59,10 +60,14 @@ def generate() -> Any:
     command = [
         sys.executable, "-m", "grpc_tools.protoc", f"-I{REPO / 'protos'}",
         f"--python_out={GEN}", f"--pyi_out={GEN}", f"--localfirst_out={GEN}",
-        f"--plugin=protoc-gen-localfirst={plugin}", str(REPO / "protos" / PROTO),
+        f"--plugin=protoc-gen-localfirst={plugin}", str(REPO / "protos" / OPTIONS_PROTO),
+        str(REPO / "protos" / PROTO),
     ]  # fmt: skip
+    # greeter.proto imports localfirst/options.proto (its call policies), so its
+    # _pb2 imports localfirst.options_pb2: generate that too.
     say(
-        f"$ python -m grpc_tools.protoc -Iprotos --python_out=... --localfirst_out=.demo/gen {PROTO}"
+        "$ python -m grpc_tools.protoc -Iprotos --python_out=... --localfirst_out=.demo/gen"
+        f" {OPTIONS_PROTO} {PROTO}"
     )
     subprocess.run(command, check=True)
     written = sorted(p.relative_to(OUT) for p in GEN.rglob("*.py*"))

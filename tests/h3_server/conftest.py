@@ -18,7 +18,9 @@ from tests.support.certs import TlsFiles, tls_files  # noqa: F401 - the session 
 
 REPO = Path(__file__).resolve().parents[2]
 BUF = REPO / "node_modules" / ".bin" / "buf"
-SCHEMA = REPO / "protos" / "greeter" / "v1" / "greeter.proto"
+# The whole protos/ directory: greeter.proto imports localfirst/options.proto,
+# which buf resolves only when the schema is the include root.
+SCHEMA = REPO / "protos"
 NODE = "h3-node"
 GREETER = "/greeter.v1.Greeter/"
 

@@ -31,6 +31,9 @@ _GREETER_SAY_HELLO: _lf.MethodInfo[
     idempotency=_lf.Idempotency.IDEMPOTENCY_UNKNOWN,
     handler_name='SayHello',
     deprecated=False,
+    policy=_lf.MethodPolicy(
+        max_backoff=0.5,
+    ),
 )
 _GREETER_LOTS_OF_REPLIES: _lf.MethodInfo[
     greeter_dot_v1_dot_greeter__pb2.HelloRequest, greeter_dot_v1_dot_greeter__pb2.HelloReply
@@ -43,6 +46,9 @@ _GREETER_LOTS_OF_REPLIES: _lf.MethodInfo[
     idempotency=_lf.Idempotency.IDEMPOTENCY_UNKNOWN,
     handler_name='LotsOfReplies',
     deprecated=False,
+    policy=_lf.MethodPolicy(
+        max_backoff=0.5,
+    ),
 )
 _GREETER_LOTS_OF_GREETINGS: _lf.MethodInfo[
     greeter_dot_v1_dot_greeter__pb2.HelloRequest, greeter_dot_v1_dot_greeter__pb2.HelloReply
@@ -55,6 +61,9 @@ _GREETER_LOTS_OF_GREETINGS: _lf.MethodInfo[
     idempotency=_lf.Idempotency.IDEMPOTENCY_UNKNOWN,
     handler_name='LotsOfGreetings',
     deprecated=False,
+    policy=_lf.MethodPolicy(
+        max_backoff=0.5,
+    ),
 )
 _GREETER_BIDI_HELLO: _lf.MethodInfo[
     greeter_dot_v1_dot_greeter__pb2.HelloRequest, greeter_dot_v1_dot_greeter__pb2.HelloReply
@@ -67,6 +76,9 @@ _GREETER_BIDI_HELLO: _lf.MethodInfo[
     idempotency=_lf.Idempotency.IDEMPOTENCY_UNKNOWN,
     handler_name='BidiHello',
     deprecated=False,
+    policy=_lf.MethodPolicy(
+        max_backoff=0.5,
+    ),
 )
 _GREETER_WHO_AM_I: _lf.MethodInfo[
     greeter_dot_v1_dot_greeter__pb2.WhoAmIRequest, greeter_dot_v1_dot_greeter__pb2.HelloReply
@@ -79,6 +91,11 @@ _GREETER_WHO_AM_I: _lf.MethodInfo[
     idempotency=_lf.Idempotency.NO_SIDE_EFFECTS,
     handler_name='WhoAmI',
     deprecated=False,
+    policy=_lf.MethodPolicy(
+        max_backoff=0.5,
+        per_attempt_timeout=1.0,
+        hedging_delay=0.2,
+    ),
 )
 _GREETER_SET_GREETING: _lf.MethodInfo[
     greeter_dot_v1_dot_greeter__pb2.SetGreetingRequest, greeter_dot_v1_dot_greeter__pb2.HelloReply
@@ -91,6 +108,11 @@ _GREETER_SET_GREETING: _lf.MethodInfo[
     idempotency=_lf.Idempotency.IDEMPOTENT,
     handler_name='SetGreeting',
     deprecated=False,
+    policy=_lf.MethodPolicy(
+        max_attempts=4,
+        max_backoff=0.5,
+        retryable_codes=('UNAVAILABLE', 'RESOURCE_EXHAUSTED'),
+    ),
 )
 _GREETER_SAY_HELLO_V0: _lf.MethodInfo[
     greeter_dot_v1_dot_greeter__pb2.HelloRequest, greeter_dot_v1_dot_greeter__pb2.HelloReply
@@ -103,6 +125,9 @@ _GREETER_SAY_HELLO_V0: _lf.MethodInfo[
     idempotency=_lf.Idempotency.IDEMPOTENCY_UNKNOWN,
     handler_name='SayHelloV0',
     deprecated=True,
+    policy=_lf.MethodPolicy(
+        max_backoff=0.5,
+    ),
 )
 GREETER_SERVICE = _lf.ServiceInfo(
     name='greeter.v1.Greeter',

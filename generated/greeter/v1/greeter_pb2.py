@@ -22,29 +22,32 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from localfirst import options_pb2 as localfirst_dot_options__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18greeter/v1/greeter.proto\x12\ngreeter.v1\":\n\x0cHelloRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\x05\x63ount\x18\x02 \x01(\x05H\x00\x88\x01\x01\x42\x08\n\x06_count\"<\n\nHelloReply\x12\x0f\n\x07message\x18\x01 \x01(\t\x12\x0c\n\x04node\x18\x02 \x01(\t\x12\x0f\n\x07replica\x18\x03 \x01(\t\"\x0f\n\rWhoAmIRequest\"&\n\x12SetGreetingRequest\x12\x10\n\x08greeting\x18\x01 \x01(\t2\xe9\x03\n\x07Greeter\x12<\n\x08SayHello\x12\x18.greeter.v1.HelloRequest\x1a\x16.greeter.v1.HelloReply\x12\x43\n\rLotsOfReplies\x12\x18.greeter.v1.HelloRequest\x1a\x16.greeter.v1.HelloReply0\x01\x12\x45\n\x0fLotsOfGreetings\x12\x18.greeter.v1.HelloRequest\x1a\x16.greeter.v1.HelloReply(\x01\x12\x41\n\tBidiHello\x12\x18.greeter.v1.HelloRequest\x1a\x16.greeter.v1.HelloReply(\x01\x30\x01\x12@\n\x06WhoAmI\x12\x19.greeter.v1.WhoAmIRequest\x1a\x16.greeter.v1.HelloReply\"\x03\x90\x02\x01\x12J\n\x0bSetGreeting\x12\x1e.greeter.v1.SetGreetingRequest\x1a\x16.greeter.v1.HelloReply\"\x03\x90\x02\x02\x12\x43\n\nSayHelloV0\x12\x18.greeter.v1.HelloRequest\x1a\x16.greeter.v1.HelloReply\"\x03\x88\x02\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18greeter/v1/greeter.proto\x12\ngreeter.v1\x1a\x18localfirst/options.proto\":\n\x0cHelloRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\x05\x63ount\x18\x02 \x01(\x05H\x00\x88\x01\x01\x42\x08\n\x06_count\"<\n\nHelloReply\x12\x0f\n\x07message\x18\x01 \x01(\t\x12\x0c\n\x04node\x18\x02 \x01(\t\x12\x0f\n\x07replica\x18\x03 \x01(\t\"\x0f\n\rWhoAmIRequest\"&\n\x12SetGreetingRequest\x12\x10\n\x08greeting\x18\x01 \x01(\t2\xad\x04\n\x07Greeter\x12<\n\x08SayHello\x12\x18.greeter.v1.HelloRequest\x1a\x16.greeter.v1.HelloReply\x12\x43\n\rLotsOfReplies\x12\x18.greeter.v1.HelloRequest\x1a\x16.greeter.v1.HelloReply0\x01\x12\x45\n\x0fLotsOfGreetings\x12\x18.greeter.v1.HelloRequest\x1a\x16.greeter.v1.HelloReply(\x01\x12\x41\n\tBidiHello\x12\x18.greeter.v1.HelloRequest\x1a\x16.greeter.v1.HelloReply(\x01\x30\x01\x12O\n\x06WhoAmI\x12\x19.greeter.v1.WhoAmIRequest\x1a\x16.greeter.v1.HelloReply\"\x12\x90\x02\x01\x92\xa1\x19\x0b\x32\x02\x08\x01:\x05\x10\x80\x84\xaf_\x12q\n\x0bSetGreeting\x12\x1e.greeter.v1.SetGreetingRequest\x1a\x16.greeter.v1.HelloReply\"*\x90\x02\x02\x92\xa1\x19#\x08\x04*\x0bUNAVAILABLE*\x12RESOURCE_EXHAUSTED\x12\x43\n\nSayHelloV0\x12\x18.greeter.v1.HelloRequest\x1a\x16.greeter.v1.HelloReply\"\x03\x88\x02\x01\x1a\x0c\x9a\xa1\x19\x08\x1a\x06\x10\x80\xca\xb5\xee\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'greeter.v1.greeter_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_GREETER']._loaded_options = None
+  _globals['_GREETER']._serialized_options = b'\232\241\031\010\032\006\020\200\312\265\356\001'
   _globals['_GREETER'].methods_by_name['WhoAmI']._loaded_options = None
-  _globals['_GREETER'].methods_by_name['WhoAmI']._serialized_options = b'\220\002\001'
+  _globals['_GREETER'].methods_by_name['WhoAmI']._serialized_options = b'\220\002\001\222\241\031\0132\002\010\001:\005\020\200\204\257_'
   _globals['_GREETER'].methods_by_name['SetGreeting']._loaded_options = None
-  _globals['_GREETER'].methods_by_name['SetGreeting']._serialized_options = b'\220\002\002'
+  _globals['_GREETER'].methods_by_name['SetGreeting']._serialized_options = b'\220\002\002\222\241\031#\010\004*\013UNAVAILABLE*\022RESOURCE_EXHAUSTED'
   _globals['_GREETER'].methods_by_name['SayHelloV0']._loaded_options = None
   _globals['_GREETER'].methods_by_name['SayHelloV0']._serialized_options = b'\210\002\001'
-  _globals['_HELLOREQUEST']._serialized_start=40
-  _globals['_HELLOREQUEST']._serialized_end=98
-  _globals['_HELLOREPLY']._serialized_start=100
-  _globals['_HELLOREPLY']._serialized_end=160
-  _globals['_WHOAMIREQUEST']._serialized_start=162
-  _globals['_WHOAMIREQUEST']._serialized_end=177
-  _globals['_SETGREETINGREQUEST']._serialized_start=179
-  _globals['_SETGREETINGREQUEST']._serialized_end=217
-  _globals['_GREETER']._serialized_start=220
-  _globals['_GREETER']._serialized_end=709
+  _globals['_HELLOREQUEST']._serialized_start=66
+  _globals['_HELLOREQUEST']._serialized_end=124
+  _globals['_HELLOREPLY']._serialized_start=126
+  _globals['_HELLOREPLY']._serialized_end=186
+  _globals['_WHOAMIREQUEST']._serialized_start=188
+  _globals['_WHOAMIREQUEST']._serialized_end=203
+  _globals['_SETGREETINGREQUEST']._serialized_start=205
+  _globals['_SETGREETINGREQUEST']._serialized_end=243
+  _globals['_GREETER']._serialized_start=246
+  _globals['_GREETER']._serialized_end=803
 # @@protoc_insertion_point(module_scope)

@@ -19,7 +19,13 @@ from protoc_gen_localfirst.runtime.methods import (
     MethodPolicy,
     ServiceInfo,
 )
-from protoc_gen_localfirst.runtime.retry import NO_RETRY, RetryPolicy
+from protoc_gen_localfirst.runtime.metrics import (
+    BaseObserver,
+    CallObserver,
+    ClientStats,
+    LoggingObserver,
+)
+from protoc_gen_localfirst.runtime.retry import NO_RETRY, RetryPolicy, RetryThrottling
 from protoc_gen_localfirst.runtime.server import (
     BindError,
     Binding,
@@ -39,9 +45,12 @@ __all__ = [
     "NO_RETRY",
     "AsyncClient",
     "AttemptRecord",
+    "BaseObserver",
     "BindError",
     "Binding",
     "CallFailedError",
+    "CallObserver",
+    "ClientStats",
     "DiscoveryError",
     "DnsOptions",
     "EjectionPolicy",
@@ -50,11 +59,13 @@ __all__ = [
     "H3Options",
     "Idempotency",
     "KubernetesOptions",
+    "LoggingObserver",
     "Metadata",
     "MethodInfo",
     "MethodKind",
     "MethodPolicy",
     "RetryPolicy",
+    "RetryThrottling",
     "ServeOptions",
     "Server",
     "ServiceInfo",

@@ -615,10 +615,11 @@ class AsyncClient(_ClientCore[grpc.aio.Channel]):
         pending: dict[asyncio.Task[Any], int] = {}
         last: AttemptFailed | None = None
         more = True
+        sent = 0  # attempts started (the tasks count call.started once they run)
         try:
             while True:
-                if more and call.started < call.policy.max_attempts and not call.deadline_passed():
-                    hedged = call.started > 0
+                if more and sent < call.policy.max_attempts and not call.deadline_passed():
+                    hedged = sent > 0
                     if hedged and call.throttle is not None and not call.throttle.allows_retry():
                         more = False
                         self.stats.throttled += 1
@@ -628,9 +629,10 @@ class AsyncClient(_ClientCore[grpc.aio.Channel]):
                         task = asyncio.ensure_future(
                             self._unary_attempt(call, open_call, None, hedged)
                         )
-                        pending[task] = call.started
+                        sent += 1
+                        pending[task] = sent
                 wait: float | None = None
-                if more and call.started < call.policy.max_attempts:
+                if more and sent < call.policy.max_attempts:
                     wait = delay
                     if call.pushback is not None:
                         wait, call.pushback = call.pushback, None

@@ -2,8 +2,10 @@
 
 Each ``Replica`` runs its own grpc.aio server on its own event loop in a thread,
 so both the asyncio and the blocking client can call it. Behaviour is set per
-replica: fail the next N calls with UNAVAILABLE before responding, fail with an
-application error, or fail after the response headers were sent.
+replica: fail the next N calls with UNAVAILABLE (or another code, with a
+pushback trailer) before responding, fail with an application error, fail
+after the response headers were sent, or answer slowly (a frozen replica).
+Calls, their metadata and completed executions are recorded.
 """
 
 from __future__ import annotations
@@ -41,7 +43,15 @@ class Behaviour:
     unavailable_after_headers: bool = False
     """Send response headers, then fail with UNAVAILABLE (a committed call)."""
     delay: float = 0.0
-    """Seconds a unary call takes before it answers."""
+    """Seconds a unary call takes before it answers (a frozen replica: large)."""
+    fail_next: int = 0
+    """Fail this many coming calls with ``fail_code`` before any response."""
+    fail_code: grpc.StatusCode = grpc.StatusCode.RESOURCE_EXHAUSTED
+    pushback: str | None = None
+    """``grpc-retry-pushback-ms`` trailer value sent with ``fail_next`` failures."""
+    executions: int = 0
+    """Calls whose handler ran to the end (answered OK, not cancelled)."""
+    metadata: list[dict[str, str]] = field(default_factory=list)
     calls: list[str] = field(default_factory=list)
     received: list[list[str]] = field(default_factory=list)
 
@@ -101,6 +111,13 @@ class Replica:
     async def _gate(self, name: str, context: Any) -> None:
         b = self.behaviour
         b.calls.append(name)
+        b.metadata.append(
+            {k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)}
+        )
+        if b.fail_next > 0:
+            b.fail_next -= 1
+            trailers = () if b.pushback is None else (("grpc-retry-pushback-ms", b.pushback),)
+            await context.abort(b.fail_code, f"{self.node} fails", trailing_metadata=trailers)
         if b.unavailable_next > 0:
             b.unavailable_next -= 1
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"{self.node} is shedding load")
@@ -120,6 +137,7 @@ class Replica:
     async def _unary(self, request: StringValue, context: Any) -> StringValue:
         await self._gate("Unary", context)
         await asyncio.sleep(self.behaviour.delay)
+        self.behaviour.executions += 1
         return self._reply(request.value)
 
     async def _server_stream(

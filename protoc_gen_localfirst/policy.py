@@ -157,14 +157,18 @@ def _seconds(message: Any, name: str, where: str) -> float | None:
     seconds, nanos = int(duration.seconds), int(duration.nanos)
     field = f"{where}.{name}"
     if abs(seconds) > _MAX_DURATION_SECONDS or abs(nanos) > 999_999_999:
-        raise PolicyError(f"{field}: {{seconds: {seconds}, nanos: {nanos}}} is not a valid Duration")
+        raise PolicyError(
+            f"{field}: {{seconds: {seconds}, nanos: {nanos}}} is not a valid Duration"
+        )
     if (seconds > 0 and nanos < 0) or (seconds < 0 and nanos > 0):
         raise PolicyError(
             f"{field}: {{seconds: {seconds}, nanos: {nanos}}} is not a valid Duration"
             " (seconds and nanos must have the same sign)"
         )
     if seconds < 0 or nanos < 0:
-        raise PolicyError(f"{field}: a duration must not be negative, got {seconds + nanos / 1e9} s")
+        raise PolicyError(
+            f"{field}: a duration must not be negative, got {seconds + nanos / 1e9} s"
+        )
     return seconds + nanos / 1e9
 
 
@@ -195,7 +199,9 @@ def _policy(message: Any, where: str) -> Policy:
             f"{where}.max_attempts: must be at least 1 (it counts the first attempt;"
             " 1 disables retries), got 0"
         )
-    multiplier = float(message.backoff_multiplier) if message.HasField("backoff_multiplier") else None
+    multiplier = (
+        float(message.backoff_multiplier) if message.HasField("backoff_multiplier") else None
+    )
     if multiplier is not None and not (math.isfinite(multiplier) and multiplier >= 1):
         raise PolicyError(
             f"{where}.backoff_multiplier: must be a finite number >= 1, got {multiplier!r}"
@@ -214,9 +220,7 @@ def _policy(message: Any, where: str) -> Policy:
     )
 
 
-def service_policy(
-    options: descriptor_pb2.ServiceOptions, *, file: str, service: str
-) -> Policy:
+def service_policy(options: descriptor_pb2.ServiceOptions, *, file: str, service: str) -> Policy:
     """The service's ``default_call_policy`` (empty if unset), validated."""
     schema = _schema()
     where = f"{file}: service {service}: option ({SERVICE_OPTION})"

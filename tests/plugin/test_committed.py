@@ -11,6 +11,8 @@ import pytest
 
 from .conftest import GENERATED, REPO
 
+PACKAGE_INCLUDE = REPO / "protoc_gen_localfirst" / "include"
+
 STALE = "generated/ is stale: run scripts/generate.sh and commit the result"
 
 
@@ -23,19 +25,23 @@ def _tree(root: Path) -> dict[str, bytes]:
 
 
 def test_generated_is_fresh(tmp_path: Path) -> None:
-    out = tmp_path / "generated"
+    """generated/ and the package's copy of localfirst/options.proto (the .proto
+    users put on -I, and the descriptor set the plugin reads options with)."""
+    out, include = tmp_path / "generated", tmp_path / "include"
     env = {**os.environ, "PYTHON": sys.executable}
     subprocess.run(
-        [str(REPO / "scripts/generate.sh"), str(out)],
+        [str(REPO / "scripts/generate.sh"), str(out), str(include)],
         check=True,
         env=env,
         capture_output=True,
         timeout=120,
     )
-    fresh, committed = _tree(out), _tree(GENERATED)
-    assert sorted(fresh) == sorted(committed), STALE
-    changed = [name for name in fresh if fresh[name] != committed[name]]
-    assert changed == [], f"{STALE} (differs: {', '.join(changed)})"
+    for fresh_root, committed_root in [(out, GENERATED), (include, PACKAGE_INCLUDE)]:
+        fresh, committed = _tree(fresh_root), _tree(committed_root)
+        assert sorted(fresh) == sorted(committed), STALE
+        changed = [name for name in fresh if fresh[name] != committed[name]]
+        assert changed == [], f"{STALE} (differs: {', '.join(changed)})"
+    assert sorted(_tree(include)) == ["localfirst/options.binpb", "localfirst/options.proto"]
 
 
 def _mypy(files: list[Path], cache: Path) -> subprocess.CompletedProcess[str]:

@@ -8,6 +8,8 @@ imports, idempotency, deprecation and comment text. Templates only print.
 
 from __future__ import annotations
 
+import keyword
+import re
 import textwrap
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -274,10 +276,68 @@ def _client_method_name(namespace: naming.Namespace, rpc: str) -> str:
     return namespace.claim(wanted)
 
 
+# protoc enforces these; a request that breaks them did not come from protoc
+# (or protoc has a bug), and we say so instead of emitting broken Python.
+_PROTO_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_NOT_FROM_PROTOC = "(protoc never sends this; is the CodeGeneratorRequest hand-made?)"
+
+
+def _check_identifier(kind: str, name: str, where: str) -> None:
+    if not _PROTO_IDENTIFIER.fullmatch(name):
+        raise GenerationError(
+            f"{where}: {kind} name {name!r} is not a proto identifier {_NOT_FROM_PROTOC}"
+        )
+
+
+def _check_module(proto_file: str, where: str) -> None:
+    """The ``_pb2`` module of ``proto_file`` must be importable by name."""
+    module = naming.module_name(proto_file)
+    if not (proto_file.endswith(".proto") and naming.is_dotted_identifier(module)):
+        raise GenerationError(
+            f"{where}: proto file name {proto_file!r} does not map to an importable Python"
+            f" module (got {module!r}); name .proto files with letters, digits, '_', '-'"
+            " and '/' only, no Python keywords as path parts"
+        )
+
+
+def check_file(file: descriptor_pb2.FileDescriptorProto) -> None:
+    """Reject names protoc would never produce; ``GenerationError`` names what is wrong."""
+    _check_module(file.name, repr(file.name))
+    where = file.name
+    for part in file.package.split(".") if file.package else ():
+        _check_identifier("package", part, where)
+    services: set[str] = set()
+    for service in file.service:
+        _check_identifier("service", service.name, where)
+        if service.name in services:
+            raise GenerationError(
+                f"{where}: service {service.name} is defined twice {_NOT_FROM_PROTOC}"
+            )
+        services.add(service.name)
+        rpcs: set[str] = set()
+        for method in service.method:
+            _check_identifier("rpc", method.name, f"{where}: service {service.name}")
+            if method.name in rpcs:
+                raise GenerationError(
+                    f"{where}: service {service.name}: rpc {method.name} is defined twice"
+                    f" {_NOT_FROM_PROTOC}"
+                )
+            rpcs.add(method.name)
+
+
 def _resolve(index: TypeIndex, type_name: str, where: str) -> MessageRef:
     ref = index.get(type_name)
     if ref is None:
-        raise GenerationError(f"{where}: message type {type_name} is not in the request")
+        shown = type_name if type_name.isprintable() else repr(type_name)
+        raise GenerationError(f"{where}: message type {shown or '(empty)'} is not in the request")
+    _check_module(ref.proto_file, where)
+    for part in ref.python_name.split("."):
+        _check_identifier("message", part, f"{where}: type {type_name}")
+        if keyword.iskeyword(part):
+            raise GenerationError(
+                f"{where}: message {type_name} cannot be named from Python ({part!r} is a"
+                " Python keyword, which protobuf's Python code cannot use as a class name)"
+            )
     return ref
 
 
@@ -288,6 +348,7 @@ def build_file_model(
     version: str,
 ) -> FileModel:
     """The view model of one proto file; raises ``GenerationError`` naming the file."""
+    check_file(file)
     locations = {tuple(loc.path): loc for loc in file.source_code_info.location}
     top = naming.Namespace(MODULE_RESERVED)
     prefix = f"{file.package}." if file.package else ""

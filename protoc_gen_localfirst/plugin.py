@@ -21,7 +21,8 @@ from typing import BinaryIO, TextIO
 
 from google.protobuf import descriptor_pb2
 from google.protobuf.compiler import plugin_pb2
-from google.protobuf.message import DecodeError
+from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.message import DecodeError, Message
 
 from protoc_gen_localfirst import __version__
 from protoc_gen_localfirst.model import (
@@ -62,6 +63,10 @@ def generate(request: plugin_pb2.CodeGeneratorRequest) -> plugin_pb2.CodeGenerat
         maximum_edition=MAXIMUM_EDITION,
     )
     current = "<options>"
+    bad_string = invalid_utf8_field(request)
+    if bad_string is not None:
+        _fail(response, f"{NAME}: the request's {bad_string} is not valid UTF-8")
+        return response
     try:
         options = parse_options(request.parameter)
         index = build_type_index(request.proto_file)
@@ -87,6 +92,29 @@ def _fail(response: plugin_pb2.CodeGeneratorResponse, message: str) -> None:
     response.error = message
 
 
+def invalid_utf8_field(message: Message, path: str = "") -> str | None:
+    """The path of the first string field that is not valid UTF-8, or None.
+
+    descriptor.proto and plugin.proto are proto2, whose parser does not check
+    UTF-8; protobuf then hands out ``bytes`` where ``str`` is promised.
+    """
+    for field, value in message.ListFields():
+        name = f"{path}.{field.name}" if path else field.name
+        # Repeated fields hold containers (``label`` is gone in protobuf 7,
+        # ``is_repeated`` is missing before 5.28).
+        repeated = not isinstance(value, (str, bytes, int, float, Message))
+        values = list(value) if repeated else [value]
+        for i, item in enumerate(values):
+            where = f"{name}[{i}]" if repeated else name
+            if field.type == FieldDescriptor.TYPE_STRING and not isinstance(item, str):
+                return where
+            if field.type == FieldDescriptor.TYPE_MESSAGE:
+                found = invalid_utf8_field(item, where)
+                if found is not None:
+                    return found
+    return None
+
+
 def read_request(data: bytes) -> plugin_pb2.CodeGeneratorRequest:
     """Parse stdin; ``ValueError`` with a user-facing message if it is not a request."""
     request = plugin_pb2.CodeGeneratorRequest()
@@ -96,6 +124,9 @@ def read_request(data: bytes) -> plugin_pb2.CodeGeneratorRequest:
         raise ValueError(f"stdin is not a CodeGeneratorRequest ({exc})") from exc
     if not request.file_to_generate:
         raise ValueError("stdin is not a CodeGeneratorRequest (it names no file to generate)")
+    bad_string = invalid_utf8_field(request)
+    if bad_string is not None:
+        raise ValueError(f"stdin is not a CodeGeneratorRequest ({bad_string} is not valid UTF-8)")
     known = {f.name for f in request.proto_file}
     missing = [name for name in request.file_to_generate if name not in known]
     if missing:

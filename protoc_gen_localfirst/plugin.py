@@ -52,6 +52,8 @@ USAGE = f"""\
         --localfirst_out=gen [--localfirst_opt=key=value,...] protos/foo.proto
 
 Options: async_client, sync_client, server (true|false), runtime_module (dotted name).
+Call policy options in .proto files: import "localfirst/options.proto" and add
+-I"$(python -m protoc_gen_localfirst include-path)".
 """
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -28,6 +29,8 @@ def test_wheel_in_fresh_venv(tmp_path: Path) -> None:
     assert "protoc_gen_localfirst/templates/module.py.jinja" in names
     assert "protoc_gen_localfirst/templates/service.py.jinja" in names
     assert "protoc_gen_localfirst/plugin.py" in names
+    assert "protoc_gen_localfirst/include/localfirst/options.proto" in names
+    assert "protoc_gen_localfirst/include/localfirst/options.binpb" in names
 
     venv = tmp_path / "venv"
     _run([sys.executable, "-m", "venv", str(venv)], tmp_path)
@@ -35,6 +38,13 @@ def test_wheel_in_fresh_venv(tmp_path: Path) -> None:
     _run([str(python), "-m", "pip", "install", "-q", f"{wheel}[tools]"], tmp_path)
     assert (venv / "bin" / "protoc-gen-localfirst").exists()
 
+    # The user flow: the options proto from the installed package's include path.
+    include = _run([str(python), "-m", "protoc_gen_localfirst", "include-path"], tmp_path)
+    include_dir = include.stdout.strip()
+    assert "site-packages" in include_dir, include_dir
+    user = tmp_path / "user"
+    (user / "greeter/v1").mkdir(parents=True)
+    shutil.copy(PROTOS / "greeter/v1/greeter.proto", user / "greeter/v1/greeter.proto")
     out = tmp_path / "gen"
     out.mkdir()
     _run(
@@ -42,11 +52,13 @@ def test_wheel_in_fresh_venv(tmp_path: Path) -> None:
             str(python),
             "-m",
             "grpc_tools.protoc",
-            f"-I{PROTOS}",
+            f"-I{user}",
+            f"-I{include_dir}",
             f"--plugin=protoc-gen-localfirst={venv / 'bin' / 'protoc-gen-localfirst'}",
             f"--python_out={out}",
             f"--pyi_out={out}",
             f"--localfirst_out={out}",
+            "localfirst/options.proto",
             "greeter/v1/greeter.proto",
         ],
         tmp_path,

@@ -22,6 +22,7 @@ parsing the whole request (so garbage in it could not be reported per rpc).
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import functools
 import math
@@ -134,9 +135,6 @@ class Policy:
 
     def is_empty(self) -> bool:
         return all(getattr(self, f.name) is None for f in fields(self))
-
-    def method_policy(self) -> MethodPolicy:
-        return MethodPolicy(**{f.name: getattr(self, f.name) for f in fields(self)})
 
     def keyword_literals(self) -> tuple[tuple[str, str], ...]:
         """``(field, Python literal)`` for the set fields, in ``MethodPolicy`` order."""
@@ -255,7 +253,7 @@ def method_policy(
         )
     inherited = default
     if idempotency != "NO_SIDE_EFFECTS" and default.hedging_delay is not None:
-        inherited = Policy(**{**_as_dict(default), "hedging_delay": None})
+        inherited = dataclasses.replace(default, hedging_delay=None)
     merged = own.merged_over(inherited)
     if (
         merged.initial_backoff is not None
@@ -268,10 +266,6 @@ def method_policy(
             f" ({METHOD_OPTION}) over ({SERVICE_OPTION})"
         )
     return merged
-
-
-def _as_dict(policy: Policy) -> dict[str, Any]:
-    return {f.name: getattr(policy, f.name) for f in fields(policy)}
 
 
 def include_path_command(args: Sequence[str]) -> int:

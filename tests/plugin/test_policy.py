@@ -422,3 +422,12 @@ def test_options_never_enter_the_default_pool() -> None:
         check=False,
     )
     assert proc.stdout == "absent\n", proc.stderr
+
+
+def test_policy_fields_match_the_runtime_contract() -> None:
+    """policy.Policy mirrors runtime MethodPolicy, so every option reaches the table."""
+    from dataclasses import fields
+
+    assert [f.name for f in fields(Policy)] == [f.name for f in fields(MethodPolicy)]
+    call_policy = policy._schema().call_policy.message_type
+    assert sorted(f.name for f in call_policy.fields) == sorted(f.name for f in fields(Policy))

@@ -23,10 +23,20 @@ class Answer:
 
 
 class SteadyLoad:
-    """``workers`` tasks calling ``say_hello`` back to back until the block ends."""
+    """``workers`` tasks calling one rpc back to back until the block ends.
 
-    def __init__(self, client: Any, workers: int = 4, pause: float = 0.005) -> None:
+    ``rpc="say_hello"`` is not idempotent: a call in flight on a replica that
+    is killed fails (its outcome is unknown, so it is not retried).
+    ``rpc="who_am_i"`` has no side effects: such a call is retried elsewhere.
+    """
+
+    def __init__(
+        self, client: Any, workers: int = 4, pause: float = 0.005, rpc: str = "say_hello"
+    ) -> None:
+        if rpc not in ("say_hello", "who_am_i"):
+            raise ValueError(f"rpc must be say_hello or who_am_i, got {rpc!r}")
         self.client = client
+        self.rpc = rpc
         self.workers = workers
         self.pause = pause
         self.answers: list[Answer] = []
@@ -47,11 +57,14 @@ class SteadyLoad:
         await asyncio.gather(*self._tasks)
 
     async def _run(self) -> None:
-        from greeter.v1.greeter_pb2 import HelloRequest
+        from greeter.v1.greeter_pb2 import HelloRequest, WhoAmIRequest
 
         while not self._stop.is_set():
             try:
-                reply = await self.client.say_hello(HelloRequest(name="steady"), timeout=5)
+                if self.rpc == "who_am_i":
+                    reply = await self.client.who_am_i(WhoAmIRequest(), timeout=5)
+                else:
+                    reply = await self.client.say_hello(HelloRequest(name="steady"), timeout=5)
                 self.answers.append(Answer(time.monotonic(), reply))
             except grpc.RpcError as error:
                 self.answers.append(Answer(time.monotonic(), None, error))
@@ -60,6 +73,16 @@ class SteadyLoad:
     @property
     def failures(self) -> list[grpc.RpcError]:
         return [a.error for a in self.answers if a.error is not None]
+
+    def assert_only_in_flight_calls_failed(self, kills: int) -> None:
+        """After ``kills`` SIGKILLs: only calls in flight at a kill may fail, each with the
+        transport error of that one attempt (never "all attempts failed"), since a
+        non-idempotent call whose request may have run is not retried."""
+        failures = self.failures
+        assert len(failures) <= kills * self.workers, f"{len(failures)} failed: {failures[:3]}"
+        for error in failures:
+            assert error.code() == grpc.StatusCode.UNAVAILABLE, error
+            assert "attempts failed" not in (error.details() or ""), error
 
     def replies_since(self, since: float) -> list[HelloReply]:
         return [a.reply for a in self.answers if a.reply is not None and a.at >= since]

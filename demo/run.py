@@ -140,7 +140,9 @@ class Cluster:
 
 
 async def main() -> int:
-    logging.basicConfig(level=logging.WARNING, format="  client log: %(message)s", stream=sys.stdout)
+    logging.basicConfig(
+        level=logging.WARNING, format="  client log: %(message)s", stream=sys.stdout
+    )
     say("== 1. generate")
     module = generate()
     pb2 = importlib.import_module("greeter.v1.greeter_pb2")

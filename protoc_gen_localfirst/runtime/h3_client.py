@@ -67,6 +67,11 @@ from protoc_gen_localfirst.runtime.h3_client_connection import (
     open_connection,
 )
 
+NOT_SENT = "HTTP/3 request not sent"
+"""Prefix of the details of failures before a request left this client: the
+runtime may retry those even for non-idempotent rpcs (see retry.provably_not_processed)."""
+
+_H3_ERROR_NAMES = {int(error): f"H3_{error.name}" for error in wire.H3Error}
 log = logging.getLogger(__name__)
 
 Transport = Literal["h2", "h3", "auto"]
@@ -563,7 +568,7 @@ class H3Call:
             if self.time_remaining() == 0.0:
                 self._finish(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
             else:
-                self._finish(grpc.StatusCode.UNAVAILABLE, f"HTTP/3: {error}")
+                self._finish(grpc.StatusCode.UNAVAILABLE, f"{NOT_SENT}: {error}")
             return
         if self._done.done():
             return
@@ -581,7 +586,7 @@ class H3Call:
         try:
             self._stream_id = connection.start_request(self, headers)
         except ConnectionError as error:
-            self._finish(grpc.StatusCode.UNAVAILABLE, f"HTTP/3: {error}")
+            self._finish(grpc.StatusCode.UNAVAILABLE, f"{NOT_SENT}: {error}")
             return
         self._connection = connection
 
@@ -631,9 +636,8 @@ class H3Call:
                 self._on_data(event.data, event.stream_ended)
             elif isinstance(event, h3_events.StreamReset):
                 code = wire.status_from_h3_error(event.error_code)
-                self._finish(
-                    code, f"stream reset by the server (HTTP/3 error 0x{event.error_code:x})"
-                )
+                name = _H3_ERROR_NAMES.get(event.error_code, f"0x{event.error_code:x}")
+                self._finish(code, f"stream reset by the server (HTTP/3 error {name})")
         except wire.WireError as error:
             self.abort(error.status, error.message)
 

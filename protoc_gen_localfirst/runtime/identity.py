@@ -16,6 +16,10 @@ POD_IP_ENV = "POD_IP"
 NODE_METADATA_KEY = "localfirst-node"
 """Response metadata key under which a server announces its node name."""
 
+DRAINING_KEY = "localfirst-draining"
+"""Trailer a stopping server adds to the UNAVAILABLE it answers new calls with;
+clients do not count those refusals against their retry budget."""
+
 
 def own_node(explicit: str | None = None) -> str | None:
     """The caller's node: ``explicit`` if given, else ``$NODE_NAME``, else None."""

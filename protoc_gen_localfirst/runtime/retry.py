@@ -25,6 +25,7 @@ import tenacity
 from protoc_gen_localfirst.runtime.balancer import Balancer
 from protoc_gen_localfirst.runtime.endpoints import Endpoint
 from protoc_gen_localfirst.runtime.errors import AttemptRecord, CallFailedError
+from protoc_gen_localfirst.runtime.identity import DRAINING_KEY
 from protoc_gen_localfirst.runtime.methods import Idempotency, MethodInfo, MethodPolicy
 
 log = logging.getLogger("protoc_gen_localfirst.retry")
@@ -48,6 +49,41 @@ gRFC A6 names it ``grpc-previous-rpc-attempts``, but grpcio (1.85) accepts a
 it. So the runtime uses its own key, next to ``localfirst-node``."""
 
 _SAFE = frozenset({Idempotency.IDEMPOTENT, Idempotency.NO_SIDE_EFFECTS})
+
+# Details of transport failures that happened before the request was sent:
+# grpc core's pick failure when no connection could be made, our HTTP/3
+# client's connect/stream-open failures, and an HTTP/3 stream the server
+# rejected unprocessed (RFC 9114: H3_REQUEST_REJECTED).
+_NOT_SENT_MARKERS = (
+    "failed to connect to all addresses",
+    "HTTP/3 request not sent",
+    "H3_REQUEST_REJECTED",
+)
+
+
+def provably_not_processed(error: grpc.RpcError) -> bool:
+    """Whether a failed attempt's request provably never reached a handler.
+
+    UNAVAILABLE alone does not prove it: a connection reset after the request
+    was sent ("Socket closed") also surfaces as UNAVAILABLE, and the handler
+    may have run (the chaos benchmark saw non-idempotent calls run twice).
+    Proof is either a failure before sending (see ``_NOT_SENT_MARKERS``) or a
+    status the server itself answered (its trailers arrived: our bootstrap
+    always sends some) choosing UNAVAILABLE, which by gRPC convention means
+    "not processed, try again".
+    """
+    code, details = _status_of(error)
+    if code != grpc.StatusCode.UNAVAILABLE:
+        return False
+    if any(marker in details for marker in _NOT_SENT_MARKERS):
+        return True
+    trailing = _trailing_metadata(error)
+    return trailing is not None and len(trailing) > 0
+
+
+def _draining(error: grpc.RpcError) -> bool:
+    trailing = _trailing_metadata(error)
+    return trailing is not None and any(key == DRAINING_KEY for key, _ in trailing)
 _warned: set[str] = set()
 
 
@@ -162,9 +198,15 @@ class RetryThrottling:
     server pushback said "do not retry") takes 1 token; every successful call
     adds ``token_ratio``. While the count is ``<= max_tokens / 2`` no retry
     and no hedged attempt is sent (the first attempt always is).
+
+    gRFC A6 leaves ``max_tokens`` to the service config (grpc throttles
+    nothing unless told). Our default, 100, lets one replica crash with dozens
+    of calls in flight (each a failed attempt) without throttling the
+    failover, and still stops retries after 50 net failures in an outage;
+    with 10 the chaos tests saw a single crash throttle retries away.
     """
 
-    max_tokens: float = 10.0
+    max_tokens: float = 100.0
     token_ratio: float = 0.1
 
     def __post_init__(self) -> None:
@@ -252,7 +294,7 @@ class CallAttempts:
         self.pushback: float | None = None
         self._backoff_retries = 0
         self.info: MethodInfo[Any, Any] | None = None
-        """The rpc (set by the client; the sans-IO logic does not need it)."""
+        """The rpc (set by the client)."""
         self.metadata: Sequence[tuple[str, str | bytes]] | None = None
         """The caller's request metadata (set by the client)."""
 
@@ -299,14 +341,20 @@ class CallAttempts:
                 # The per-attempt timeout cut it: the endpoint is slow or frozen.
                 self._balancer.record_timeout(endpoint)
         pushback = _pushback(error)
-        counts = code in self.retryable_codes or pushback == _DO_NOT_RETRY
+        # A stopping server's refusal is not overload: it does not drain the
+        # retry budget (else a rolling redeploy throttles every retry away).
+        counts = (code in self.retryable_codes or pushback == _DO_NOT_RETRY) and not _draining(
+            error
+        )
         if counts and self.throttle is not None:
             self.throttle.record_failure()
+        replay_safe = self.info is not None and self.info.idempotency in _SAFE
         retryable = (
             code in self.retryable_codes
             and pushback != _DO_NOT_RETRY
             and not self.committed
             and not deadline_passed
+            and (replay_safe or provably_not_processed(error))
         )
         throttled = False
         if retryable and self.throttle is not None and not self.throttle.allows_retry():

@@ -63,7 +63,7 @@ from typing import Any, NoReturn, cast
 import grpc
 import grpc.aio
 
-from protoc_gen_localfirst.runtime.identity import NODE_METADATA_KEY
+from protoc_gen_localfirst.runtime.identity import DRAINING_KEY, NODE_METADATA_KEY
 
 MetadataPairs = tuple[tuple[str, str | bytes], ...]
 _Metadata = grpc.aio.Metadata | Iterable[tuple[str, str | bytes]]
@@ -344,10 +344,12 @@ class NodeAnnouncer(grpc.aio.ServerInterceptor):
         ) -> None:
             await context.abort(grpc.StatusCode.UNIMPLEMENTED, METHOD_NOT_FOUND, trailers)
 
+        draining = (*trailers, (DRAINING_KEY, "true"))
+
         async def refused(
             request_iterator: object, context: grpc.aio.ServicerContext[Any, Any]
         ) -> None:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, SHUTTING_DOWN, trailers)
+            await context.abort(grpc.StatusCode.UNAVAILABLE, SHUTTING_DOWN, draining)
 
         # stream_stream so nothing is read first, whatever the client's call kind.
         self._not_found: grpc.RpcMethodHandler[Any, Any] = grpc.stream_stream_rpc_method_handler(

@@ -52,7 +52,8 @@ async def test_local_replica_dies_and_returns_without_a_failed_call(
     local = h3_cluster[0]
     async with (
         h3_client(h3_cluster, tls_files) as client,
-        SteadyLoad(client) as load,
+        SteadyLoad(client, rpc="who_am_i") as load,
+        SteadyLoad(client, workers=2) as writes,
     ):
         await asyncio.sleep(0.3)
         killed = time.monotonic()
@@ -63,8 +64,13 @@ async def test_local_replica_dies_and_returns_without_a_failed_call(
         await asyncio.to_thread(local.start)
         back_after = await load.wait_for(lambda r: r.node == "node-a", since=restarted)
     assert load.failures == [], (
-        f"{len(load.failures)} of {len(load.answers)} calls failed: {load.failures[:3]}"
+        f"{len(load.failures)} of {len(load.answers)} reads failed: {load.failures[:3]}"
     )
+    # Non-idempotent writes in flight at a crash may fail (outcome unknown); none on a drain.
+    if sig == signal.SIGKILL:
+        writes.assert_only_in_flight_calls_failed(kills=1)
+    else:
+        assert writes.failures == []
     before = load.replies_before(killed)
     assert before and {r.node for r in before} == {"node-a"}
     between = load.replies_between(exited, restarted)

@@ -112,7 +112,8 @@ async def test_local_replica_killed_then_replaced(
 ) -> None:
     async with (
         GreeterClient(pods.target, node="node-a", dns=FAST_DNS) as client,
-        SteadyLoad(client) as load,
+        SteadyLoad(client, rpc="who_am_i") as load,
+        SteadyLoad(client, workers=2) as writes,
     ):
         await load.wait_for(lambda r: r.replica == "a1", since=0)
         killed = time.monotonic()
@@ -125,9 +126,11 @@ async def test_local_replica_killed_then_replaced(
         published = time.monotonic()
         await asyncio.to_thread(pods.publish, "a3", "b1", "b2")
         back = await load.wait_for(lambda r: r.replica == "a3", since=published)
-    assert load.failures == []
+    assert load.failures == []  # reads (no side effects) are retried elsewhere
+    writes.assert_only_in_flight_calls_failed(kills=1)
     report(capsys, f"kill local: first answer from node-b {failover:.3f} s after SIGKILL; "
-                   f"new local replica in DNS -> first call on it: {back:.2f} s; 0 failed")  # fmt: skip
+                   f"new local replica in DNS -> first call on it: {back:.2f} s; 0 reads failed, "
+                   f"{len(writes.failures)} non-idempotent writes in flight at the kill failed")  # fmt: skip
 
 
 async def test_dns_server_down_keeps_last_known_endpoints(

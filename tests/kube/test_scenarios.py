@@ -169,7 +169,8 @@ async def test_local_replica_crashes(
 ) -> None:
     async with (
         GreeterClient(TARGET, node="node-a", kubernetes=kube_options) as client,
-        SteadyLoad(client) as load,
+        SteadyLoad(client, rpc="who_am_i") as load,
+        SteadyLoad(client, workers=2) as writes,
     ):
         await load.wait_for(lambda r: r.replica == "a1", since=0)
         killed = time.monotonic()
@@ -185,7 +186,8 @@ async def test_local_replica_crashes(
         published = time.monotonic()
         await asyncio.to_thread(pods.publish, "a3", "b1", "b2")
         back = await load.wait_for(lambda r: r.replica == "a3", since=published)
-    assert load.failures == []
+    assert load.failures == [], [e.details() for e in load.failures]  # reads are retried elsewhere
+    writes.assert_only_in_flight_calls_failed(kills=1)
     report(capsys, f"local replica SIGKILLed: first answer from node-b {failover * 1000:.0f} ms "
                    f"later; new local replica in the slice -> first call on it: "
                    f"{back * 1000:.0f} ms; 0 failed")  # fmt: skip

@@ -111,6 +111,8 @@ class Replica:
     async def _gate(self, name: str, context: Any) -> None:
         b = self.behaviour
         b.calls.append(name)
+        # Like the bootstrap: every answer, errors included, names the node in trailers.
+        context.set_trailing_metadata((("localfirst-node", self.node),))
         b.metadata.append(
             {k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)}
         )

@@ -210,7 +210,9 @@ def test_token_bucket_follows_grfc_a6() -> None:
 async def test_an_outage_is_not_multiplied_by_retries(replicas: list[Replica]) -> None:
     for replica in replicas:
         replica.behaviour.unavailable_next = 1000
-    async with AsyncClient(static_target(replicas), node="node-a", retry=FAST) as client:
+    async with AsyncClient(
+        static_target(replicas), node="node-a", retry=FAST, throttling=RetryThrottling(10, 0.1)
+    ) as client:
         for _ in range(10):
             with pytest.raises(CallFailedError):
                 await call(client, unary())

@@ -84,6 +84,8 @@ def provably_not_processed(error: grpc.RpcError) -> bool:
 def _draining(error: grpc.RpcError) -> bool:
     trailing = _trailing_metadata(error)
     return trailing is not None and any(key == DRAINING_KEY for key, _ in trailing)
+
+
 _warned: set[str] = set()
 
 

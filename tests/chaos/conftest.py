@@ -51,7 +51,11 @@ class Pods:
         path = self.log_dir / f"{name}.executions"
         replica = ReplicaProcess(
             name, node, host, GENERATED, port=self.port, log_dir=self.log_dir,
-            extra_args=["--executions-file", str(path), "--handler-delay", str(HANDLER_DELAY)],
+            extra_args=["--executions-file", str(path), "--handler-delay", str(HANDLER_DELAY),
+                        # A draining replica must keep serving until clients can see it gone
+                        # (DNS TTL 1 s here; deploy/ uses 5 s): else a redeploy leaves
+                        # clients with only refusing replicas.
+                        "--drain-delay", "1.5"],
         )  # fmt: skip
         self.executions[name] = path
         self.running[name] = replica.start()

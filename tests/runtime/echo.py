@@ -160,6 +160,13 @@ class Replica:
     async def _bidi(
         self, requests: AsyncIterator[StringValue], context: Any
     ) -> AsyncIterator[StringValue]:
+        if self.behaviour.unavailable_next > 0:
+            # Read the whole request stream before failing: grpc.aio reports a
+            # client whose send races with the server's status as INTERNAL
+            # ("Internal error from Core"), hiding the UNAVAILABLE.
+            async for _ in requests:
+                pass
+            await self._gate("Bidi", context)  # aborts
         first = await anext(requests)
         await self._gate("Bidi", context)
         yield self._reply(first.value)

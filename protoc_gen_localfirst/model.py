@@ -215,8 +215,6 @@ class FileModel:
         if any(m.server_streaming for m in methods) and (opts.async_client or opts.server):
             used.add("AsyncIterator")
         if any(m.client_streaming for m in methods):
-            if opts.async_client:
-                used |= {"AsyncIterable", "Iterable"}
             if opts.sync_client:
                 used.add("Iterable")
             if opts.server:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ast
 import functools
+import re
 import textwrap
 from pathlib import Path
 
@@ -97,6 +98,26 @@ def _wrap_filter(text: str, width: int) -> str:
     return textwrap.fill(text, width, break_long_words=False, break_on_hyphens=False)
 
 
+def _string_lines_filter(text: str, indent: int, width: int = 100) -> str:
+    """``text`` as adjacent string literals (implicit concatenation), one per line.
+
+    Lines are split after spaces so each stays within ``width`` when indented
+    by ``indent``; a single word longer than that stays whole. Each piece is
+    emitted with ``repr``, so any text is a valid literal.
+    """
+    room = width - indent
+    pieces: list[str] = []
+    current = ""
+    for word in re.split(r"(?<= )", text):
+        if current and len(repr(current + word)) > room:
+            pieces.append(current)
+            current = word
+        else:
+            current += word
+    pieces.append(current)
+    return ("\n" + " " * indent).join(repr(piece) for piece in pieces)
+
+
 @functools.cache
 def environment() -> jinja2.Environment:
     env = jinja2.Environment(
@@ -110,6 +131,7 @@ def environment() -> jinja2.Environment:
     env.filters["pyrepr"] = repr
     env.filters["docstring"] = _docstring_filter
     env.filters["wrap"] = _wrap_filter
+    env.filters["string_lines"] = _string_lines_filter
     return env
 
 

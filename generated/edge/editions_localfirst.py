@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import ClassVar, Unpack
 
 from protoc_gen_localfirst import runtime as _lf
@@ -81,7 +81,7 @@ class EchoClient(_lf.AsyncClient):
 
     def pings(
         self,
-        requests: AsyncIterable[edge_dot_editions__pb2.Ping] | Iterable[edge_dot_editions__pb2.Ping],
+        requests: _lf.RequestStream[edge_dot_editions__pb2.Ping],
         *,
         timeout: float | None = None,
         metadata: _lf.Metadata | None = None,

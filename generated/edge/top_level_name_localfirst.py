@@ -105,7 +105,10 @@ class TopLevelServicer(_lf.Servicer):
     async def Share(
         self,
         request: edge_dot_top__level__name__pb2.Top,
-        context: _lf.ServicerContext[edge_dot_top__level__name__pb2.Top, edge_dot_messages__only__pb2.Shared],
+        context: _lf.ServicerContext[
+            edge_dot_top__level__name__pb2.Top,
+            edge_dot_messages__only__pb2.Shared,
+        ],
     ) -> edge_dot_messages__only__pb2.Shared:
         """Uses a message from a file that has no services."""
         await _lf.abort_unimplemented(context)

@@ -1,7 +1,7 @@
 """What generated code imports. Nothing in here generates code."""
 
 from protoc_gen_localfirst.runtime.balancer import EjectionPolicy
-from protoc_gen_localfirst.runtime.client import AsyncClient, Metadata, SyncClient
+from protoc_gen_localfirst.runtime.client import AsyncClient, Metadata, RequestStream, SyncClient
 from protoc_gen_localfirst.runtime.discovery import (
     DiscoveryError,
     DnsOptions,
@@ -64,6 +64,7 @@ __all__ = [
     "MethodInfo",
     "MethodKind",
     "MethodPolicy",
+    "RequestStream",
     "RetryPolicy",
     "RetryThrottling",
     "ServeOptions",

@@ -16,7 +16,7 @@ import collections
 import threading
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator, Sequence
 from types import TracebackType
-from typing import Any, Generic, NoReturn, Self, TypeVar
+from typing import Any, Generic, NoReturn, Self, TypeAlias, TypeVar
 
 import grpc
 import grpc.aio
@@ -58,6 +58,9 @@ from protoc_gen_localfirst.runtime.retry import (
 )
 
 Metadata = Sequence[tuple[str, str | bytes]]
+_MessageT = TypeVar("_MessageT")
+RequestStream: TypeAlias = AsyncIterable[_MessageT] | Iterable[_MessageT]
+"""What an asyncio client-streaming method takes: an async or a plain iterable."""
 ChannelT = TypeVar("ChannelT", grpc.aio.Channel, grpc.Channel)
 
 DEFAULT_CHANNEL_OPTIONS: dict[str, Any] = {

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import ClassVar, Unpack
 
 from protoc_gen_localfirst import runtime as _lf
@@ -188,7 +188,7 @@ class BillingClient(_lf.AsyncClient):
 
     def clock(
         self,
-        requests: AsyncIterable[google_dot_protobuf_dot_duration__pb2.Duration] | Iterable[google_dot_protobuf_dot_duration__pb2.Duration],
+        requests: _lf.RequestStream[google_dot_protobuf_dot_duration__pb2.Duration],
         *,
         timeout: float | None = None,
         metadata: _lf.Metadata | None = None,
@@ -290,7 +290,10 @@ class BillingServicer(_lf.Servicer):
     async def Charge(
         self,
         request: billing_dot_v1_dot_billing__pb2.ChargeRequest,
-        context: _lf.ServicerContext[billing_dot_v1_dot_billing__pb2.ChargeRequest, billing_dot_v1_dot_billing__pb2.Invoice],
+        context: _lf.ServicerContext[
+            billing_dot_v1_dot_billing__pb2.ChargeRequest,
+            billing_dot_v1_dot_billing__pb2.Invoice,
+        ],
     ) -> billing_dot_v1_dot_billing__pb2.Invoice:
         """Charges for one greeting the caller already received."""
         await _lf.abort_unimplemented(context)
@@ -298,7 +301,10 @@ class BillingServicer(_lf.Servicer):
     def ListInvoices(
         self,
         request: billing_dot_v1_dot_billing__pb2.ListInvoicesRequest,
-        context: _lf.ServicerContext[billing_dot_v1_dot_billing__pb2.ListInvoicesRequest, billing_dot_v1_dot_billing__pb2.Invoice],
+        context: _lf.ServicerContext[
+            billing_dot_v1_dot_billing__pb2.ListInvoicesRequest,
+            billing_dot_v1_dot_billing__pb2.Invoice,
+        ],
     ) -> AsyncIterator[billing_dot_v1_dot_billing__pb2.Invoice]:
         """Streams the invoices issued since a point in time."""
         return _lf.unimplemented_stream(context)
@@ -306,7 +312,10 @@ class BillingServicer(_lf.Servicer):
     async def Greet(
         self,
         request: greeter_dot_v1_dot_greeter__pb2.HelloRequest,
-        context: _lf.ServicerContext[greeter_dot_v1_dot_greeter__pb2.HelloRequest, greeter_dot_v1_dot_greeter__pb2.HelloReply],
+        context: _lf.ServicerContext[
+            greeter_dot_v1_dot_greeter__pb2.HelloRequest,
+            greeter_dot_v1_dot_greeter__pb2.HelloReply,
+        ],
     ) -> greeter_dot_v1_dot_greeter__pb2.HelloReply:
         """Greets through billing: request and reply types from greeter.v1."""
         await _lf.abort_unimplemented(context)
@@ -314,7 +323,10 @@ class BillingServicer(_lf.Servicer):
     async def Ping(
         self,
         request: google_dot_protobuf_dot_empty__pb2.Empty,
-        context: _lf.ServicerContext[google_dot_protobuf_dot_empty__pb2.Empty, google_dot_protobuf_dot_empty__pb2.Empty],
+        context: _lf.ServicerContext[
+            google_dot_protobuf_dot_empty__pb2.Empty,
+            google_dot_protobuf_dot_empty__pb2.Empty,
+        ],
     ) -> google_dot_protobuf_dot_empty__pb2.Empty:
         """Checks that billing is up."""
         await _lf.abort_unimplemented(context)
@@ -322,7 +334,10 @@ class BillingServicer(_lf.Servicer):
     def Clock(
         self,
         request_iterator: AsyncIterator[google_dot_protobuf_dot_duration__pb2.Duration],
-        context: _lf.ServicerContext[google_dot_protobuf_dot_duration__pb2.Duration, google_dot_protobuf_dot_timestamp__pb2.Timestamp],
+        context: _lf.ServicerContext[
+            google_dot_protobuf_dot_duration__pb2.Duration,
+            google_dot_protobuf_dot_timestamp__pb2.Timestamp,
+        ],
     ) -> AsyncIterator[google_dot_protobuf_dot_timestamp__pb2.Timestamp]:
         """Streams timestamps, one per tick, until the caller stops."""
         return _lf.unimplemented_stream(context)
@@ -388,7 +403,10 @@ class InvoiceLinesServicer(_lf.Servicer):
     async def Echo(
         self,
         request: billing_dot_v1_dot_billing__pb2.Invoice.Line,
-        context: _lf.ServicerContext[billing_dot_v1_dot_billing__pb2.Invoice.Line, billing_dot_v1_dot_billing__pb2.Invoice.Line],
+        context: _lf.ServicerContext[
+            billing_dot_v1_dot_billing__pb2.Invoice.Line,
+            billing_dot_v1_dot_billing__pb2.Invoice.Line,
+        ],
     ) -> billing_dot_v1_dot_billing__pb2.Invoice.Line:
         """Call ``/billing.v1.InvoiceLines/Echo``."""
         await _lf.abort_unimplemented(context)

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import ClassVar, Unpack
 
 from protoc_gen_localfirst import runtime as _lf
@@ -188,7 +188,7 @@ class GreeterClient(_lf.AsyncClient):
 
     async def lots_of_greetings(
         self,
-        requests: AsyncIterable[greeter_dot_v1_dot_greeter__pb2.HelloRequest] | Iterable[greeter_dot_v1_dot_greeter__pb2.HelloRequest],
+        requests: _lf.RequestStream[greeter_dot_v1_dot_greeter__pb2.HelloRequest],
         *,
         timeout: float | None = None,
         metadata: _lf.Metadata | None = None,
@@ -201,7 +201,7 @@ class GreeterClient(_lf.AsyncClient):
 
     def bidi_hello(
         self,
-        requests: AsyncIterable[greeter_dot_v1_dot_greeter__pb2.HelloRequest] | Iterable[greeter_dot_v1_dot_greeter__pb2.HelloRequest],
+        requests: _lf.RequestStream[greeter_dot_v1_dot_greeter__pb2.HelloRequest],
         *,
         timeout: float | None = None,
         metadata: _lf.Metadata | None = None,
@@ -255,7 +255,8 @@ class GreeterClient(_lf.AsyncClient):
            DeprecationWarning.
         """
         warnings.warn(
-            'greeter.v1.Greeter.SayHelloV0 is deprecated: its rpc is marked deprecated in greeter/v1/greeter.proto',
+            'greeter.v1.Greeter.SayHelloV0 is deprecated: its rpc is marked deprecated in '
+            'greeter/v1/greeter.proto',
             DeprecationWarning,
             stacklevel=2,
         )
@@ -370,7 +371,8 @@ class GreeterSyncClient(_lf.SyncClient):
            DeprecationWarning.
         """
         warnings.warn(
-            'greeter.v1.Greeter.SayHelloV0 is deprecated: its rpc is marked deprecated in greeter/v1/greeter.proto',
+            'greeter.v1.Greeter.SayHelloV0 is deprecated: its rpc is marked deprecated in '
+            'greeter/v1/greeter.proto',
             DeprecationWarning,
             stacklevel=2,
         )
@@ -398,7 +400,10 @@ class GreeterServicer(_lf.Servicer):
     async def SayHello(
         self,
         request: greeter_dot_v1_dot_greeter__pb2.HelloRequest,
-        context: _lf.ServicerContext[greeter_dot_v1_dot_greeter__pb2.HelloRequest, greeter_dot_v1_dot_greeter__pb2.HelloReply],
+        context: _lf.ServicerContext[
+            greeter_dot_v1_dot_greeter__pb2.HelloRequest,
+            greeter_dot_v1_dot_greeter__pb2.HelloReply,
+        ],
     ) -> greeter_dot_v1_dot_greeter__pb2.HelloReply:
         """Greets one caller once."""
         await _lf.abort_unimplemented(context)
@@ -406,7 +411,10 @@ class GreeterServicer(_lf.Servicer):
     def LotsOfReplies(
         self,
         request: greeter_dot_v1_dot_greeter__pb2.HelloRequest,
-        context: _lf.ServicerContext[greeter_dot_v1_dot_greeter__pb2.HelloRequest, greeter_dot_v1_dot_greeter__pb2.HelloReply],
+        context: _lf.ServicerContext[
+            greeter_dot_v1_dot_greeter__pb2.HelloRequest,
+            greeter_dot_v1_dot_greeter__pb2.HelloReply,
+        ],
     ) -> AsyncIterator[greeter_dot_v1_dot_greeter__pb2.HelloReply]:
         """Greets one caller `count` times, as a stream."""
         return _lf.unimplemented_stream(context)
@@ -414,7 +422,10 @@ class GreeterServicer(_lf.Servicer):
     async def LotsOfGreetings(
         self,
         request_iterator: AsyncIterator[greeter_dot_v1_dot_greeter__pb2.HelloRequest],
-        context: _lf.ServicerContext[greeter_dot_v1_dot_greeter__pb2.HelloRequest, greeter_dot_v1_dot_greeter__pb2.HelloReply],
+        context: _lf.ServicerContext[
+            greeter_dot_v1_dot_greeter__pb2.HelloRequest,
+            greeter_dot_v1_dot_greeter__pb2.HelloReply,
+        ],
     ) -> greeter_dot_v1_dot_greeter__pb2.HelloReply:
         """Greets a stream of callers with one combined reply."""
         await _lf.abort_unimplemented(context)
@@ -422,7 +433,10 @@ class GreeterServicer(_lf.Servicer):
     def BidiHello(
         self,
         request_iterator: AsyncIterator[greeter_dot_v1_dot_greeter__pb2.HelloRequest],
-        context: _lf.ServicerContext[greeter_dot_v1_dot_greeter__pb2.HelloRequest, greeter_dot_v1_dot_greeter__pb2.HelloReply],
+        context: _lf.ServicerContext[
+            greeter_dot_v1_dot_greeter__pb2.HelloRequest,
+            greeter_dot_v1_dot_greeter__pb2.HelloReply,
+        ],
     ) -> AsyncIterator[greeter_dot_v1_dot_greeter__pb2.HelloReply]:
         """Answers every greeting in a stream as it arrives."""
         return _lf.unimplemented_stream(context)
@@ -430,7 +444,10 @@ class GreeterServicer(_lf.Servicer):
     async def WhoAmI(
         self,
         request: greeter_dot_v1_dot_greeter__pb2.WhoAmIRequest,
-        context: _lf.ServicerContext[greeter_dot_v1_dot_greeter__pb2.WhoAmIRequest, greeter_dot_v1_dot_greeter__pb2.HelloReply],
+        context: _lf.ServicerContext[
+            greeter_dot_v1_dot_greeter__pb2.WhoAmIRequest,
+            greeter_dot_v1_dot_greeter__pb2.HelloReply,
+        ],
     ) -> greeter_dot_v1_dot_greeter__pb2.HelloReply:
         """Reports which node and replica answered; reads nothing and changes
         nothing, so it is safe to retry on any error.
@@ -440,7 +457,10 @@ class GreeterServicer(_lf.Servicer):
     async def SetGreeting(
         self,
         request: greeter_dot_v1_dot_greeter__pb2.SetGreetingRequest,
-        context: _lf.ServicerContext[greeter_dot_v1_dot_greeter__pb2.SetGreetingRequest, greeter_dot_v1_dot_greeter__pb2.HelloReply],
+        context: _lf.ServicerContext[
+            greeter_dot_v1_dot_greeter__pb2.SetGreetingRequest,
+            greeter_dot_v1_dot_greeter__pb2.HelloReply,
+        ],
     ) -> greeter_dot_v1_dot_greeter__pb2.HelloReply:
         """Sets the greeting; setting the same greeting twice is harmless."""
         await _lf.abort_unimplemented(context)
@@ -448,7 +468,10 @@ class GreeterServicer(_lf.Servicer):
     async def SayHelloV0(
         self,
         request: greeter_dot_v1_dot_greeter__pb2.HelloRequest,
-        context: _lf.ServicerContext[greeter_dot_v1_dot_greeter__pb2.HelloRequest, greeter_dot_v1_dot_greeter__pb2.HelloReply],
+        context: _lf.ServicerContext[
+            greeter_dot_v1_dot_greeter__pb2.HelloRequest,
+            greeter_dot_v1_dot_greeter__pb2.HelloReply,
+        ],
     ) -> greeter_dot_v1_dot_greeter__pb2.HelloReply:
         """The first version of SayHello. Use SayHello instead.
 

@@ -427,7 +427,7 @@ def build_file_model(
                     deprecation=deprecation,
                     doc=doc or f"Call ``/{full_name}/{method.name}``.",
                     path=f"/{full_name}/{method.name}",
-                    policy=method_policy.keyword_literals(),
+                    policy=policy.keyword_literals(method_policy),
                 )
             )
         doc = _comments(locations, (_FILE_SERVICE, s_index))

@@ -113,36 +113,31 @@ def _extension(
     return parsed.Extensions[extension]  # type: ignore[index]
 
 
-@dataclass(frozen=True)
-class Policy:
-    """One ``CallPolicy`` as plain values; None = not set. Durations in seconds."""
+Policy = MethodPolicy
+"""One ``CallPolicy`` as plain values (None = not set, durations in seconds):
+the runtime's own method-table type, so nothing is mirrored."""
 
-    max_attempts: int | None = None
-    initial_backoff: float | None = None
-    max_backoff: float | None = None
-    backoff_multiplier: float | None = None
-    retryable_codes: tuple[str, ...] | None = None
-    per_attempt_timeout: float | None = None
-    hedging_delay: float | None = None
 
-    def merged_over(self, default: Policy) -> Policy:
-        """This policy with unset fields taken from ``default``."""
-        values = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            values[f.name] = getattr(default, f.name) if value is None else value
-        return Policy(**values)
+def merged_over(own: Policy, default: Policy) -> Policy:
+    """``own`` with its unset fields taken from ``default``."""
+    values = {}
+    for f in fields(own):
+        value = getattr(own, f.name)
+        values[f.name] = getattr(default, f.name) if value is None else value
+    return Policy(**values)
 
-    def is_empty(self) -> bool:
-        return all(getattr(self, f.name) is None for f in fields(self))
 
-    def keyword_literals(self) -> tuple[tuple[str, str], ...]:
-        """``(field, Python literal)`` for the set fields, in ``MethodPolicy`` order."""
-        return tuple(
-            (f.name, repr(getattr(self, f.name)))
-            for f in fields(MethodPolicy)
-            if getattr(self, f.name) is not None
-        )
+def is_empty(policy: Policy) -> bool:
+    return all(getattr(policy, f.name) is None for f in fields(policy))
+
+
+def keyword_literals(policy: Policy) -> tuple[tuple[str, str], ...]:
+    """``(field, Python literal)`` for the set fields, in ``MethodPolicy`` order."""
+    return tuple(
+        (f.name, repr(getattr(policy, f.name)))
+        for f in fields(policy)
+        if getattr(policy, f.name) is not None
+    )
 
 
 _DURATIONS = ("initial_backoff", "max_backoff", "per_attempt_timeout", "hedging_delay")
@@ -254,7 +249,7 @@ def method_policy(
     inherited = default
     if idempotency != "NO_SIDE_EFFECTS" and default.hedging_delay is not None:
         inherited = dataclasses.replace(default, hedging_delay=None)
-    merged = own.merged_over(inherited)
+    merged = merged_over(own, inherited)
     if (
         merged.initial_backoff is not None
         and merged.max_backoff is not None

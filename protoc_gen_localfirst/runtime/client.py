@@ -82,14 +82,13 @@ DEFAULT_RESOLVE_TIMEOUT = 5.0
 class _MethodEntry:
     """What a client works out once per rpc: path, effective policy, retryable codes."""
 
-    __slots__ = ("codes", "hedge", "info", "path", "policy")
+    __slots__ = ("codes", "info", "path", "policy")
 
     def __init__(self, info: MethodInfo[Any, Any], client_default: RetryPolicy) -> None:
         self.info = info
         self.path = info.path
         self.policy = effective_policy(info, client_default, None)
         self.codes = allowed_codes(info, self.policy)
-        self.hedge = _hedges(info, self.policy)
 
 
 def _hedges(info: MethodInfo[Any, Any], policy: RetryPolicy) -> bool:

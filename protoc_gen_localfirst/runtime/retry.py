@@ -73,17 +73,15 @@ def provably_not_processed(error: grpc.RpcError) -> bool:
     "not processed, try again".
     """
     code, details = _status_of(error)
+    return _not_processed(code, details, _trailing_pairs(error))
+
+
+def _not_processed(
+    code: grpc.StatusCode, details: str, trailers: Sequence[tuple[str, Any]]
+) -> bool:
     if code != grpc.StatusCode.UNAVAILABLE:
         return False
-    if any(marker in details for marker in _NOT_SENT_MARKERS):
-        return True
-    trailing = _trailing_metadata(error)
-    return trailing is not None and len(trailing) > 0
-
-
-def _draining(error: grpc.RpcError) -> bool:
-    trailing = _trailing_metadata(error)
-    return trailing is not None and any(key == DRAINING_KEY for key, _ in trailing)
+    return any(marker in details for marker in _NOT_SENT_MARKERS) or len(trailers) > 0
 
 
 _warned: set[str] = set()
@@ -144,18 +142,11 @@ class RetryPolicy:
     def with_method_policy(self, method_policy: MethodPolicy) -> RetryPolicy:
         """This policy with the fields a proto's ``MethodPolicy`` sets replaced."""
         changes: dict[str, Any] = {
-            name: getattr(method_policy, name)
-            for name in (
-                "max_attempts",
-                "initial_backoff",
-                "max_backoff",
-                "backoff_multiplier",
-                "per_attempt_timeout",
-                "hedging_delay",
-            )
-            if getattr(method_policy, name) is not None
+            f.name: getattr(method_policy, f.name)
+            for f in dataclasses.fields(method_policy)
+            if getattr(method_policy, f.name) is not None
         }
-        if method_policy.retryable_codes is not None:
+        if method_policy.retryable_codes is not None:  # names in the proto, codes here
             changes["retryable_codes"] = frozenset(
                 grpc.StatusCode[name] for name in method_policy.retryable_codes
             )
@@ -342,12 +333,12 @@ class CallAttempts:
             elif code == grpc.StatusCode.DEADLINE_EXCEEDED and not deadline_passed:
                 # The per-attempt timeout cut it: the endpoint is slow or frozen.
                 self._balancer.record_timeout(endpoint)
-        pushback = _pushback(error)
+        trailers = _trailing_pairs(error)
+        pushback = _pushback(trailers)
         # A stopping server's refusal is not overload: it does not drain the
         # retry budget (else a rolling redeploy throttles every retry away).
-        counts = (code in self.retryable_codes or pushback == _DO_NOT_RETRY) and not _draining(
-            error
-        )
+        draining = any(key == DRAINING_KEY for key, _ in trailers)
+        counts = (code in self.retryable_codes or pushback == _DO_NOT_RETRY) and not draining
         if counts and self.throttle is not None:
             self.throttle.record_failure()
         replay_safe = self.info is not None and self.info.idempotency in _SAFE
@@ -356,7 +347,7 @@ class CallAttempts:
             and pushback != _DO_NOT_RETRY
             and not self.committed
             and not deadline_passed
-            and (replay_safe or provably_not_processed(error))
+            and (replay_safe or _not_processed(code, details, trailers))
         )
         throttled = False
         if retryable and self.throttle is not None and not self.throttle.allows_retry():
@@ -439,15 +430,12 @@ class CallAttempts:
 _DO_NOT_RETRY = -1.0
 
 
-def _pushback(error: grpc.RpcError) -> float | None:
+def _pushback(trailers: Sequence[tuple[str, Any]]) -> float | None:
     """``grpc-retry-pushback-ms`` from the trailers: seconds, ``_DO_NOT_RETRY``, or None.
 
     A negative or unparsable value means "do not retry" (gRFC A6).
     """
-    trailing = getattr(error, "trailing_metadata", None)
-    if not callable(trailing):
-        return None
-    for key, value in trailing() or ():
+    for key, value in trailers:
         if key == PUSHBACK_KEY:
             text = value.decode("ascii", "replace") if isinstance(value, bytes) else str(value)
             try:
@@ -482,6 +470,12 @@ def _status_of(error: grpc.RpcError) -> tuple[grpc.StatusCode, str]:
     status = code() if callable(code) else grpc.StatusCode.UNKNOWN
     text = details() if callable(details) else str(error)
     return status, text or ""
+
+
+def _trailing_pairs(error: grpc.RpcError) -> tuple[tuple[str, Any], ...]:
+    """The error's trailing metadata as (key, value) pairs; none if it has none."""
+    trailing = getattr(error, "trailing_metadata", None)
+    return tuple(trailing() or ()) if callable(trailing) else ()
 
 
 def _trailing_metadata(error: grpc.RpcError) -> grpc.aio.Metadata | None:

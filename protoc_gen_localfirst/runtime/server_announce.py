@@ -321,6 +321,18 @@ SHUTTING_DOWN = "server is shutting down; call another replica"
 _HEALTH_PREFIX = "/grpc.health.v1.Health/"
 
 
+def _status_handler(
+    code: grpc.StatusCode, details: str, trailers: MetadataPairs
+) -> grpc.RpcMethodHandler[Any, Any]:
+    """A handler that answers only ``code`` (trailers-only), for any call kind."""
+
+    async def answer(request_iterator: object, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        await context.abort(code, details, trailers)
+
+    # stream_stream so nothing is read first, whatever the client's call kind.
+    return grpc.stream_stream_rpc_method_handler(answer)
+
+
 class NodeAnnouncer(grpc.aio.ServerInterceptor):
     """Wraps every async handler so its responses name ``node``.
 
@@ -338,25 +350,9 @@ class NodeAnnouncer(grpc.aio.ServerInterceptor):
         """Set while the server stops: new calls get UNAVAILABLE, health still answers."""
         self._cache: dict[int, tuple[object, grpc.RpcMethodHandler[Any, Any]]] = {}
         trailers = with_node((), node)
-
-        async def not_found(
-            request_iterator: object, context: grpc.aio.ServicerContext[Any, Any]
-        ) -> None:
-            await context.abort(grpc.StatusCode.UNIMPLEMENTED, METHOD_NOT_FOUND, trailers)
-
-        draining = (*trailers, (DRAINING_KEY, "true"))
-
-        async def refused(
-            request_iterator: object, context: grpc.aio.ServicerContext[Any, Any]
-        ) -> None:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, SHUTTING_DOWN, draining)
-
-        # stream_stream so nothing is read first, whatever the client's call kind.
-        self._not_found: grpc.RpcMethodHandler[Any, Any] = grpc.stream_stream_rpc_method_handler(
-            not_found
-        )
-        self._refused: grpc.RpcMethodHandler[Any, Any] = grpc.stream_stream_rpc_method_handler(
-            refused
+        self._not_found = _status_handler(grpc.StatusCode.UNIMPLEMENTED, METHOD_NOT_FOUND, trailers)
+        self._refused = _status_handler(
+            grpc.StatusCode.UNAVAILABLE, SHUTTING_DOWN, (*trailers, (DRAINING_KEY, "true"))
         )
 
     def _get_alt_svc(self) -> str | None:

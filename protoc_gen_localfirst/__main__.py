@@ -12,8 +12,8 @@ import sys
 from collections.abc import Callable, Sequence
 
 from protoc_gen_localfirst import plugin
-from protoc_gen_localfirst.diagnose import endpoints_command
 from protoc_gen_localfirst.policy import include_path_command
+from protoc_gen_localfirst.runtime.diagnose import endpoints_command
 
 Subcommand = Callable[[Sequence[str]], int]
 """Takes the arguments after the subcommand name, returns the exit code."""

@@ -18,8 +18,8 @@ from google.protobuf import descriptor_pb2
 
 from protoc_gen_localfirst import naming, policy
 from protoc_gen_localfirst.options import PluginOptions
-from protoc_gen_localfirst.runtime.client import AsyncClient, SyncClient
-from protoc_gen_localfirst.runtime.server import Servicer
+from protoc_gen_localfirst.runtime.client.core import AsyncClient, SyncClient
+from protoc_gen_localfirst.runtime.server.bootstrap import Servicer
 
 
 class GenerationError(Exception):

@@ -37,7 +37,7 @@ from google.protobuf import descriptor_pb2, descriptor_pool, duration_pb2, messa
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import DecodeError, Message
 
-from protoc_gen_localfirst.runtime.methods import MethodPolicy
+from protoc_gen_localfirst.schema import MethodPolicy
 
 INCLUDE_DIR = Path(__file__).resolve().parent / "include"
 """Directory to put on protoc's include path (``-I``) for ``localfirst/options.proto``."""

@@ -1,32 +1,30 @@
 """What generated code imports. Nothing in here generates code."""
 
-from protoc_gen_localfirst.runtime.balancer import EjectionPolicy
-from protoc_gen_localfirst.runtime.client import AsyncClient, Metadata, RequestStream, SyncClient
+from protoc_gen_localfirst.runtime.client.balancer import EjectionPolicy
+from protoc_gen_localfirst.runtime.client.core import (
+    AsyncClient,
+    Metadata,
+    RequestStream,
+    SyncClient,
+)
+from protoc_gen_localfirst.runtime.client.errors import AttemptRecord, CallFailedError
+from protoc_gen_localfirst.runtime.client.observers import (
+    BaseObserver,
+    CallObserver,
+    ClientStats,
+    LoggingObserver,
+)
+from protoc_gen_localfirst.runtime.client.retry import NO_RETRY, RetryPolicy, RetryThrottling
 from protoc_gen_localfirst.runtime.discovery import (
     DiscoveryError,
     DnsOptions,
     EndpointSource,
     KubernetesOptions,
 )
-from protoc_gen_localfirst.runtime.endpoints import Endpoint, TargetError
-from protoc_gen_localfirst.runtime.errors import AttemptRecord, CallFailedError
-from protoc_gen_localfirst.runtime.h3_client import H3Options
+from protoc_gen_localfirst.runtime.discovery.endpoints import Endpoint, TargetError
+from protoc_gen_localfirst.runtime.http3.client import H3Options
 from protoc_gen_localfirst.runtime.identity import NODE_METADATA_KEY
-from protoc_gen_localfirst.runtime.methods import (
-    Idempotency,
-    MethodInfo,
-    MethodKind,
-    MethodPolicy,
-    ServiceInfo,
-)
-from protoc_gen_localfirst.runtime.metrics import (
-    BaseObserver,
-    CallObserver,
-    ClientStats,
-    LoggingObserver,
-)
-from protoc_gen_localfirst.runtime.retry import NO_RETRY, RetryPolicy, RetryThrottling
-from protoc_gen_localfirst.runtime.server import (
+from protoc_gen_localfirst.runtime.server.bootstrap import (
     BindError,
     Binding,
     ServeOptions,
@@ -38,6 +36,13 @@ from protoc_gen_localfirst.runtime.server import (
     serve,
     start_server,
     unimplemented_stream,
+)
+from protoc_gen_localfirst.schema import (
+    Idempotency,
+    MethodInfo,
+    MethodKind,
+    MethodPolicy,
+    ServiceInfo,
 )
 
 __all__ = [

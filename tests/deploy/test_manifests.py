@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 import yaml  # type: ignore[import-untyped]  # no types-PyYAML in dev deps
 
-from protoc_gen_localfirst.runtime.server import REFUSAL_WINDOW
+from protoc_gen_localfirst.runtime.server.bootstrap import REFUSAL_WINDOW
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"

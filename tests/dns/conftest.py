@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from protoc_gen_localfirst.runtime.discovery import DnsOptions, make_source
-from protoc_gen_localfirst.runtime.dns import DnsSource
-from protoc_gen_localfirst.runtime.endpoints import Endpoint
+from protoc_gen_localfirst.runtime.discovery.dns import DnsSource
+from protoc_gen_localfirst.runtime.discovery.endpoints import Endpoint
 from tests.support.dnsmasq import Dnsmasq, Records
 
 PORT = 50051

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from protoc_gen_localfirst.runtime.endpoints import Endpoint
+from protoc_gen_localfirst.runtime.discovery.endpoints import Endpoint
 from tests.dns.conftest import PORT, DnsmasqFactory, SourceFactory, dns_records, eps, wait_until
 from tests.support.dnsmasq import free_port
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from protoc_gen_localfirst.runtime.discovery import DnsOptions, make_source
-from protoc_gen_localfirst.runtime.dns import DnsSource
-from protoc_gen_localfirst.runtime.endpoints import Endpoint, TargetError
+from protoc_gen_localfirst.runtime.discovery.dns import DnsSource
+from protoc_gen_localfirst.runtime.discovery.endpoints import Endpoint, TargetError
 from tests.dns.conftest import Recorder
 
 

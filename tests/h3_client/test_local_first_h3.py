@@ -19,7 +19,7 @@ from greeter.v1.greeter_pb2 import HelloRequest
 from demo.cluster import ReplicaProcess, static_target
 from demo.load import SteadyLoad
 from protoc_gen_localfirst.runtime import CallFailedError
-from protoc_gen_localfirst.runtime.h3_client import H3Channel
+from protoc_gen_localfirst.runtime.http3.client import H3Channel
 from tests.support.certs import TlsFiles
 
 pytestmark = pytest.mark.integration

@@ -13,13 +13,13 @@ from greeter.v1.greeter_localfirst import GreeterClient, GreeterSyncClient
 from greeter.v1.greeter_pb2 import HelloReply, HelloRequest
 
 from protoc_gen_localfirst.runtime import NO_RETRY
-from protoc_gen_localfirst.runtime.h3_client import (
+from protoc_gen_localfirst.runtime.http3.client import (
     AutoChannel,
     H3Channel,
     H3Options,
     TransportMemory,
 )
-from protoc_gen_localfirst.runtime.h3_client_connection import H3ClientProtocol
+from protoc_gen_localfirst.runtime.http3.connection import H3ClientProtocol
 from tests.h3_client.conftest import NODE, Greeter, StartServer
 from tests.support.certs import TlsFiles
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from greeter.v1.greeter_localfirst import start_server
 
-from protoc_gen_localfirst.runtime.server import Server
+from protoc_gen_localfirst.runtime.server.bootstrap import Server
 from tests.h3_server.servicer import EchoGreeter
 from tests.support.certs import TlsFiles, tls_files  # noqa: F401 - the session fixture
 

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from protoc_gen_localfirst.runtime.discovery import DnsOptions, KubernetesOptions
-from protoc_gen_localfirst.runtime.endpoints import Endpoint, parse_target
-from protoc_gen_localfirst.runtime.kube import KubernetesSource
+from protoc_gen_localfirst.runtime.discovery import make_source
+from protoc_gen_localfirst.runtime.discovery.endpoints import Endpoint, parse_target
+from protoc_gen_localfirst.runtime.discovery.kubernetes import KubernetesSource
+from protoc_gen_localfirst.runtime.discovery.source import DnsOptions, KubernetesOptions
 from tests.kube.apiserver import ApiServer
 
 WAIT = 10.0
@@ -100,6 +101,7 @@ def make_kube_source(kubeconfig: Path) -> Iterator[SourceFactory]:
             watch_timeout=watch_timeout,
             idle_timeout=idle_timeout,
             request_timeout=5.0,
+            make_fallback=make_source,
         )
         made.append(source)
         return source

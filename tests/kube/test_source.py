@@ -8,18 +8,18 @@ from pathlib import Path
 
 import pytest
 
-from protoc_gen_localfirst.runtime.discovery import (
-    DiscoveryError,
-    DnsOptions,
-    KubernetesOptions,
-    make_source,
-)
-from protoc_gen_localfirst.runtime.endpoints import Endpoint, TargetError, parse_target
-from protoc_gen_localfirst.runtime.kube import (
+from protoc_gen_localfirst.runtime.discovery import make_source
+from protoc_gen_localfirst.runtime.discovery.endpoints import Endpoint, TargetError, parse_target
+from protoc_gen_localfirst.runtime.discovery.kubernetes import (
     KubernetesSource,
     merge_slices,
     parse_kubernetes_target,
     slice_endpoints,
+)
+from protoc_gen_localfirst.runtime.discovery.source import (
+    DiscoveryError,
+    DnsOptions,
+    KubernetesOptions,
 )
 from tests.kube.apiserver import ApiServer, endpoint, endpoint_slice
 from tests.kube.conftest import Recorder, SourceFactory, addresses, wait_until
@@ -365,7 +365,10 @@ def test_missing_kubeconfig(tmp_path: Path) -> None:
         kubeconfig=options.kubeconfig, fallback_target="static:///127.0.0.1:1@n"
     )
     source = KubernetesSource(
-        parse_target("kubernetes:///greeter.default:1"), fallback, dns=DnsOptions()
+        parse_target("kubernetes:///greeter.default:1"),
+        fallback,
+        dns=DnsOptions(),
+        make_fallback=make_source,
     )
     source.start(rec)
     assert rec.sets == [[Endpoint("127.0.0.1", 1, "n")]]

@@ -20,7 +20,7 @@ import grpc
 import grpc.aio
 from google.protobuf.wrappers_pb2 import StringValue
 
-from protoc_gen_localfirst.runtime.methods import MethodInfo, MethodKind, ServiceInfo
+from protoc_gen_localfirst.schema import MethodInfo, MethodKind, ServiceInfo
 
 
 def _method(name: str, kind: MethodKind) -> MethodInfo[StringValue, StringValue]:

@@ -1,5 +1,5 @@
-from protoc_gen_localfirst.runtime.balancer import Balancer, EjectionPolicy
-from protoc_gen_localfirst.runtime.endpoints import Endpoint
+from protoc_gen_localfirst.runtime.client.balancer import Balancer, EjectionPolicy
+from protoc_gen_localfirst.runtime.discovery.endpoints import Endpoint
 
 A1 = Endpoint("10.0.0.1", 1, node="a", zone="z1")
 A2 = Endpoint("10.0.0.2", 1, node="a", zone="z1")

@@ -12,10 +12,10 @@ import grpc
 import pytest
 from google.protobuf.wrappers_pb2 import StringValue
 
-from protoc_gen_localfirst.runtime.balancer import EjectionPolicy
-from protoc_gen_localfirst.runtime.client import AsyncClient, SyncClient
-from protoc_gen_localfirst.runtime.errors import CallFailedError
-from protoc_gen_localfirst.runtime.retry import NO_RETRY, RetryPolicy
+from protoc_gen_localfirst.runtime.client.balancer import EjectionPolicy
+from protoc_gen_localfirst.runtime.client.core import AsyncClient, SyncClient
+from protoc_gen_localfirst.runtime.client.errors import CallFailedError
+from protoc_gen_localfirst.runtime.client.retry import NO_RETRY, RetryPolicy
 from tests.runtime.conftest import static_target
 from tests.runtime.echo import BIDI, CLIENT_STREAM, SERVER_STREAM, UNARY, Replica
 

@@ -13,10 +13,10 @@ import grpc
 import pytest
 from google.protobuf.wrappers_pb2 import StringValue
 
-from protoc_gen_localfirst.runtime.client import AsyncClient, SyncClient
-from protoc_gen_localfirst.runtime.discovery import EndpointSource, Listener
-from protoc_gen_localfirst.runtime.endpoints import Endpoint, parse_target
-from protoc_gen_localfirst.runtime.errors import CallFailedError
+from protoc_gen_localfirst.runtime.client.core import AsyncClient, SyncClient
+from protoc_gen_localfirst.runtime.client.errors import CallFailedError
+from protoc_gen_localfirst.runtime.discovery.endpoints import Endpoint, parse_target
+from protoc_gen_localfirst.runtime.discovery.source import EndpointSource, Listener
 from tests.runtime.echo import UNARY, Replica
 
 

@@ -1,6 +1,6 @@
 import pytest
 
-from protoc_gen_localfirst.runtime.endpoints import (
+from protoc_gen_localfirst.runtime.discovery.endpoints import (
     Endpoint,
     TargetError,
     parse_static,

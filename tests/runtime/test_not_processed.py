@@ -7,17 +7,17 @@ import grpc.aio
 import pytest
 from google.protobuf.wrappers_pb2 import StringValue
 
-from protoc_gen_localfirst.runtime.balancer import Balancer
-from protoc_gen_localfirst.runtime.endpoints import Endpoint
-from protoc_gen_localfirst.runtime.identity import DRAINING_KEY
-from protoc_gen_localfirst.runtime.methods import Idempotency, MethodInfo, MethodKind
-from protoc_gen_localfirst.runtime.retry import (
+from protoc_gen_localfirst.runtime.client.balancer import Balancer
+from protoc_gen_localfirst.runtime.client.retry import (
     CallAttempts,
     RetryPolicy,
     RetryThrottle,
     RetryThrottling,
     provably_not_processed,
 )
+from protoc_gen_localfirst.runtime.discovery.endpoints import Endpoint
+from protoc_gen_localfirst.runtime.identity import DRAINING_KEY
+from protoc_gen_localfirst.schema import Idempotency, MethodInfo, MethodKind
 
 NODE_TRAILER = (("localfirst-node", "node-a"),)
 

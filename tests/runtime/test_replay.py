@@ -2,7 +2,7 @@ import asyncio
 
 from google.protobuf.wrappers_pb2 import StringValue
 
-from protoc_gen_localfirst.runtime.replay import AsyncRequestReplay, SyncRequestReplay
+from protoc_gen_localfirst.runtime.client.replay import AsyncRequestReplay, SyncRequestReplay
 
 
 def messages(n: int) -> list[StringValue]:

@@ -28,13 +28,13 @@ from protoc_gen_localfirst.runtime import (
     RetryThrottling,
     SyncClient,
 )
-from protoc_gen_localfirst.runtime.endpoints import Endpoint
-from protoc_gen_localfirst.runtime.methods import NO_POLICY
-from protoc_gen_localfirst.runtime.retry import (
+from protoc_gen_localfirst.runtime.client.retry import (
     PREVIOUS_ATTEMPTS_KEY,
     RetryThrottle,
     effective_policy,
 )
+from protoc_gen_localfirst.runtime.discovery.endpoints import Endpoint
+from protoc_gen_localfirst.schema import NO_POLICY
 from tests.runtime.conftest import static_target
 from tests.runtime.echo import Replica
 

@@ -25,8 +25,7 @@ import grpc.aio
 import pytest
 from google.protobuf.wrappers_pb2 import StringValue
 
-from protoc_gen_localfirst.runtime.methods import MethodInfo, MethodKind, ServiceInfo
-from protoc_gen_localfirst.runtime.server import (
+from protoc_gen_localfirst.runtime.server.bootstrap import (
     Server,
     Servicer,
     ServicerContext,
@@ -35,6 +34,7 @@ from protoc_gen_localfirst.runtime.server import (
     start_server,
     unimplemented_stream,
 )
+from protoc_gen_localfirst.schema import MethodInfo, MethodKind, ServiceInfo
 
 PACKAGE = "lftest.v1"
 NODE = "node-under-test"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from protoc_gen_localfirst.runtime.server import bind_servicers, serve
+from protoc_gen_localfirst.runtime.server.bootstrap import bind_servicers, serve
 from tests.server.conftest import ECHO_SERVICE, Echo
 
 

@@ -11,7 +11,7 @@ import pytest
 from google.protobuf.wrappers_pb2 import StringValue
 
 from protoc_gen_localfirst.runtime.identity import NODE_METADATA_KEY
-from protoc_gen_localfirst.runtime.server import Server
+from protoc_gen_localfirst.runtime.server.bootstrap import Server
 from tests.server.conftest import ECHO_SERVICE, NODE, Client, StartServer, md
 from tests.server.h2frames import call_frames
 

@@ -16,7 +16,7 @@ from google.protobuf.wrappers_pb2 import StringValue
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from protoc_gen_localfirst.runtime.identity import NODE_METADATA_KEY
-from protoc_gen_localfirst.runtime.server import BindError, Server, start_server
+from protoc_gen_localfirst.runtime.server.bootstrap import BindError, Server, start_server
 from tests.server.conftest import ECHO_SERVICE, NODE, Client, Echo, StartServer, md
 
 pytestmark = pytest.mark.timeout(30)
@@ -151,14 +151,14 @@ async def test_bind_conflict_names_the_address(start: StartServer, loopback_host
 
 
 async def test_bind_to_foreign_address_fails_clearly() -> None:
-    from protoc_gen_localfirst.runtime.server import bind_servicers
+    from protoc_gen_localfirst.runtime.server.bootstrap import bind_servicers
 
     with pytest.raises(BindError, match=r"192\.0\.2\.1:0: address not available"):
         await start_server(bind_servicers([ECHO_SERVICE], [Echo()]), host="192.0.2.1", port=0)
 
 
 async def test_unknown_option_is_rejected() -> None:
-    from protoc_gen_localfirst.runtime.server import bind_servicers
+    from protoc_gen_localfirst.runtime.server.bootstrap import bind_servicers
 
     with pytest.raises(TypeError, match="unknown server option.*max_conection_age"):
         await start_server(

@@ -21,7 +21,7 @@ from typing import Protocol
 
 import grpc
 
-from protoc_gen_localfirst.runtime.endpoints import Endpoint
+from protoc_gen_localfirst.runtime.discovery.endpoints import Endpoint
 
 log = logging.getLogger("protoc_gen_localfirst.calls")
 

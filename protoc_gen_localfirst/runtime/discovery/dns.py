@@ -52,8 +52,13 @@ import dns.exception
 import dns.nameserver
 import dns.resolver
 
-from protoc_gen_localfirst.runtime.discovery import DnsOptions, EndpointSource, Listener
-from protoc_gen_localfirst.runtime.endpoints import Endpoint, Target, TargetError, parse_host_port
+from protoc_gen_localfirst.runtime.discovery.endpoints import (
+    Endpoint,
+    Target,
+    TargetError,
+    parse_host_port,
+)
+from protoc_gen_localfirst.runtime.discovery.source import DnsOptions, EndpointSource, Listener
 
 log = logging.getLogger("protoc_gen_localfirst.discovery.dns")
 

@@ -18,7 +18,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from protoc_gen_localfirst.runtime.endpoints import Endpoint
+from protoc_gen_localfirst.runtime.discovery.endpoints import Endpoint
 from protoc_gen_localfirst.runtime.identity import NODE_METADATA_KEY
 
 log = logging.getLogger("protoc_gen_localfirst.probe")

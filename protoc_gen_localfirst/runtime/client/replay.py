@@ -15,7 +15,7 @@ import threading
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
 from typing import Generic
 
-from protoc_gen_localfirst.runtime.methods import RequestT
+from protoc_gen_localfirst.schema import RequestT
 
 DEFAULT_BUFFER_LIMIT = 256 * 1024
 """Per-call retry buffer, as grpc core's default ``grpc.per_rpc_retry_buffer_size``."""

@@ -43,18 +43,17 @@ import random
 import re
 import socket
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from protoc_gen_localfirst.runtime.discovery import (
+from protoc_gen_localfirst.runtime.discovery.endpoints import Endpoint, Target, TargetError
+from protoc_gen_localfirst.runtime.discovery.source import (
     DiscoveryError,
     DnsOptions,
     EndpointSource,
     KubernetesOptions,
     Listener,
-    make_source,
 )
-from protoc_gen_localfirst.runtime.endpoints import Endpoint, Target, TargetError
 
 log = logging.getLogger("protoc_gen_localfirst.discovery.kubernetes")
 
@@ -222,8 +221,17 @@ class KubernetesSource(EndpointSource):
         idle_timeout: float = 90.0,
         request_timeout: float = 10.0,
         namespace_file: str = NAMESPACE_FILE,
+        make_fallback: Callable[[str], EndpointSource] | None = None,
     ) -> None:
         super().__init__(target)
+        # Given by ``discovery.make_source`` (itself): this module does not import the
+        # factory that imports it.
+        self._make_fallback = make_fallback
+        if options.fallback_target is not None and make_fallback is None:
+            raise DiscoveryError(
+                f"{target.text}: fallback_target needs make_fallback"
+                " (discovery.make_source passes it)"
+            )
         self.service, self.namespace, self.port = parse_kubernetes_target(
             target, namespace_file=namespace_file
         )
@@ -334,7 +342,8 @@ class KubernetesSource(EndpointSource):
         if target is None or self._fallback is not None or self._closed.is_set():
             return
         log.warning("%s: using fallback %s instead of EndpointSlices", self.target.text, target)
-        fallback = make_source(target, dns=self._dns)
+        assert self._make_fallback is not None  # checked in __init__
+        fallback = self._make_fallback(target)
         self._fallback = fallback
         self._pushed = None
 

@@ -85,8 +85,8 @@ from typing import Any, Literal
 import grpc
 import grpc.aio
 
-from protoc_gen_localfirst.runtime.h3_context import H3ServicerContext
-from protoc_gen_localfirst.runtime.wire import (
+from protoc_gen_localfirst.runtime.http3.context import H3ServicerContext
+from protoc_gen_localfirst.runtime.wire.codec import (
     DEFAULT_MAX_MESSAGE_SIZE,
     H3Error,
     MessageDecoder,

@@ -22,31 +22,15 @@ import grpc
 import grpc.aio
 import tenacity
 
-from protoc_gen_localfirst.runtime.balancer import Balancer, EjectionPolicy
-from protoc_gen_localfirst.runtime.discovery import (
-    DnsOptions,
-    EndpointSource,
-    KubernetesOptions,
-    make_source,
-)
-from protoc_gen_localfirst.runtime.endpoints import Endpoint
-from protoc_gen_localfirst.runtime.h3_client import (
-    AutoChannel,
-    H3Channel,
-    H3Options,
-    Transport,
-    TransportMemory,
-)
-from protoc_gen_localfirst.runtime.identity import own_node, own_zone
-from protoc_gen_localfirst.runtime.methods import Idempotency, MethodInfo, RequestT, ResponseT
-from protoc_gen_localfirst.runtime.metrics import CallObserver, ClientStats, notify
-from protoc_gen_localfirst.runtime.probe import NodeProber, announced_node
-from protoc_gen_localfirst.runtime.replay import (
+from protoc_gen_localfirst.runtime.client.balancer import Balancer, EjectionPolicy
+from protoc_gen_localfirst.runtime.client.observers import CallObserver, ClientStats, notify
+from protoc_gen_localfirst.runtime.client.probe import NodeProber, announced_node
+from protoc_gen_localfirst.runtime.client.replay import (
     DEFAULT_BUFFER_LIMIT,
     AsyncRequestReplay,
     SyncRequestReplay,
 )
-from protoc_gen_localfirst.runtime.retry import (
+from protoc_gen_localfirst.runtime.client.retry import (
     PREVIOUS_ATTEMPTS_KEY,
     AttemptFailed,
     CallAttempts,
@@ -56,6 +40,22 @@ from protoc_gen_localfirst.runtime.retry import (
     allowed_codes,
     effective_policy,
 )
+from protoc_gen_localfirst.runtime.discovery import (
+    DnsOptions,
+    EndpointSource,
+    KubernetesOptions,
+    make_source,
+)
+from protoc_gen_localfirst.runtime.discovery.endpoints import Endpoint
+from protoc_gen_localfirst.runtime.http3.client import (
+    AutoChannel,
+    H3Channel,
+    H3Options,
+    Transport,
+    TransportMemory,
+)
+from protoc_gen_localfirst.runtime.identity import own_node, own_zone
+from protoc_gen_localfirst.schema import Idempotency, MethodInfo, RequestT, ResponseT
 
 Metadata = Sequence[tuple[str, str | bytes]]
 _MessageT = TypeVar("_MessageT")

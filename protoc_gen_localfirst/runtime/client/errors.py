@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import grpc
 import grpc.aio
 
-from protoc_gen_localfirst.runtime.endpoints import Endpoint
+from protoc_gen_localfirst.runtime.discovery.endpoints import Endpoint
 
 
 @dataclass(frozen=True)

@@ -22,11 +22,11 @@ import grpc
 import grpc.aio
 import tenacity
 
-from protoc_gen_localfirst.runtime.balancer import Balancer
-from protoc_gen_localfirst.runtime.endpoints import Endpoint
-from protoc_gen_localfirst.runtime.errors import AttemptRecord, CallFailedError
+from protoc_gen_localfirst.runtime.client.balancer import Balancer
+from protoc_gen_localfirst.runtime.client.errors import AttemptRecord, CallFailedError
+from protoc_gen_localfirst.runtime.discovery.endpoints import Endpoint
 from protoc_gen_localfirst.runtime.identity import DRAINING_KEY
-from protoc_gen_localfirst.runtime.methods import Idempotency, MethodInfo, MethodPolicy
+from protoc_gen_localfirst.schema import Idempotency, MethodInfo, MethodPolicy
 
 log = logging.getLogger("protoc_gen_localfirst.retry")
 

@@ -62,7 +62,7 @@ from grpc_health.v1._async import (
     HealthServicer as _AioHealthServicer,
 )
 
-from protoc_gen_localfirst.runtime.h3_server import (
+from protoc_gen_localfirst.runtime.http3.server import (
     QUIC_LIBRARIES,
     Dispatcher,
     H3Server,
@@ -71,8 +71,8 @@ from protoc_gen_localfirst.runtime.h3_server import (
     UdpPortTaken,
 )
 from protoc_gen_localfirst.runtime.identity import own_node
-from protoc_gen_localfirst.runtime.methods import MethodInfo, MethodKind, ServiceInfo
-from protoc_gen_localfirst.runtime.server_announce import NodeAnnouncer
+from protoc_gen_localfirst.runtime.server.announce import NodeAnnouncer
+from protoc_gen_localfirst.schema import MethodInfo, MethodKind, ServiceInfo
 
 __all__ = [
     "BindError",

@@ -12,9 +12,9 @@ import sys
 import time
 from collections.abc import Sequence
 
-from protoc_gen_localfirst.runtime.client import SyncClient
+from protoc_gen_localfirst.runtime.client.core import SyncClient
 from protoc_gen_localfirst.runtime.discovery import DiscoveryError, KubernetesOptions
-from protoc_gen_localfirst.runtime.endpoints import TargetError
+from protoc_gen_localfirst.runtime.discovery.endpoints import TargetError
 
 TIER_NAMES = {0: "same node", 1: "same zone", 2: "elsewhere"}
 

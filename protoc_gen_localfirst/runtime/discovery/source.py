@@ -13,7 +13,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from protoc_gen_localfirst.runtime.endpoints import Endpoint, Target, parse_static, parse_target
+from protoc_gen_localfirst.runtime.discovery.endpoints import Endpoint, Target
 
 log = logging.getLogger("protoc_gen_localfirst.discovery")
 
@@ -51,20 +51,6 @@ class EndpointSource(ABC):
         """Stop discovering; no listener call after this returns."""
 
 
-class StaticSource(EndpointSource):
-    """``static:///IP:PORT@NODE[/ZONE],...``: a fixed set, pushed once."""
-
-    def __init__(self, target: Target) -> None:
-        super().__init__(target)
-        self.endpoints = parse_static(target)
-
-    def start(self, listener: Listener) -> None:
-        listener(self.endpoints)
-
-    def close(self) -> None:
-        pass
-
-
 @dataclass(frozen=True)
 class DnsOptions:
     """How ``dns:///`` targets are re-resolved.
@@ -95,24 +81,3 @@ class KubernetesOptions:
     fallback_target: str | None = None
     reconnect_initial: float = 0.5
     reconnect_max: float = 30.0
-
-
-def make_source(
-    target: str,
-    *,
-    dns: DnsOptions | None = None,
-    kubernetes: KubernetesOptions | None = None,
-) -> EndpointSource:
-    """The source for ``target``, chosen by its scheme."""
-    parsed = parse_target(target)
-    if parsed.scheme == "static":
-        return StaticSource(parsed)
-    if parsed.scheme == "dns":
-        from protoc_gen_localfirst.runtime.dns import DnsSource
-
-        return DnsSource(parsed, dns or DnsOptions())
-    if parsed.scheme == "kubernetes":
-        from protoc_gen_localfirst.runtime.kube import KubernetesSource
-
-        return KubernetesSource(parsed, kubernetes or KubernetesOptions(), dns=dns or DnsOptions())
-    raise AssertionError(f"parse_target accepted unknown scheme {parsed.scheme!r}")

@@ -1,0 +1,1 @@
+"""The client: endpoint order, attempts and retries, channels; asyncio and blocking drivers."""

@@ -1,0 +1,1 @@
+"""gRPC over HTTP/3 (QUIC): the client channel and the server, on top of ``wire``."""

@@ -35,8 +35,8 @@ from protoc_gen_localfirst.runtime.client.retry import (
 )
 from protoc_gen_localfirst.runtime.discovery.endpoints import Endpoint
 from protoc_gen_localfirst.schema import NO_POLICY
-from tests.runtime.conftest import static_target
-from tests.runtime.echo import Replica
+from tests.client.conftest import static_target
+from tests.client.echo import Replica
 
 FAST = RetryPolicy(max_attempts=4, initial_backoff=0.001, max_backoff=0.01)
 WIDE = frozenset(

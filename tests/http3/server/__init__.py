@@ -8,6 +8,6 @@ this package imports them.
 import sys
 from pathlib import Path
 
-GENERATED = str(Path(__file__).resolve().parents[2] / "generated")
+GENERATED = str(Path(__file__).resolve().parents[3] / "generated")
 if GENERATED not in sys.path:
     sys.path.insert(0, GENERATED)

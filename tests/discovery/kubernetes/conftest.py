@@ -13,7 +13,7 @@ from protoc_gen_localfirst.runtime.discovery import make_source
 from protoc_gen_localfirst.runtime.discovery.endpoints import Endpoint, parse_target
 from protoc_gen_localfirst.runtime.discovery.kubernetes import KubernetesSource
 from protoc_gen_localfirst.runtime.discovery.source import DnsOptions, KubernetesOptions
-from tests.kube.apiserver import ApiServer
+from tests.discovery.kubernetes.apiserver import ApiServer
 
 WAIT = 10.0
 """Generous: how long a test waits for something that should happen quickly."""

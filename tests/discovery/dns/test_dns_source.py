@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import pytest
 
 from protoc_gen_localfirst.runtime.discovery.endpoints import Endpoint
-from tests.dns.conftest import PORT, DnsmasqFactory, SourceFactory, dns_records, eps, wait_until
+from tests.discovery.dns.conftest import PORT, DnsmasqFactory, SourceFactory, dns_records, eps, wait_until
 from tests.support.dnsmasq import free_port
 
 

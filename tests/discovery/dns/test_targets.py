@@ -7,7 +7,7 @@ import pytest
 from protoc_gen_localfirst.runtime.discovery import DnsOptions, make_source
 from protoc_gen_localfirst.runtime.discovery.dns import DnsSource
 from protoc_gen_localfirst.runtime.discovery.endpoints import Endpoint, TargetError
-from tests.dns.conftest import Recorder
+from tests.discovery.dns.conftest import Recorder
 
 
 @pytest.mark.parametrize(

@@ -2,7 +2,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.runtime.echo import Replica
+from tests.client.echo import Replica
 
 
 @pytest.fixture

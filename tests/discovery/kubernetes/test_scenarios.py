@@ -20,7 +20,7 @@ import pytest
 
 from demo.cluster import ReplicaProcess, free_port
 from protoc_gen_localfirst.runtime import KubernetesOptions
-from tests.kube.apiserver import ApiServer, endpoint, endpoint_slice
+from tests.discovery.kubernetes.apiserver import ApiServer, endpoint, endpoint_slice
 
 # isort: off
 from tests.integration.conftest import GENERATED  # puts generated/ on sys.path

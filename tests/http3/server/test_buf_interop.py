@@ -11,8 +11,8 @@ import re
 
 import grpc
 
-from tests.h3_server.conftest import NODE, Served, buf_curl
-from tests.h3_server.servicer import FAIL_MESSAGE
+from tests.http3.server.conftest import NODE, Served, buf_curl
+from tests.http3.server.servicer import FAIL_MESSAGE
 
 
 def _replies(stdout: str) -> list[str]:

@@ -15,7 +15,7 @@ from greeter.v1.greeter_pb2 import HelloReply, HelloRequest
 
 from protoc_gen_localfirst.runtime import NO_RETRY, CallFailedError, Server
 from protoc_gen_localfirst.runtime.http3.client import H3Channel
-from tests.h3_client.conftest import NODE, Greeter
+from tests.http3.client.conftest import NODE, Greeter
 from tests.support.certs import TlsFiles, make_tls_files
 
 

@@ -15,9 +15,9 @@ from greeter.v1.greeter_pb2 import HelloRequest
 
 from protoc_gen_localfirst.runtime.server.bootstrap import BindError, Binding
 from protoc_gen_localfirst.runtime.wire.codec import H3Error, encode_message
-from tests.h3_server.conftest import GREETER, Served, buf_curl, serve
-from tests.h3_server.rawclient import RawClient, request_headers
-from tests.h3_server.servicer import EchoGreeter
+from tests.http3.server.conftest import GREETER, Served, buf_curl, serve
+from tests.http3.server.rawclient import RawClient, request_headers
+from tests.http3.server.servicer import EchoGreeter
 from tests.support.certs import TlsFiles
 
 _ = GreeterClient, Binding

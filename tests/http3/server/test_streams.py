@@ -9,8 +9,8 @@ from greeter.v1.greeter_pb2 import HelloReply, HelloRequest
 from grpc_health.v1 import health_pb2
 
 from protoc_gen_localfirst.runtime.wire.codec import H3Error, encode_message
-from tests.h3_server.conftest import GREETER, NODE, Served, serve
-from tests.h3_server.rawclient import RawClient, request_headers
+from tests.http3.server.conftest import GREETER, NODE, Served, serve
+from tests.http3.server.rawclient import RawClient, request_headers
 from tests.support.certs import TlsFiles
 
 

@@ -21,8 +21,8 @@ from protoc_gen_localfirst.runtime.discovery.source import (
     DnsOptions,
     KubernetesOptions,
 )
-from tests.kube.apiserver import ApiServer, endpoint, endpoint_slice
-from tests.kube.conftest import Recorder, SourceFactory, addresses, wait_until
+from tests.discovery.kubernetes.apiserver import ApiServer, endpoint, endpoint_slice
+from tests.discovery.kubernetes.conftest import Recorder, SourceFactory, addresses, wait_until
 
 
 def two_slices(api: ApiServer) -> None:

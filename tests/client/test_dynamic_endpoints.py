@@ -17,7 +17,7 @@ from protoc_gen_localfirst.runtime.client.core import AsyncClient, SyncClient
 from protoc_gen_localfirst.runtime.client.errors import CallFailedError
 from protoc_gen_localfirst.runtime.discovery.endpoints import Endpoint, parse_target
 from protoc_gen_localfirst.runtime.discovery.source import EndpointSource, Listener
-from tests.runtime.echo import UNARY, Replica
+from tests.client.echo import UNARY, Replica
 
 
 class ManualSource(EndpointSource):

@@ -13,10 +13,10 @@ import pytest
 from greeter.v1.greeter_localfirst import start_server
 
 from protoc_gen_localfirst.runtime.server.bootstrap import Server
-from tests.h3_server.servicer import EchoGreeter
+from tests.http3.server.servicer import EchoGreeter
 from tests.support.certs import TlsFiles, tls_files  # noqa: F401 - the session fixture
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 BUF = REPO / "node_modules" / ".bin" / "buf"
 # The whole protos/ directory: greeter.proto imports localfirst/options.proto,
 # which buf resolves only when the schema is the include root.

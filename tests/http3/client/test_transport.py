@@ -20,7 +20,7 @@ from protoc_gen_localfirst.runtime.http3.client import (
     TransportMemory,
 )
 from protoc_gen_localfirst.runtime.http3.connection import H3ClientProtocol
-from tests.h3_client.conftest import NODE, Greeter, StartServer
+from tests.http3.client.conftest import NODE, Greeter, StartServer
 from tests.support.certs import TlsFiles
 
 

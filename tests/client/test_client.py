@@ -16,8 +16,8 @@ from protoc_gen_localfirst.runtime.client.balancer import EjectionPolicy
 from protoc_gen_localfirst.runtime.client.core import AsyncClient, SyncClient
 from protoc_gen_localfirst.runtime.client.errors import CallFailedError
 from protoc_gen_localfirst.runtime.client.retry import NO_RETRY, RetryPolicy
-from tests.runtime.conftest import static_target
-from tests.runtime.echo import BIDI, CLIENT_STREAM, SERVER_STREAM, UNARY, Replica
+from tests.client.conftest import static_target
+from tests.client.echo import BIDI, CLIENT_STREAM, SERVER_STREAM, UNARY, Replica
 
 FAST = RetryPolicy(max_attempts=4, initial_backoff=0.001, max_backoff=0.01)
 CALL = {"timeout": 5.0, "metadata": None, "retry": None}

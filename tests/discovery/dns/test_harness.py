@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from tests.dns.conftest import DnsmasqFactory
+from tests.discovery.dns.conftest import DnsmasqFactory
 from tests.support.dnsmasq import Dnsmasq, DnsmasqError, find_dnsmasq
 
 

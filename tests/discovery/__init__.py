@@ -1,0 +1,1 @@
+"""Discovery tests: DNS (dnsmasq) and Kubernetes (a fake API server)."""

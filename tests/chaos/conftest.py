@@ -1,6 +1,6 @@
 """Chaos scenarios: real replica processes on loopback, a real DNS server, bounded load.
 
-Replicas write one line per executed SayHello (``demo.replica
+Replicas write one line per executed SayHello (``tests.support.replica
 --executions-file``), so duplicates of a non-idempotent call are counted on the
 server side, across replicas. Every process a test stops (SIGSTOP) is
 continued or killed by its PID in a ``finally``.
@@ -9,20 +9,14 @@ continued or killed by its PID in a ``finally``.
 from __future__ import annotations
 
 import dataclasses
-import signal
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from demo.cluster import REPO, ReplicaProcess, free_port
+from tests.support.cluster import Pods
 from tests.support.dnsmasq import Dnsmasq
-
-GENERATED = REPO / "generated"
-if str(GENERATED) not in sys.path:
-    sys.path.insert(0, str(GENERATED))
 
 NAME = "greeter.test"
 HANDLER_DELAY = 0.002
@@ -36,62 +30,22 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
-class Pods:
-    """Replica processes on one shared port (like pods of a headless Service)."""
+PODS_ARGS = ("--handler-delay", str(HANDLER_DELAY),
+             # A draining replica must keep serving until clients can see it gone
+             # (DNS TTL 1 s here; deploy/ uses 5 s): else a redeploy leaves
+             # clients with only refusing replicas.
+             "--drain-delay", "1.5")  # fmt: skip
 
-    def __init__(self, log_dir: Path, dns_server: Dnsmasq | None = None) -> None:
-        self.log_dir = log_dir
-        self.dns = dns_server
-        self.port = free_port("127.0.0.1")
-        self.running: dict[str, ReplicaProcess] = {}
-        self.executions: dict[str, Path] = {}
-        self.stopped_pids: set[int] = set()
 
-    def start(self, name: str, node: str, host: str) -> ReplicaProcess:
-        path = self.log_dir / f"{name}.executions"
-        replica = ReplicaProcess(
-            name, node, host, GENERATED, port=self.port, log_dir=self.log_dir,
-            extra_args=["--executions-file", str(path), "--handler-delay", str(HANDLER_DELAY),
-                        # A draining replica must keep serving until clients can see it gone
-                        # (DNS TTL 1 s here; deploy/ uses 5 s): else a redeploy leaves
-                        # clients with only refusing replicas.
-                        "--drain-delay", "1.5"],
-        )  # fmt: skip
-        self.executions[name] = path
-        self.running[name] = replica.start()
-        return replica
-
-    def publish(self, *names: str) -> None:
-        assert self.dns is not None
-        self.dns.set_records({NAME: [self.running[n].host for n in names]})
-
-    def stop(self, name: str, sig: signal.Signals = signal.SIGTERM) -> None:
-        self.running.pop(name).kill(sig)
-
-    def pid(self, name: str) -> int:
-        process = self.running[name].process
-        assert process is not None
-        return process.pid
-
-    def static_target(self, *names: str) -> str:
-        return "static:///" + ",".join(self.running[n].static for n in names)
-
-    @property
-    def dns_target(self) -> str:
-        assert self.dns is not None
-        return self.dns.target(NAME, self.port)
-
-    def close(self) -> None:
-        for replica in self.running.values():
-            if replica.process is not None and replica.process.pid in self.stopped_pids:
-                replica.process.send_signal(signal.SIGCONT)  # by PID, the one we stopped
-            replica.stop()
+def chaos_pods(log_dir: Path, dns_server: Dnsmasq | None = None) -> Pods:
+    """Replica processes on one shared port that record their SayHello executions."""
+    return Pods(log_dir, dns=dns_server, name=NAME, extra_args=PODS_ARGS, count_executions=True)
 
 
 @pytest.fixture
 def pods(tmp_path: Path) -> Iterator[Pods]:
     """a1 on node-a, b1 and b2 on node-b; no DNS."""
-    running = Pods(tmp_path)
+    running = chaos_pods(tmp_path)
     try:
         running.start("a1", "node-a", "127.0.0.171")
         running.start("b1", "node-b", "127.0.0.172")
@@ -105,7 +59,7 @@ def pods(tmp_path: Path) -> Iterator[Pods]:
 def dns_pods(tmp_path: Path) -> Iterator[Pods]:
     """The same three replicas, published as ``greeter.test`` by dnsmasq (TTL 1 s)."""
     with Dnsmasq({}, ttl=1) as dns_server:
-        running = Pods(tmp_path, dns_server)
+        running = chaos_pods(tmp_path, dns_server)
         try:
             running.start("a1", "node-a", "127.0.0.174")
             running.start("b1", "node-b", "127.0.0.175")

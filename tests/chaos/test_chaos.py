@@ -20,15 +20,15 @@ import itertools
 import os
 import signal
 import time
-from typing import Any
 
 import pytest
 from greeter.v1.greeter_localfirst import GreeterClient
-from greeter.v1.greeter_pb2 import HelloRequest, WhoAmIRequest
 
-from bench.tracked import CallFn, TrackedLoad, count_executions
 from protoc_gen_localfirst.runtime import DnsOptions
-from tests.chaos.conftest import Pods, features, resilience_options
+from tests.chaos.conftest import features, resilience_options
+from tests.support.cluster import Pods
+from tests.support.load import CallFn, Load, count_executions, greeter_calls
+from tests.support.waiting import wait_until_async
 
 pytestmark = pytest.mark.chaos
 
@@ -38,23 +38,18 @@ MIX = ("SayHello", "WhoAmI")
 
 
 def calls_of(client: GreeterClient) -> CallFn:
-    async def call(method: str, request_id: str) -> Any:
-        if method == "SayHello":
-            return await client.say_hello(HelloRequest(name=request_id), timeout=CALL_TIMEOUT)
-        return await client.who_am_i(WhoAmIRequest(), timeout=CALL_TIMEOUT)
-
-    return call
+    return greeter_calls(client, CALL_TIMEOUT)
 
 
-def load_on(client: GreeterClient) -> TrackedLoad:
-    return TrackedLoad(calls_of(client), workers=4, pause=0.005, timeout=CALL_TIMEOUT, mix=MIX)
+def load_on(client: GreeterClient) -> Load:
+    return Load(calls_of(client), workers=4, pause=0.005, timeout=CALL_TIMEOUT, mix=MIX)
 
 
 def report(
     capsys: pytest.CaptureFixture[str],
     scenario: str,
     pods: Pods,
-    load: TrackedLoad,
+    load: Load,
     event: tuple[float, float],
     elsewhere: float | None,
     extra: str = "",
@@ -97,15 +92,15 @@ async def test_kill_local_replica(pods: Pods, capsys: pytest.CaptureFixture[str]
     kills: list[float] = []
     async with (
         GreeterClient(target, node="node-a", **resilience_options()) as client,
-        TrackedLoad(calls_of(client), workers=4, pause=0.002, timeout=CALL_TIMEOUT) as load,
+        Load(calls_of(client), workers=4, pause=0.002, timeout=CALL_TIMEOUT) as load,
     ):
         for _ in range(3):
             await load.wait_for(lambda c: c.replica == "a1", since=time.monotonic())
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(0.5)  # scenario: calls run on a1 for 0.5 s before the kill
             kills.append(time.monotonic())
             await asyncio.to_thread(a1.kill, signal.SIGKILL)
-            await asyncio.sleep(1.0)
-            await asyncio.to_thread(a1.start)
+            await asyncio.sleep(1.0)  # scenario: a1 stays down 1 s under load
+            await asyncio.to_thread(a1.start)  # returns once a1 is SERVING
     killed = kills[0]
     elsewhere = load.first_success(killed, lambda r: r != "a1")
     duplicates = report(
@@ -137,18 +132,28 @@ async def test_freeze_local_replica(pods: Pods, capsys: pytest.CaptureFixture[st
         load_on(client) as load,
     ):
         await load.wait_for(lambda c: c.replica == "a1", since=0)
-        await asyncio.sleep(1.0)
+        await asyncio.sleep(1.0)  # scenario: 1 s of calls before the event (p99 "before")
         stopped = time.monotonic()
         os.kill(frozen_pid, signal.SIGSTOP)
         pods.stopped_pids.add(frozen_pid)
         try:
-            await asyncio.sleep(3.0)
+            await asyncio.sleep(3.0)  # scenario: a1 stays frozen 3 s under load
         finally:
             os.kill(frozen_pid, signal.SIGCONT)
             pods.stopped_pids.discard(frozen_pid)
         continued = time.monotonic()
-        await asyncio.sleep(1.5)
-    await asyncio.sleep(0.5)  # the continued replica works off its backlog
+        await asyncio.sleep(1.5)  # scenario: load keeps running 1.5 s after SIGCONT
+    # The continued replica works off its backlog: wait until its execution
+    # records stop changing (three polls 0.2 s apart) before counting duplicates.
+    seen: list[int] = []
+
+    def backlog_done() -> bool:
+        seen.append(count_executions(pods.executions).total)
+        return len(seen) >= 3 and seen[-1] == seen[-2] == seen[-3]
+
+    await wait_until_async(
+        backlog_done, what="the replicas' execution records to settle", timeout=10, interval=0.2
+    )
     elsewhere = load.first_success(stopped, lambda r: r != "a1")
     back = load.first_success(continued, lambda r: r == "a1")
     duplicates = report(
@@ -185,7 +190,7 @@ async def test_redeploy_all_replicas(dns_pods: Pods, capsys: pytest.CaptureFixtu
         # Rolling update: the old pods get SIGTERM right after the endpoints change.
         await asyncio.gather(*(asyncio.to_thread(pods.stop, old) for old in ("a1", "b1", "b2")))
         settled = time.monotonic()
-        await asyncio.sleep(1.5)
+        await asyncio.sleep(1.5)  # scenario: load keeps running 1.5 s after the rollout
     landed = load.first_success(published, lambda r: r in {"a2", "b3", "b4"})
     local = load.first_success(published, lambda r: r == "a2")
     duplicates = report(
@@ -213,16 +218,16 @@ async def test_dns_flap(dns_pods: Pods, capsys: pytest.CaptureFixture[str]) -> N
         began = time.monotonic()
         for i in range(8):  # records flip every 0.4 s
             await asyncio.to_thread(pods.publish, *sets[i % 2])
-            await asyncio.sleep(0.4)
+            await asyncio.sleep(0.4)  # scenario: each record set stays 0.4 s
         for _ in range(2):  # the server goes away and comes back
             await asyncio.to_thread(pods.dns.stop)  # type: ignore[union-attr]
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(1.0)  # scenario: DNS down 1 s
             await asyncio.to_thread(pods.dns.start)  # type: ignore[union-attr]
-            await asyncio.sleep(0.3)
+            await asyncio.sleep(0.3)  # scenario: DNS up 0.3 s
         final = time.monotonic()
         await asyncio.to_thread(pods.publish, *sets[1])
         ended = time.monotonic()
-        await asyncio.sleep(1.5)
+        await asyncio.sleep(1.5)  # scenario: load keeps running 1.5 s on the final set
     locals_seen = [c.replica for c in load.calls if c.ok and c.replica in {"a1", "a2"}]
     switches = sum(1 for x, y in itertools.pairwise(locals_seen) if x != y)
     on_final = load.first_success(final, lambda r: r == "a2")

@@ -1,4 +1,6 @@
-"""The README's first command runs the demo; it must keep working."""
+"""The README's first command runs the demo; it must keep working.
+
+Run as a user runs it (a subprocess): the tests do not import the demo."""
 
 from __future__ import annotations
 
@@ -7,7 +9,7 @@ import sys
 
 import pytest
 
-from demo.cluster import REPO
+from tests.support.cluster import REPO
 
 pytestmark = pytest.mark.integration
 

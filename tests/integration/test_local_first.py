@@ -15,9 +15,9 @@ import pytest
 from greeter.v1.greeter_localfirst import GreeterClient, GreeterSyncClient
 from greeter.v1.greeter_pb2 import HelloRequest, WhoAmIRequest
 
-from demo.cluster import ReplicaProcess, static_target
-from demo.load import SteadyLoad
 from protoc_gen_localfirst.runtime import CallFailedError
+from tests.support.cluster import ReplicaProcess, static_target
+from tests.support.load import Load
 
 pytestmark = pytest.mark.integration
 
@@ -57,22 +57,22 @@ async def test_local_replica_dies_and_returns_without_a_failed_call(
     local = cluster[0]
     async with (
         GreeterClient(static_target(cluster), node="node-a") as client,
-        SteadyLoad(client, rpc="who_am_i") as reads,
-        SteadyLoad(client, workers=2) as writes,
+        Load.steady(client, rpc="who_am_i") as reads,
+        Load.steady(client, workers=2) as writes,
     ):
-        await asyncio.sleep(0.3)
+        await reads.wait_for(lambda r: r.node == "node-a", since=0)
         killed = time.monotonic()
         await asyncio.to_thread(local.kill, sig)
         exited = time.monotonic()
-        await asyncio.sleep(1.0)
+        await asyncio.sleep(1.0)  # scenario: the local replica stays down 1 s under load
         restarted = time.monotonic()
         await asyncio.to_thread(local.start)
         await reads.wait_for(lambda r: r.node == "node-a", since=restarted)
-    assert reads.failures == [], f"{len(reads.failures)} of {len(reads.answers)} reads failed"
+    assert reads.failures() == [], f"{len(reads.failures())} of {len(reads.calls)} reads failed"
     if sig == signal.SIGKILL:
         writes.assert_only_in_flight_calls_failed(kills=1)
     else:
-        assert writes.failures == []
+        assert writes.failures() == []
     before = reads.replies_before(killed)
     assert before and {r.node for r in before} == {"node-a"}
     # Once the process had exited, calls were answered on node-b.

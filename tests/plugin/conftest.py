@@ -18,9 +18,8 @@ GENERATED = REPO / "generated"
 DEBIAN_PROTOC = Path("/usr/bin/protoc")
 
 # The committed generated code is imported the way users (and the demo) do:
-# with generated/ on sys.path, as top-level packages greeter, billing, edge.
-if str(GENERATED) not in sys.path:
-    sys.path.insert(0, str(GENERATED))
+# with generated/ on sys.path (pytest's ``pythonpath``), as top-level packages
+# greeter, billing, edge.
 
 
 @dataclass(frozen=True)

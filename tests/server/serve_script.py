@@ -1,13 +1,12 @@
-"""Runs ``serve()`` for the SIGTERM tests: python serve_script.py HOST DRAIN_DELAY."""
+"""Runs ``serve()`` for the SIGTERM tests: python -m tests.server.serve_script HOST DRAIN_DELAY.
+
+Run from the repository root (``-m`` puts it on ``sys.path``)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from protoc_gen_localfirst.runtime.server.bootstrap import bind_servicers, serve
 from tests.server.conftest import ECHO_SERVICE, Echo

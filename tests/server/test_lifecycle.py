@@ -7,7 +7,6 @@ import re
 import signal
 import sys
 from collections.abc import Callable
-from pathlib import Path
 
 import grpc
 import grpc.aio
@@ -18,6 +17,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from protoc_gen_localfirst.runtime.identity import NODE_METADATA_KEY
 from protoc_gen_localfirst.runtime.server.bootstrap import BindError, Server, start_server
 from tests.server.conftest import ECHO_SERVICE, NODE, Client, Echo, StartServer, md
+from tests.support.cluster import REPO
+from tests.support.waiting import wait_until_async
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -28,12 +29,6 @@ NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 def health_stub(host: str, port: int) -> tuple[grpc.aio.Channel, health_pb2_grpc.HealthStub]:
     channel = grpc.aio.insecure_channel(f"{host}:{port}")
     return channel, health_pb2_grpc.HealthStub(channel)
-
-
-async def wait_until(predicate: Callable[[], object], what: str, timeout: float = 10.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not await predicate():  # type: ignore[misc]
-            await asyncio.sleep(0.02)
 
 
 async def test_health_serving_with_node(echo_server: Server) -> None:
@@ -58,7 +53,7 @@ async def test_drain_reports_not_serving_then_stops(start: StartServer) -> None:
         async def not_serving() -> bool:
             return bool((await stub.Check(health_pb2.HealthCheckRequest())).status == NOT_SERVING)
 
-        await wait_until(not_serving, "health NOT_SERVING")
+        await wait_until_async(not_serving, what="health NOT_SERVING")
         reply = await stub.Check(health_pb2.HealthCheckRequest(service=ECHO_SERVICE.name))
         assert reply.status == NOT_SERVING
         assert not drain.done()  # still in the drain delay, still answering
@@ -89,7 +84,7 @@ async def test_drain_lets_in_flight_calls_finish(
                 return True
             return False
 
-        await wait_until(refused, "server refusing new calls")
+        await wait_until_async(refused, what="server refusing new calls")
     assert not drain.done()  # waiting for the in-flight call
     echo.release.set()
     assert (await in_flight).value == "hello block"
@@ -197,15 +192,16 @@ async def test_without_max_connection_age_long_calls_survive(start: StartServer)
 
 # --- serve() in a real process ---------------------------------------------
 
-SCRIPT = Path(__file__).with_name("serve_script.py")
+SCRIPT = "tests.server.serve_script"
 
 
 async def _spawn(
     host: str, drain_delay: float
 ) -> tuple[asyncio.subprocess.Process, int, list[str]]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, str(SCRIPT), host, str(drain_delay), stderr=asyncio.subprocess.PIPE
-    )
+        sys.executable, "-m", SCRIPT, host, str(drain_delay), cwd=REPO,
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
     assert proc.stderr is not None
     lines: list[str] = []
     async with asyncio.timeout(20):
@@ -259,7 +255,7 @@ async def test_sigterm_not_serving_during_delay_second_signal_stops(loopback_hos
                     (await stub.Check(health_pb2.HealthCheckRequest())).status == NOT_SERVING
                 )
 
-            await wait_until(not_serving, "NOT_SERVING after SIGTERM")
+            await wait_until_async(not_serving, what="NOT_SERVING after SIGTERM")
             assert proc.returncode is None  # waiting out the drain delay
         proc.send_signal(signal.SIGINT)
         output = await _finish(proc, lines)
@@ -283,7 +279,16 @@ async def test_stopping_server_refuses_new_calls_before_grpc_stops(
     server = await start(echo, drain_delay=0.0, grace=4.0)
     client = client_for(server)
     stop = asyncio.create_task(server.stop())
-    await asyncio.sleep(0.3)  # inside the refusal window (1 s), grpc not stopped yet
+
+    async def refusing() -> bool:
+        try:
+            await client.say(StringValue(value="probe"), timeout=2)  # sets nothing on echo
+        except grpc.aio.AioRpcError as error:
+            return error.code() == grpc.StatusCode.UNAVAILABLE
+        return False
+
+    # inside the refusal window (1 s), grpc not stopped yet
+    await wait_until_async(refusing, what="the stopping server refusing new calls", timeout=5)
     call = client.say(StringValue(value="block"))  # would set echo.started if it ran
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await call

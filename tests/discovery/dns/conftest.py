@@ -13,21 +13,13 @@ from protoc_gen_localfirst.runtime.discovery import DnsOptions, make_source
 from protoc_gen_localfirst.runtime.discovery.dns import DnsSource
 from protoc_gen_localfirst.runtime.discovery.endpoints import Endpoint
 from tests.support.dnsmasq import Dnsmasq, Records
+from tests.support.waiting import wait_until
 
 PORT = 50051
 
 
 def eps(*hosts: str, port: int = PORT) -> list[Endpoint]:
     return [Endpoint(host=h, port=port) for h in hosts]
-
-
-def wait_until(check: Callable[[], object], timeout: float = 5.0, what: str = "") -> None:
-    """Poll ``check`` until truthy; fail with ``what`` after ``timeout`` (generous) seconds."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout} s: {what or check}")
-        time.sleep(0.01)
 
 
 class Recorder:
@@ -53,7 +45,9 @@ class Recorder:
 
     def wait_for(self, expected: list[Endpoint], timeout: float = 5.0) -> float:
         """Wait until the latest set is ``expected``; return when it arrived."""
-        wait_until(lambda: self.latest == expected, timeout, f"set {expected}; got {self.sets}")
+        wait_until(
+            lambda: self.latest == expected, what=f"set {expected}", timeout=timeout, interval=0.01
+        )
         with self._lock:
             return self.calls[-1][0]
 

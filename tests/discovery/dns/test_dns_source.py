@@ -14,8 +14,9 @@ from collections.abc import Sequence
 import pytest
 
 from protoc_gen_localfirst.runtime.discovery.endpoints import Endpoint
-from tests.discovery.dns.conftest import PORT, DnsmasqFactory, SourceFactory, dns_records, eps, wait_until
+from tests.discovery.dns.conftest import PORT, DnsmasqFactory, SourceFactory, dns_records, eps
 from tests.support.dnsmasq import free_port
+from tests.support.waiting import wait_until
 
 
 def test_first_resolution(dnsmasq: DnsmasqFactory, source: SourceFactory) -> None:
@@ -73,7 +74,7 @@ def test_ttl_refresh_picks_up_a_change(dnsmasq: DnsmasqFactory, source: SourceFa
     rec.wait_for(eps("127.0.0.42", "127.0.0.43"))
     # Driven by the 1 s TTL, not by polling as fast as min_interval allows.
     assert src.lookups <= 2 + (time.monotonic() - t0) / 1.0 + 1
-    time.sleep(1.5)
+    time.sleep(1.5)  # scenario: past the 1 s TTL, to show an unchanged answer changes nothing
     assert len(rec.sets) == 2, "an unchanged answer is not pushed again"
 
 
@@ -92,6 +93,7 @@ def test_change_is_not_seen_before_the_ttl(dnsmasq: DnsmasqFactory, source: Sour
     src, rec = source(server.target("greeter.test", PORT), min_interval=0.1)
     first = rec.wait_for(eps("127.0.0.41"))
     server.set_records({"greeter.test": ["127.0.0.42"]})
+    # scenario: 1.5 s into the 3 s TTL, to show nothing was re-resolved yet
     time.sleep(max(0.0, first + 1.5 - time.monotonic()))
     assert src.lookups == 1, "re-resolved before the 3 s TTL ran out"
     assert rec.sets == [eps("127.0.0.41")]
@@ -106,6 +108,7 @@ def test_change_is_not_seen_before_min_interval(
     src, rec = source(server.target("greeter.test", PORT), min_interval=2.5)
     first = rec.wait_for(eps("127.0.0.41"))
     server.set_records({"greeter.test": ["127.0.0.42"]})
+    # scenario: past the 1 s TTL but inside min_interval, to show nothing was re-resolved
     time.sleep(max(0.0, first + 1.5 - time.monotonic()))
     assert src.lookups == 1, "re-resolved before min_interval although the TTL is 1 s"
     rec.wait_for(eps("127.0.0.42"), timeout=6)
@@ -133,17 +136,21 @@ def test_request_refresh_is_immediate_then_rate_limited_and_coalesced(
     queries = server.query_count("greeter.test", "A")  # after set_records' own checks
     for _ in range(5):  # five failures inside the interval
         src.request_refresh()
-        time.sleep(0.02)
+        time.sleep(0.02)  # scenario: the requests come 20 ms apart
+    # scenario: 0.5 s into the 1 s failure_refresh_interval, to show no second lookup yet
     time.sleep(max(0.0, t0 + 0.5 - time.monotonic()))
     assert src.lookups == 2, "a second failure refresh within failure_refresh_interval"
     assert rec.latest == eps("127.0.0.42")
     # Coalesced into exactly one lookup at the end of the interval, not dropped.
     rec.wait_for(eps("127.0.0.43"), timeout=3)
     assert src.lookups == 3
-    time.sleep(1.3)
+    time.sleep(1.3)  # scenario: past another interval, to show no further lookup follows
     assert src.lookups == 3, "the five requests caused more than one lookup"
     # dnsmasq saw the same: the five requests reached it as one A query.
-    wait_until(lambda: server.query_count("greeter.test", "A") - queries == 1)
+    wait_until(
+        lambda: server.query_count("greeter.test", "A") - queries == 1,
+        what="dnsmasq to log exactly one more A query",
+    )
 
 
 def test_nxdomain_before_any_answer_pushes_nothing(
@@ -152,11 +159,11 @@ def test_nxdomain_before_any_answer_pushes_nothing(
     server = dnsmasq({})
     target = server.target("greeter.test", PORT)
     src, rec = source(target, min_interval=0.2)
-    wait_until(lambda: src.last_error is not None)
+    wait_until(lambda: src.last_error is not None, what="a lookup error")
     assert src.last_error == (
         f"{target}: DNS server {server.server} says greeter.test does not exist (NXDOMAIN)"
     )
-    time.sleep(0.5)
+    wait_until(lambda: src.lookups >= 3, what="two NXDOMAIN retries", timeout=5)
     assert rec.sets == []
     # The name appears: found by the retry backoff (from min_interval).
     server.set_records({"greeter.test": ["127.0.0.41"]})
@@ -176,7 +183,10 @@ def test_nxdomain_after_a_good_answer_keeps_the_last_good_set(
     good_lookups = src.lookups
 
     server.set_records({})
-    wait_until(lambda: src.last_error is not None and "NXDOMAIN" in src.last_error)
+    wait_until(
+        lambda: src.last_error is not None and "NXDOMAIN" in src.last_error,
+        what="an NXDOMAIN lookup error",
+    )
     assert target in (src.last_error or "")
     wait_until(lambda: src.lookups >= good_lookups + 3, what="retries during the failure")
     assert rec.sets == [eps("127.0.0.41")], "a failed lookup must not change the set"
@@ -235,7 +245,7 @@ def test_unreachable_ipv6_server_is_named_in_brackets(source: SourceFactory) -> 
     port = free_port()
     target = f"dns://[::1]:{port}/greeter.test:{PORT}"
     src, rec = source(target, timeout=0.3)
-    wait_until(lambda: src.last_error is not None)
+    wait_until(lambda: src.last_error is not None, what="a lookup error")
     assert (src.last_error or "").startswith(f"{target}: DNS server [::1]:{port} ")
     assert rec.sets == []
 
@@ -246,7 +256,7 @@ def test_refused_is_a_failure_with_the_rcode(
     server = dnsmasq({"greeter.test": ["127.0.0.41"]})
     target = server.target("greeter.example", PORT)  # outside --local, no upstream: REFUSED
     src, rec = source(target)
-    wait_until(lambda: src.last_error is not None)
+    wait_until(lambda: src.last_error is not None, what="a lookup error")
     assert src.last_error == (
         f"{target}: DNS server {server.server} failed to answer greeter.example A: REFUSED; "
         f"DNS server {server.server} failed to answer greeter.example AAAA: REFUSED"
@@ -257,7 +267,7 @@ def test_refused_is_a_failure_with_the_rcode(
 def test_system_resolver_config_is_named_in_errors(source: SourceFactory) -> None:
     # dns:/// uses /etc/resolv.conf; an .invalid name never resolves (RFC 6761).
     src, rec = source(f"dns:///localfirst-test.invalid:{PORT}", timeout=0.5)
-    wait_until(lambda: src.last_error is not None)
+    wait_until(lambda: src.last_error is not None, what="a lookup error")
     assert "/etc/resolv.conf" in (src.last_error or "")
     assert (src.last_error or "").startswith(f"dns:///localfirst-test.invalid:{PORT}: ")
     assert rec.sets == []
@@ -276,14 +286,15 @@ def test_close_stops_the_thread_promptly(dnsmasq: DnsmasqFactory, source: Source
     assert not thread.is_alive()
     server.set_records({"greeter.test": ["127.0.0.42"]})
     src.request_refresh()
-    time.sleep(1.2)
+    time.sleep(1.2)  # scenario: past the 1 s TTL, to show a closed source pushes nothing
     assert rec.sets == [eps("127.0.0.41")]
 
 
 def test_close_during_a_lookup_returns_at_once(source: SourceFactory) -> None:
     target = f"dns://127.0.0.1:{free_port()}/greeter.test:{PORT}"
     src, rec = source(target, timeout=3.0)
-    wait_until(lambda: src.lookups == 1)  # the lookup is now waiting for an answer
+    # the lookup is now waiting for an answer
+    wait_until(lambda: src.lookups == 1, what="the first lookup to start")
     t0 = time.monotonic()
     src.close()
     assert time.monotonic() - t0 < 1.5, "close waited for the DNS lookup (3 s)"
@@ -331,7 +342,7 @@ def test_a_failing_listener_does_not_stop_discovery(
 
     src, _ = source(server.target("greeter.test", PORT), start=False, min_interval=0.1)
     src.start(listener)
-    wait_until(lambda: len(seen) == 1)
+    wait_until(lambda: len(seen) == 1, what="the first push")
     server.set_records({"greeter.test": ["127.0.0.42"]})
-    wait_until(lambda: seen[-1] == eps("127.0.0.42"))
+    wait_until(lambda: seen[-1] == eps("127.0.0.42"), what="the push of 127.0.0.42")
     assert any("listener failed" in m for m in dns_records(caplog, logging.ERROR))

@@ -53,14 +53,6 @@ def addresses(endpoints: Sequence[Endpoint]) -> set[str]:
     return {e.address for e in endpoints}
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float = WAIT) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.02)
-
-
 @pytest.fixture
 def api() -> Iterator[ApiServer]:
     server = ApiServer(bookmark_interval=0.3).start()

@@ -12,48 +12,32 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
+from greeter.v1.greeter_localfirst import GreeterClient
 
-from demo.cluster import ReplicaProcess, free_port
 from protoc_gen_localfirst.runtime import KubernetesOptions
 from tests.discovery.kubernetes.apiserver import ApiServer, endpoint, endpoint_slice
-
-# isort: off
-from tests.integration.conftest import GENERATED  # puts generated/ on sys.path
-from greeter.v1.greeter_localfirst import GreeterClient
-from demo.load import SteadyLoad
-# isort: on
+from tests.support.cluster import Pods, ReplicaProcess
+from tests.support.load import Load
 
 pytestmark = pytest.mark.integration
 
 TARGET = "kubernetes:///greeter.default:grpc"
 
 
-class Pods:
-    """Replica processes on one shared port, published as EndpointSlices (one per node)."""
+def publish_slices(api: ApiServer) -> Callable[[Pods, Sequence[str]], None]:
+    """Publishing as EndpointSlices: exactly ``names`` (one slice per node); those in
+    ``pods.terminating`` are marked so."""
 
-    def __init__(self, api: ApiServer, log_dir: Path) -> None:
-        self.api = api
-        self.log_dir = log_dir
-        self.port = free_port("127.0.0.1")
-        self.running: dict[str, ReplicaProcess] = {}
-        self.terminating: set[str] = set()
-
-    def start(self, name: str, node: str, host: str) -> ReplicaProcess:
-        replica = ReplicaProcess(name, node, host, GENERATED, port=self.port, log_dir=self.log_dir)
-        self.running[name] = replica.start()
-        return replica
-
-    def publish(self, *names: str) -> None:
-        """The slices list exactly ``names``; those in ``terminating`` are marked so."""
+    def publish(pods: Pods, names: Sequence[str]) -> None:
         by_node: dict[str, list[dict[str, Any]]] = {"node-a": [], "node-b": []}
         for name in names:
-            replica = self.running[name]
-            dying = name in self.terminating
+            replica = pods.running[name]
+            dying = name in pods.terminating
             by_node[replica.node].append(
                 endpoint(
                     replica.host,
@@ -66,26 +50,21 @@ class Pods:
                 )
             )
         for node, endpoints in by_node.items():
-            self.api.apply_slice(
+            api.apply_slice(
                 endpoint_slice(
                     f"greeter-{node}",
                     "greeter",
                     endpoints,
-                    ports=[{"name": "grpc", "port": self.port, "protocol": "TCP"}],
+                    ports=[{"name": "grpc", "port": pods.port, "protocol": "TCP"}],
                 )
             )
 
-    def stop(self, name: str, sig: signal.Signals = signal.SIGTERM) -> None:
-        self.running.pop(name).kill(sig)
-
-    def close(self) -> None:
-        for replica in self.running.values():
-            replica.stop()
+    return publish
 
 
 @pytest.fixture
 def pods(api: ApiServer, tmp_path: Path) -> Iterator[Pods]:
-    running = Pods(api, tmp_path)
+    running = Pods(tmp_path, publish=publish_slices(api))
     try:
         running.start("a1", "node-a", "127.0.0.71")
         running.start("b1", "node-b", "127.0.0.72")
@@ -111,7 +90,7 @@ async def test_rolling_redeploy_to_new_ips(
 ) -> None:
     async with (
         GreeterClient(TARGET, node="node-a", kubernetes=kube_options) as client,
-        SteadyLoad(client) as load,
+        Load.steady(client) as load,
     ):
         await load.wait_for(lambda r: r.replica == "a1", since=0)
         for name, node, host in [
@@ -129,12 +108,12 @@ async def test_rolling_redeploy_to_new_ips(
             await asyncio.to_thread(pods.stop, old)  # SIGTERM: drain
         await asyncio.to_thread(pods.publish, "a2", "b3", "b4")
         settled = time.monotonic()
-        await asyncio.sleep(1.0)
-    assert load.failures == []
+        await asyncio.sleep(1.0)  # scenario: 1 s of calls after the rollout, all on a2
+    assert load.failures() == []
     late = {r.replica for r in load.replies_since(settled)}
     assert late == {"a2"}, late
     report(capsys, f"redeploy: slices updated -> first call on the new local replica: "
-                   f"{switch * 1000:.0f} ms; {len(load.answers)} calls, 0 failed")  # fmt: skip
+                   f"{switch * 1000:.0f} ms; {len(load.calls)} calls, 0 failed")  # fmt: skip
 
 
 async def test_local_replica_terminating_then_replaced(
@@ -142,14 +121,16 @@ async def test_local_replica_terminating_then_replaced(
 ) -> None:
     async with (
         GreeterClient(TARGET, node="node-a", kubernetes=kube_options) as client,
-        SteadyLoad(client) as load,
+        Load.steady(client) as load,
     ):
         await load.wait_for(lambda r: r.replica == "a1", since=0)
         pods.terminating.add("a1")
         marked = time.monotonic()
         await asyncio.to_thread(pods.publish, "a1", "b1", "b2")
         away = await load.wait_for(lambda r: r.node == "node-b", since=marked)
-        await asyncio.sleep(1.0)  # a1 still runs and would answer; it must get no new calls
+        await asyncio.sleep(
+            1.0
+        )  # scenario: a1 still runs and would answer; it must get no new calls
         late_a1 = [r for r in load.replies_since(marked + away + 0.2) if r.replica == "a1"]
         await asyncio.to_thread(pods.stop, "a1")
         await asyncio.to_thread(pods.publish, "b1", "b2")
@@ -157,7 +138,7 @@ async def test_local_replica_terminating_then_replaced(
         published = time.monotonic()
         await asyncio.to_thread(pods.publish, "a3", "b1", "b2")
         back = await load.wait_for(lambda r: r.replica == "a3", since=published)
-    assert load.failures == []
+    assert load.failures() == []
     assert late_a1 == [], f"{len(late_a1)} calls went to the terminating local replica"
     report(capsys, f"local replica terminating: calls moved to node-b {away * 1000:.0f} ms after the "
                    f"slice said so; new local replica in the slice -> first call on it: "
@@ -169,15 +150,15 @@ async def test_local_replica_crashes(
 ) -> None:
     async with (
         GreeterClient(TARGET, node="node-a", kubernetes=kube_options) as client,
-        SteadyLoad(client, rpc="who_am_i") as load,
-        SteadyLoad(client, workers=2) as writes,
+        Load.steady(client, rpc="who_am_i") as load,
+        Load.steady(client, workers=2) as writes,
     ):
         await load.wait_for(lambda r: r.replica == "a1", since=0)
         killed = time.monotonic()
         await asyncio.to_thread(pods.stop, "a1", signal.SIGKILL)
         failover = await load.wait_for(lambda r: r.node == "node-b", since=killed)
-        await asyncio.sleep(0.3)  # the kubelet's readiness probe notices later
-        pods.running["a1"] = ReplicaProcess("a1", "node-a", "127.0.0.71", GENERATED)
+        await asyncio.sleep(0.3)  # scenario: the kubelet's readiness probe notices later
+        pods.running["a1"] = ReplicaProcess("a1", "node-a", "127.0.0.71")
         pods.terminating.add("a1")
         await asyncio.to_thread(pods.publish, "a1", "b1", "b2")
         pods.running.pop("a1")
@@ -186,7 +167,9 @@ async def test_local_replica_crashes(
         published = time.monotonic()
         await asyncio.to_thread(pods.publish, "a3", "b1", "b2")
         back = await load.wait_for(lambda r: r.replica == "a3", since=published)
-    assert load.failures == [], [e.details() for e in load.failures]  # reads are retried elsewhere
+    assert load.failures() == [], [
+        c.details for c in load.failures()
+    ]  # reads are retried elsewhere
     writes.assert_only_in_flight_calls_failed(kills=1)
     report(capsys, f"local replica SIGKILLed: first answer from node-b {failover * 1000:.0f} ms "
                    f"later; new local replica in the slice -> first call on it: "
@@ -194,23 +177,23 @@ async def test_local_replica_crashes(
 
 
 async def test_api_outage_keeps_calls_flowing(
-    pods: Pods, kube_options: KubernetesOptions, capsys: pytest.CaptureFixture[str]
+    pods: Pods, api: ApiServer, kube_options: KubernetesOptions, capsys: pytest.CaptureFixture[str]
 ) -> None:
     async with (
         GreeterClient(TARGET, node="node-a", kubernetes=kube_options) as client,
-        SteadyLoad(client) as load,
+        Load.steady(client) as load,
     ):
         await load.wait_for(lambda r: r.replica == "a1", since=0)
-        pods.api.set_down(True)
-        await asyncio.sleep(1.5)
+        api.set_down(True)
+        await asyncio.sleep(1.5)  # scenario: the API server is away 1.5 s
         error_seen = client.source.last_error
         during = load.replies_since(time.monotonic() - 1.0)
         await asyncio.to_thread(pods.start, "a4", "node-a", "127.0.0.75")
         await asyncio.to_thread(pods.publish, "a4", "b1", "b2")  # made while the API is away
-        pods.api.set_down(False)
+        api.set_down(False)
         back_up = time.monotonic()
         back = await load.wait_for(lambda r: r.replica == "a4", since=back_up)
-    assert load.failures == []
+    assert load.failures() == []
     assert error_seen is not None and "unreachable" in error_seen, error_seen
     assert during and {r.replica for r in during} == {"a1"}
     report(capsys, f"API down 1.5 s: {len(during)} calls answered meanwhile by the last known "

@@ -22,7 +22,8 @@ from protoc_gen_localfirst.runtime.discovery.source import (
     KubernetesOptions,
 )
 from tests.discovery.kubernetes.apiserver import ApiServer, endpoint, endpoint_slice
-from tests.discovery.kubernetes.conftest import Recorder, SourceFactory, addresses, wait_until
+from tests.discovery.kubernetes.conftest import Recorder, SourceFactory, addresses
+from tests.support.waiting import wait_until
 
 
 def two_slices(api: ApiServer) -> None:
@@ -251,7 +252,10 @@ def test_bookmarks_let_rewatch_skip_the_list(
     rec.wait_for(lambda s: len(s) == 3)
     listed_at = source.resource_version
     api.bump(5)  # the cluster moves on elsewhere
-    wait_until(lambda: source.resource_version == str(api.version))  # via a BOOKMARK
+    wait_until(
+        lambda: source.resource_version == str(api.version),
+        what="the resource version of a BOOKMARK",
+    )
     assert source.resource_version != listed_at
     api.compact()  # only bookmarked versions are still in the window
     api.wait_for_watches(3)  # at least two server-side timeouts and re-watches
@@ -276,7 +280,7 @@ def test_gone_relists(api: ApiServer, make_kube_source: SourceFactory) -> None:
     got = rec.wait_for(lambda s: "10.0.0.7:50051" in addresses(s))
     assert addresses(got) == {"10.0.0.1:50051", "10.0.0.2:50051", "10.0.0.7:50051"}
     assert api.lists == 2
-    wait_until(lambda: source.last_error is None)
+    wait_until(lambda: source.last_error is None, what="last_error cleared")
 
 
 def test_dropped_watch_reconnects_and_keeps_the_set(
@@ -300,9 +304,9 @@ def test_dropped_watch_reconnects_and_keeps_the_set(
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]  # one cut: no outage
     pushes = len(rec.sets)
     with api.outage():
-        wait_until(lambda: source.last_error is not None)
+        wait_until(lambda: source.last_error is not None, what="a watch error")
         assert "unreachable" in (source.last_error or "")
-        time.sleep(0.5)  # several failed reconnects (backoff max 0.3 s)
+        time.sleep(0.5)  # scenario: several failed reconnects (backoff max 0.3 s) change nothing
         assert len(rec.sets) == pushes  # the last known set stays
     api.delete_slice("greeter-x")
     rec.wait_for(lambda s: len(s) == 3)
@@ -318,7 +322,7 @@ def test_forbidden_names_verb_and_resource(api: ApiServer, make_kube_source: Sou
     rec = Recorder()
     source = make_kube_source()
     source.start(rec)
-    wait_until(lambda: source.last_error is not None)
+    wait_until(lambda: source.last_error is not None, what="a watch error")
     error = source.last_error or ""
     assert error.startswith("kubernetes:///greeter.default:50051: forbidden:")
     assert "list endpointslices.discovery.k8s.io in namespace default" in error
@@ -327,7 +331,7 @@ def test_forbidden_names_verb_and_resource(api: ApiServer, make_kube_source: Sou
     # RBAC gets fixed: the source notices on its next retry.
     api.forbid(False)
     rec.wait_for(lambda s: True)
-    wait_until(lambda: source.last_error is None)
+    wait_until(lambda: source.last_error is None, what="last_error cleared")
 
 
 def test_forbidden_with_fallback(api: ApiServer, make_kube_source: SourceFactory) -> None:
@@ -389,7 +393,7 @@ def test_close_is_prompt_and_final(api: ApiServer, make_kube_source: SourceFacto
     assert thread is not None and not thread.is_alive()
     pushes = len(rec.sets)
     api.apply_slice(endpoint_slice("greeter-x", "greeter", [endpoint("10.0.0.9", "node-a")]))
-    time.sleep(0.3)
+    time.sleep(0.3)  # scenario: a closed source pushes nothing, however long we look
     assert len(rec.sets) == pushes
 
 
@@ -397,7 +401,7 @@ def test_close_during_outage(api: ApiServer, make_kube_source: SourceFactory) ->
     api.set_down(True)
     source = make_kube_source()
     source.start(Recorder())
-    wait_until(lambda: source.last_error is not None)
+    wait_until(lambda: source.last_error is not None, what="a watch error")
     started = time.monotonic()
     source.close()
     assert time.monotonic() - started < 2.0
@@ -409,7 +413,7 @@ def test_forbidden_watch_only(api: ApiServer, make_kube_source: SourceFactory) -
     rec = Recorder()
     source = make_kube_source(fallback_target="static:///127.0.0.1:1@node-x")
     source.start(rec)
-    wait_until(lambda: "forbidden" in (source.last_error or ""))
+    wait_until(lambda: "forbidden" in (source.last_error or ""), what="a forbidden error")
     assert "cannot watch endpointslices.discovery.k8s.io" in (source.last_error or "")
     # The list worked, then the watch was refused: the fallback takes over.
     rec.wait_for(lambda s: addresses(s) == {"127.0.0.1:1"})

@@ -1,7 +1,7 @@
 """HTTP/3 client tests: the generated Greeter served by the real bootstrap with ``http3=True``.
 
 In-process servers (``start``) run a test servicer with knobs driven by the
-request name; replica processes (``h3_cluster``) run ``demo.replica --http3``.
+request name; replica processes (``h3_cluster``) run ``tests.support.replica --http3``.
 TLS files come from ``tests.support.certs`` (a CA and a leaf with IP SANs).
 """
 
@@ -10,24 +10,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-
-from demo.cluster import REPO, ReplicaProcess
-from tests.support.certs import TlsFiles, tls_files  # noqa: F401
-
-GENERATED = REPO / "generated"
-if str(GENERATED) not in sys.path:
-    sys.path.insert(0, str(GENERATED))
-
 from greeter.v1.greeter_localfirst import GreeterServicer, start_server
 from greeter.v1.greeter_pb2 import HelloReply, HelloRequest
 
 from protoc_gen_localfirst.runtime import Server, ServicerContext
+from tests.support.certs import TlsFiles, tls_files  # noqa: F401
+from tests.support.cluster import ReplicaProcess, start_all
 
 NODE = "node-h3"
 
@@ -140,21 +133,12 @@ def h3_cluster(tmp_path: Path, tls_files: TlsFiles) -> Iterator[list[ReplicaProc
     """Three replica processes serving HTTP/2 and HTTP/3: a1 on node-a, b1 and b2 on node-b."""
     tls = ("--http3", "--certfile", str(tls_files.cert), "--keyfile", str(tls_files.key))
     replicas = [
-        ReplicaProcess(
-            "greeter-a1", "node-a", "127.0.0.61", GENERATED, extra_args=tls, log_dir=tmp_path
-        ),
-        ReplicaProcess(
-            "greeter-b1", "node-b", "127.0.0.62", GENERATED, extra_args=tls, log_dir=tmp_path
-        ),
-        ReplicaProcess(
-            "greeter-b2", "node-b", "127.0.0.63", GENERATED, extra_args=tls, log_dir=tmp_path
-        ),
+        ReplicaProcess("greeter-a1", "node-a", "127.0.0.61", extra_args=tls, log_dir=tmp_path),
+        ReplicaProcess("greeter-b1", "node-b", "127.0.0.62", extra_args=tls, log_dir=tmp_path),
+        ReplicaProcess("greeter-b2", "node-b", "127.0.0.63", extra_args=tls, log_dir=tmp_path),
     ]
     try:
-        for replica in replicas:
-            replica.start(wait=False)
-        for replica in replicas:
-            replica.wait_serving()
+        start_all(replicas)
         yield replicas
     finally:
         for replica in replicas:

@@ -1,6 +1,6 @@
 """The local-first scenarios of tests/integration, over HTTP/3.
 
-Replicas are real ``python -m demo.replica --http3`` processes on 127.0.0.6x,
+Replicas are real ``python -m tests.support.replica --http3`` processes on 127.0.0.6x,
 serving HTTP/2 and HTTP/3 on one port number; the client uses
 ``transport="h3"``, so every call goes over QUIC.
 """
@@ -16,11 +16,11 @@ import pytest
 from greeter.v1.greeter_localfirst import GreeterClient
 from greeter.v1.greeter_pb2 import HelloRequest
 
-from demo.cluster import ReplicaProcess, static_target
-from demo.load import SteadyLoad
 from protoc_gen_localfirst.runtime import CallFailedError
 from protoc_gen_localfirst.runtime.http3.client import H3Channel
 from tests.support.certs import TlsFiles
+from tests.support.cluster import ReplicaProcess, static_target
+from tests.support.load import Load
 
 pytestmark = pytest.mark.integration
 
@@ -52,31 +52,31 @@ async def test_local_replica_dies_and_returns_without_a_failed_call(
     local = h3_cluster[0]
     async with (
         h3_client(h3_cluster, tls_files) as client,
-        SteadyLoad(client, rpc="who_am_i") as load,
-        SteadyLoad(client, workers=2) as writes,
+        Load.steady(client, rpc="who_am_i") as load,
+        Load.steady(client, workers=2) as writes,
     ):
-        await asyncio.sleep(0.3)
+        await load.wait_for(lambda r: r.node == "node-a", since=0)
         killed = time.monotonic()
         await asyncio.to_thread(local.kill, sig)
         exited = time.monotonic()
-        await asyncio.sleep(1.0)
+        await asyncio.sleep(1.0)  # scenario: the local replica stays down 1 s under load
         restarted = time.monotonic()
         await asyncio.to_thread(local.start)
         back_after = await load.wait_for(lambda r: r.node == "node-a", since=restarted)
-    assert load.failures == [], (
-        f"{len(load.failures)} of {len(load.answers)} reads failed: {load.failures[:3]}"
+    assert load.failures() == [], (
+        f"{len(load.failures())} of {len(load.calls)} reads failed: {load.failures()[:3]}"
     )
     # Non-idempotent writes in flight at a crash may fail (outcome unknown); none on a drain.
     if sig == signal.SIGKILL:
         writes.assert_only_in_flight_calls_failed(kills=1)
     else:
-        assert writes.failures == []
+        assert writes.failures() == []
     before = load.replies_before(killed)
     assert before and {r.node for r in before} == {"node-a"}
     between = load.replies_between(exited, restarted)
     assert between and {r.replica for r in between} <= {"greeter-b1", "greeter-b2"}
     print(
-        f"\n{sig.name}: {len(load.answers)} calls, 0 failed; local traffic back {back_after:.2f}s after restart"
+        f"\n{sig.name}: {len(load.calls)} calls, 0 failed; local traffic back {back_after:.2f}s after restart"
     )
 
 

@@ -1,12 +1,8 @@
 """What generated code imports. Nothing in here generates code."""
 
 from protoc_gen_localfirst.runtime.client.balancer import EjectionPolicy
-from protoc_gen_localfirst.runtime.client.core import (
-    AsyncClient,
-    Metadata,
-    RequestStream,
-    SyncClient,
-)
+from protoc_gen_localfirst.runtime.client.aio import AsyncClient, RequestStream
+from protoc_gen_localfirst.runtime.client.call import Metadata
 from protoc_gen_localfirst.runtime.client.errors import AttemptRecord, CallFailedError
 from protoc_gen_localfirst.runtime.client.observers import (
     BaseObserver,
@@ -14,7 +10,10 @@ from protoc_gen_localfirst.runtime.client.observers import (
     ClientStats,
     LoggingObserver,
 )
-from protoc_gen_localfirst.runtime.client.retry import NO_RETRY, RetryPolicy, RetryThrottling
+from protoc_gen_localfirst.runtime.client.policy import NO_RETRY, RetryPolicy
+from protoc_gen_localfirst.runtime.client.sync import SyncClient
+from protoc_gen_localfirst.runtime.client.throttling import RetryThrottling
+from protoc_gen_localfirst.runtime.compat import RUNTIME_API, require_runtime
 from protoc_gen_localfirst.runtime.discovery import (
     DiscoveryError,
     DnsOptions,
@@ -48,6 +47,7 @@ from protoc_gen_localfirst.schema import (
 __all__ = [
     "NODE_METADATA_KEY",
     "NO_RETRY",
+    "RUNTIME_API",
     "AsyncClient",
     "AttemptRecord",
     "BaseObserver",
@@ -81,6 +81,7 @@ __all__ = [
     "TargetError",
     "abort_unimplemented",
     "bind_servicers",
+    "require_runtime",
     "serve",
     "start_server",
     "unimplemented_stream",

@@ -12,7 +12,7 @@ import sys
 import time
 from collections.abc import Sequence
 
-from protoc_gen_localfirst.runtime.client.core import SyncClient
+from protoc_gen_localfirst.runtime.client.sync import SyncClient
 from protoc_gen_localfirst.runtime.discovery import DiscoveryError, KubernetesOptions
 from protoc_gen_localfirst.runtime.discovery.endpoints import TargetError
 

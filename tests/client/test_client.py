@@ -13,9 +13,9 @@ import pytest
 from google.protobuf.wrappers_pb2 import StringValue
 
 from protoc_gen_localfirst.runtime.client.balancer import EjectionPolicy
-from protoc_gen_localfirst.runtime.client.core import AsyncClient, SyncClient
+from protoc_gen_localfirst.runtime import AsyncClient, SyncClient
 from protoc_gen_localfirst.runtime.client.errors import CallFailedError
-from protoc_gen_localfirst.runtime.client.retry import NO_RETRY, RetryPolicy
+from protoc_gen_localfirst.runtime.client.policy import NO_RETRY, RetryPolicy
 from tests.client.conftest import static_target
 from tests.client.echo import BIDI, CLIENT_STREAM, SERVER_STREAM, UNARY, Replica
 

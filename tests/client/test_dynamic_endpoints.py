@@ -13,11 +13,12 @@ import grpc
 import pytest
 from google.protobuf.wrappers_pb2 import StringValue
 
-from protoc_gen_localfirst.runtime.client.core import AsyncClient, SyncClient
+from protoc_gen_localfirst.runtime import AsyncClient, SyncClient
 from protoc_gen_localfirst.runtime.client.errors import CallFailedError
 from protoc_gen_localfirst.runtime.discovery.endpoints import Endpoint, parse_target
 from protoc_gen_localfirst.runtime.discovery.source import EndpointSource, Listener
 from tests.client.echo import UNARY, Replica
+from tests.support.waiting import wait_until_async
 
 
 class ManualSource(EndpointSource):
@@ -76,12 +77,16 @@ async def test_vanished_endpoint_gets_no_calls_and_its_channel_closes(
     try:
         source.push(endpoints)
         assert await say(client) == "node-a"
-        channel = client._channels[endpoints[0].address]
+        channel = client.channels.active[endpoints[0].address]
         source.push(endpoints[1:])  # node-a's replica left the set (redeployed)
         assert {await say(client) for _ in range(4)} == {"node-b", "node-c"}
-        await asyncio.sleep(0.1)
-        assert endpoints[0].address not in client._channels
-        assert endpoints[0].address not in client._retired
+        await wait_until_async(
+            lambda: channel.get_state() == grpc.ChannelConnectivity.SHUTDOWN,
+            what="the vanished endpoint's channel to shut down",
+            timeout=5,
+        )
+        assert endpoints[0].address not in client.channels.active
+        assert endpoints[0].address not in client.channels.retired
         assert channel.get_state() == grpc.ChannelConnectivity.SHUTDOWN
         source.push(endpoints)  # and came back
         assert await say(client) == "node-a"
@@ -96,15 +101,24 @@ async def test_vanished_endpoint_finishes_its_in_flight_call_first(replicas: lis
     try:
         source.push(endpoints)
         assert await say(client) == "node-a"
-        channel = client._channels[endpoints[0].address]
+        channel = client.channels.active[endpoints[0].address]
         replicas[0].behaviour.delay = 0.5
+        calls_on_a = len(replicas[0].behaviour.calls)
         in_flight = asyncio.ensure_future(say(client))
-        await asyncio.sleep(0.2)  # the call is on node-a now
+        await wait_until_async(  # the call is on node-a now
+            lambda: len(replicas[0].behaviour.calls) > calls_on_a,
+            what="the call to reach node-a's replica",
+            timeout=5,
+        )
         source.push(endpoints[1:])
         assert await say(client) != "node-a"  # no new call goes there...
         assert channel.get_state() != grpc.ChannelConnectivity.SHUTDOWN  # ...but it stays open
         assert await in_flight == "node-a"  # the call in flight completes
-        await asyncio.sleep(0.1)
+        await wait_until_async(
+            lambda: channel.get_state() == grpc.ChannelConnectivity.SHUTDOWN,
+            what="node-a's channel to shut down after its last call",
+            timeout=5,
+        )
         assert channel.get_state() == grpc.ChannelConnectivity.SHUTDOWN  # then it closes
     finally:
         await client.close()

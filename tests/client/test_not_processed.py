@@ -8,13 +8,11 @@ import pytest
 from google.protobuf.wrappers_pb2 import StringValue
 
 from protoc_gen_localfirst.runtime.client.balancer import Balancer
-from protoc_gen_localfirst.runtime.client.retry import (
-    CallAttempts,
-    RetryPolicy,
-    RetryThrottle,
-    RetryThrottling,
-    provably_not_processed,
-)
+from protoc_gen_localfirst.runtime.client.call import Attempt, CallSettings, CallState, GiveUp
+from protoc_gen_localfirst.runtime.client.failures import provably_not_processed
+from protoc_gen_localfirst.runtime.client.observers import ClientEvents
+from protoc_gen_localfirst.runtime.client.policy import RetryPolicy
+from protoc_gen_localfirst.runtime.client.throttling import RetryThrottle, RetryThrottling
 from protoc_gen_localfirst.runtime.discovery.endpoints import Endpoint
 from protoc_gen_localfirst.runtime.identity import DRAINING_KEY
 from protoc_gen_localfirst.schema import Idempotency, MethodInfo, MethodKind
@@ -61,27 +59,38 @@ def test_provably_not_processed(failure: grpc.aio.AioRpcError, unprocessed: bool
     assert provably_not_processed(failure) is unprocessed
 
 
-def attempts(idempotency: Idempotency, throttle: RetryThrottle | None = None) -> CallAttempts:
-    endpoint = Endpoint("127.0.0.1", 1, node="node-a")
-    call = CallAttempts(
-        method="/t.S/M",
-        balancer=Balancer([endpoint, Endpoint("127.0.0.2", 1)], node="node-a", zone=None),
-        policy=RetryPolicy(),
-        timeout=None,
-        throttle=throttle,
-    )
-    call.info = MethodInfo(
-        "t.S", "M", MethodKind.UNARY_UNARY, StringValue, StringValue, idempotency
-    )
-    return call
+class OneCall:
+    """A call of a unary rpc with this idempotency over two endpoints, run by hand."""
+
+    def __init__(self, idempotency: Idempotency, throttle: RetryThrottle | None = None) -> None:
+        endpoint = Endpoint("127.0.0.1", 1, node="node-a")
+        policy = RetryPolicy()
+        settings = CallSettings(
+            info=MethodInfo(
+                "t.S", "M", MethodKind.UNARY_UNARY, StringValue, StringValue, idempotency
+            ),
+            policy=policy,
+            retryable_codes=policy.retryable_codes,
+            hedging=False,
+            balancer=Balancer([endpoint, Endpoint("127.0.0.2", 1)], node="node-a", zone=None),
+            events=ClientEvents(),
+            throttle=throttle,
+            no_endpoints_reason=lambda: "no endpoints",
+        )
+        self.state = CallState(settings, timeout=None)
+
+    def retried_after(self, failure: grpc.aio.AioRpcError) -> bool:
+        """Whether, after the first attempt failed with ``failure``, another attempt follows."""
+        first = self.state.next_action()
+        assert isinstance(first, Attempt)
+        self.state.attempt_failed(first, failure)
+        return not isinstance(self.state.next_action(), GiveUp)
 
 
 def test_reset_after_sending_is_retried_only_for_idempotent_rpcs() -> None:
     reset = error(grpc.StatusCode.UNAVAILABLE, "Socket closed")
-    unknown = attempts(Idempotency.IDEMPOTENCY_UNKNOWN)
-    assert not unknown.failed(unknown.next_endpoint(), reset).retryable
-    safe = attempts(Idempotency.NO_SIDE_EFFECTS)
-    assert safe.failed(safe.next_endpoint(), reset).retryable
+    assert not OneCall(Idempotency.IDEMPOTENCY_UNKNOWN).retried_after(reset)
+    assert OneCall(Idempotency.NO_SIDE_EFFECTS).retried_after(reset)
 
 
 def test_draining_refusals_do_not_spend_the_retry_budget() -> None:
@@ -92,8 +101,7 @@ def test_draining_refusals_do_not_spend_the_retry_budget() -> None:
         (*NODE_TRAILER, (DRAINING_KEY, "true")),
     )
     for _ in range(5):
-        call = attempts(Idempotency.IDEMPOTENCY_UNKNOWN, throttle)
-        assert call.failed(call.next_endpoint(), refusal).retryable
+        assert OneCall(Idempotency.IDEMPOTENCY_UNKNOWN, throttle).retried_after(refusal)
     shed = error(grpc.StatusCode.UNAVAILABLE, "shedding load", NODE_TRAILER)
-    call = attempts(Idempotency.IDEMPOTENCY_UNKNOWN, throttle)
-    assert not call.failed(call.next_endpoint(), shed).retryable  # 2 -> 1 token: at the limit
+    call = OneCall(Idempotency.IDEMPOTENCY_UNKNOWN, throttle)
+    assert not call.retried_after(shed)  # 2 -> 1 token: at the limit

@@ -28,15 +28,14 @@ from protoc_gen_localfirst.runtime import (
     RetryThrottling,
     SyncClient,
 )
-from protoc_gen_localfirst.runtime.client.retry import (
-    PREVIOUS_ATTEMPTS_KEY,
-    RetryThrottle,
-    effective_policy,
-)
+from protoc_gen_localfirst.runtime.client.call import PREVIOUS_ATTEMPTS_KEY
+from protoc_gen_localfirst.runtime.client.policy import effective_policy
+from protoc_gen_localfirst.runtime.client.throttling import RetryThrottle
 from protoc_gen_localfirst.runtime.discovery.endpoints import Endpoint
 from protoc_gen_localfirst.schema import NO_POLICY
 from tests.client.conftest import static_target
 from tests.client.echo import Replica
+from tests.support.waiting import wait_until_async
 
 FAST = RetryPolicy(max_attempts=4, initial_backoff=0.001, max_backoff=0.01)
 WIDE = frozenset(
@@ -262,7 +261,11 @@ async def test_per_attempt_timeout_fails_over_from_a_frozen_replica(
         assert len(replicas[0].behaviour.calls) == 1
         # Thawed: once the ejection ends, the local replica is first choice again.
         replicas[0].behaviour.delay = 0.0
-        await asyncio.sleep(0.6)
+        await wait_until_async(
+            lambda: client.endpoint_order()[0].node == "node-a",
+            what="the local replica's ejection (0.5 s) to end",
+            timeout=5,
+        )
         assert (await call(client, method)).startswith("node-a")
 
 
@@ -294,6 +297,7 @@ async def test_hedge_to_the_next_endpoint_wins_and_the_slow_attempt_is_cancelled
         answer = await call(client, method)
         elapsed = time.monotonic() - started
         stats = client.stats
+        # scenario: past the slow attempt's 1 s, so one that was not cancelled would have run
         await asyncio.sleep(1.2)
     assert not answer.startswith("node-a") and elapsed < 0.8
     assert stats.hedges == 1 and stats.hedge_wins == 1

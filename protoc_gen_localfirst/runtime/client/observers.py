@@ -15,7 +15,7 @@ a few lines, see ``CallObserver``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Protocol
 
@@ -141,10 +141,79 @@ class ClientStats:
         return asdict(self)
 
 
-def notify(observers: Sequence[CallObserver], event: str, *args: object) -> None:
-    """Call ``event`` on every observer; an observer's exception is logged, not raised."""
-    for observer in observers:
-        try:
-            getattr(observer, event)(*args)
-        except Exception:
-            log.exception("observer %r failed in %s", observer, event)
+class ClientEvents:
+    """Where a client's events go: counted in ``stats``, then told to every observer.
+
+    The call state machine and the client core raise events only through
+    these typed methods; an observer's exception is logged, never raised.
+    """
+
+    __slots__ = ("observers", "stats")
+
+    def __init__(self, observers: Sequence[CallObserver] = ()) -> None:
+        self.stats = ClientStats()
+        self.observers: tuple[CallObserver, ...] = tuple(observers)
+
+    def call_started(self) -> None:
+        self.stats.calls += 1
+
+    def attempt(
+        self,
+        method: str,
+        endpoint: Endpoint,
+        number: int,
+        *,
+        hedged: bool,
+        previous: Endpoint | None,
+    ) -> None:
+        """Attempt ``number`` starts; ``previous`` is where the last failed attempt went."""
+        stats = self.stats
+        stats.attempts += 1
+        failover = not hedged and previous is not None and previous.address != endpoint.address
+        if hedged:
+            stats.hedges += 1
+        elif failover:
+            stats.failovers += 1
+        if not self.observers:
+            return
+        if failover:
+            assert previous is not None
+            self._each("on_failover", lambda o: o.on_failover(method, previous, endpoint))
+        self._each("on_attempt", lambda o: o.on_attempt(endpoint, method, number, hedged))
+        if hedged:
+            self._each("on_hedge", lambda o: o.on_hedge(method, endpoint, number))
+
+    def retry(
+        self, method: str, attempt: int, code: grpc.StatusCode, delay: float, *, pushback: bool
+    ) -> None:
+        """Attempt ``attempt`` failed with ``code``; the next starts in ``delay`` seconds."""
+        self.stats.retries += 1
+        if pushback:
+            self.stats.pushbacks += 1
+        if self.observers:
+            self._each("on_retry", lambda o: o.on_retry(method, attempt, code, delay))
+
+    def throttled(self, method: str) -> None:
+        self.stats.throttled += 1
+        if self.observers:
+            self._each("on_throttled", lambda o: o.on_throttled(method))
+
+    def hedge_won(self) -> None:
+        self.stats.hedge_wins += 1
+
+    def ejection(self, endpoint: Endpoint, duration: float) -> None:
+        self.stats.ejections += 1
+        if self.observers:
+            self._each("on_ejection", lambda o: o.on_ejection(endpoint, duration))
+
+    def endpoints_changed(self, old: Sequence[Endpoint], new: Sequence[Endpoint]) -> None:
+        self.stats.endpoint_changes += 1
+        if self.observers:
+            self._each("on_endpoints_changed", lambda o: o.on_endpoints_changed(old, new))
+
+    def _each(self, event: str, call: Callable[[CallObserver], object]) -> None:
+        for observer in self.observers:
+            try:
+                call(observer)
+            except Exception:
+                log.exception("observer %r failed in %s", observer, event)

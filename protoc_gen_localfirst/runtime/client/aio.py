@@ -1,0 +1,312 @@
+"""The asyncio client: grpc.aio (HTTP/2) or our HTTP/3 channels, driven by ``CallState``.
+
+Only I/O lives here: opening attempts, awaiting answers, sleeping and
+cancelling. What to do next is always the call state machine's answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Self, TypeAlias, TypeVar
+
+import grpc
+import grpc.aio
+
+from protoc_gen_localfirst.runtime.client.call import Attempt, CallState, GiveUp, Metadata, Wait
+from protoc_gen_localfirst.runtime.client.core import ClientCore
+from protoc_gen_localfirst.runtime.client.policy import RetryPolicy
+from protoc_gen_localfirst.runtime.client.replay import AsyncRequestReplay
+from protoc_gen_localfirst.runtime.discovery.endpoints import Endpoint
+from protoc_gen_localfirst.schema import MethodInfo, RequestT, ResponseT
+
+if TYPE_CHECKING:
+    from protoc_gen_localfirst.runtime.http3.client import TransportMemory
+
+_MessageT = TypeVar("_MessageT")
+RequestStream: TypeAlias = AsyncIterable[_MessageT] | Iterable[_MessageT]
+"""What an asyncio client-streaming method takes: an async or a plain iterable."""
+
+OpenCall = Callable[[Any, Attempt], Any]
+"""(multi-callable, attempt) -> the attempt's grpc.aio call."""
+
+_FAILED: Any = object()
+"""An attempt's result when it failed (the state machine has the details)."""
+
+
+class AsyncClient(ClientCore[grpc.aio.Channel]):
+    """asyncio client core (grpc.aio): local-first endpoint order, failover, retries."""
+
+    _fallbacks: TransportMemory | None = None
+    """``transport="auto"``: endpoints that fell back to HTTP/2, shared by their channels."""
+    _closing: set[asyncio.Future[None]] | None = None
+
+    def _new_channel(self, endpoint: Endpoint) -> grpc.aio.Channel:
+        if self.transport == "h2":
+            return self._h2_channel(endpoint)
+        # Imported here: QUIC is loaded only by clients that use HTTP/3.
+        from protoc_gen_localfirst.runtime.http3.client import (
+            AutoChannel,
+            H3Channel,
+            TransportMemory,
+        )
+        from protoc_gen_localfirst.runtime.http3.options import H3Options
+
+        h3 = H3Channel(
+            endpoint.host,
+            endpoint.port,
+            ca_file=self._ca_file,
+            insecure_skip_verify=self._insecure_skip_verify,
+            options=self._h3_options or H3Options(),
+            channel_options=self._channel_options,
+        )
+        if self.transport == "h3":
+            return h3
+        if self._fallbacks is None:
+            self._fallbacks = TransportMemory()
+        return AutoChannel(
+            endpoint.address, h3, lambda: self._h2_channel(endpoint), self._fallbacks
+        )
+
+    def _h2_channel(self, endpoint: Endpoint) -> grpc.aio.Channel:
+        target = endpoint.channel_target
+        if self._credentials is None:
+            return grpc.aio.insecure_channel(target, options=self._channel_options)
+        return grpc.aio.secure_channel(target, self._credentials, options=self._channel_options)
+
+    def _close_channels(self, channels: list[grpc.aio.Channel]) -> None:
+        # Called on the event loop (from a call path): closing is a coroutine.
+        if self._closing is None:
+            self._closing = set()
+        for channel in channels:
+            closing = asyncio.ensure_future(channel.close())
+            self._closing.add(closing)
+            closing.add_done_callback(self._closing.discard)
+
+    async def close(self) -> None:
+        """Stop discovery and close every channel; calls in flight are cancelled."""
+        channels = self._shutdown_discovery()
+        await asyncio.gather(*(channel.close() for channel in channels), *(self._closing or ()))
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def _begin(
+        self,
+        method: MethodInfo[Any, Any],
+        timeout: float | None,
+        retry: RetryPolicy | None,
+        metadata: Metadata | None,
+    ) -> CallState:
+        if not self._resolved.is_set():
+            await asyncio.to_thread(self._resolved.wait, self._first_resolution_wait(timeout))
+        return self._new_call(method, timeout, retry, metadata)
+
+    # -- unary responses -----------------------------------------------------------
+
+    async def _unary_unary(
+        self,
+        method: MethodInfo[RequestT, ResponseT],
+        request: RequestT,
+        *,
+        timeout: float | None,
+        metadata: Metadata | None,
+        retry: RetryPolicy | None,
+    ) -> ResponseT:
+        def open_call(multicallable: Any, attempt: Attempt) -> Any:
+            return multicallable(request, timeout=attempt.timeout, metadata=attempt.metadata)
+
+        call = await self._begin(method, timeout, retry, metadata)
+        response: ResponseT = await self._unary_response(call, open_call, None)
+        return response
+
+    async def _stream_unary(
+        self,
+        method: MethodInfo[RequestT, ResponseT],
+        requests: AsyncIterable[RequestT] | Iterable[RequestT],
+        *,
+        timeout: float | None,
+        metadata: Metadata | None,
+        retry: RetryPolicy | None,
+    ) -> ResponseT:
+        replay = AsyncRequestReplay(requests, self.retry_buffer_limit)
+
+        def open_call(multicallable: Any, attempt: Attempt) -> Any:
+            return multicallable(
+                replay.attempt(), timeout=attempt.timeout, metadata=attempt.metadata
+            )
+
+        call = await self._begin(method, timeout, retry, metadata)
+        response: ResponseT = await self._unary_response(call, open_call, replay)
+        return response
+
+    async def _unary_response(
+        self, call: CallState, open_call: OpenCall, replay: AsyncRequestReplay[Any] | None
+    ) -> Any:
+        """Run the call's attempts; hedged attempts run as concurrent tasks."""
+        hedges: dict[asyncio.Future[Any], Attempt] = {}
+        try:
+            while True:
+                action = call.next_action()
+                if isinstance(action, Attempt):
+                    if not call.hedging:  # the common case: no task
+                        response = await self._unary_attempt(call, action, open_call, replay)
+                    else:
+                        hedge = asyncio.ensure_future(
+                            self._unary_attempt(call, action, open_call, replay)
+                        )
+                        hedges[hedge] = action
+                        continue
+                elif isinstance(action, Wait):
+                    response = await _wait(action, hedges)
+                else:
+                    action.raise_error()
+                if response is not _FAILED:
+                    return response
+        finally:
+            for task in hedges:
+                task.cancel()
+            if hedges:
+                await asyncio.gather(*hedges, return_exceptions=True)
+
+    async def _unary_attempt(
+        self,
+        call: CallState,
+        attempt: Attempt,
+        open_call: OpenCall,
+        replay: AsyncRequestReplay[Any] | None,
+    ) -> Any:
+        endpoint = attempt.endpoint
+        multicallable = self.channels.acquire(endpoint, call.settings.info)
+        try:
+            grpc_call = open_call(multicallable, attempt)
+            try:
+                response = await grpc_call
+                self._learn(endpoint, await grpc_call.trailing_metadata())
+            except grpc.RpcError as error:
+                replayable = replay is None or replay.replayable
+                call.attempt_failed(attempt, error, replayable=replayable)
+                return _FAILED
+            except asyncio.CancelledError:
+                grpc_call.cancel()
+                raise
+        finally:
+            self.channels.release(endpoint)
+        call.attempt_succeeded(attempt)
+        return response
+
+    # -- streamed responses ------------------------------------------------------------
+
+    def _unary_stream(
+        self,
+        method: MethodInfo[RequestT, ResponseT],
+        request: RequestT,
+        *,
+        timeout: float | None,
+        metadata: Metadata | None,
+        retry: RetryPolicy | None,
+    ) -> AsyncIterator[ResponseT]:
+        def open_call(multicallable: Any, attempt: Attempt) -> Any:
+            return multicallable(request, timeout=attempt.timeout, metadata=attempt.metadata)
+
+        return self._stream_responses(method, timeout, retry, metadata, open_call, None)
+
+    def _stream_stream(
+        self,
+        method: MethodInfo[RequestT, ResponseT],
+        requests: AsyncIterable[RequestT] | Iterable[RequestT],
+        *,
+        timeout: float | None,
+        metadata: Metadata | None,
+        retry: RetryPolicy | None,
+    ) -> AsyncIterator[ResponseT]:
+        replay = AsyncRequestReplay(requests, self.retry_buffer_limit)
+
+        def open_call(multicallable: Any, attempt: Attempt) -> Any:
+            return multicallable(
+                replay.attempt(), timeout=attempt.timeout, metadata=attempt.metadata
+            )
+
+        return self._stream_responses(method, timeout, retry, metadata, open_call, replay)
+
+    async def _stream_responses(
+        self,
+        method: MethodInfo[Any, Any],
+        timeout: float | None,
+        retry: RetryPolicy | None,
+        metadata: Metadata | None,
+        open_call: OpenCall,
+        replay: AsyncRequestReplay[Any] | None,
+    ) -> AsyncIterator[Any]:
+        """Retry until the call commits (headers or a first message), then stream.
+
+        Only the part before the commit is retried: no message is yielded twice.
+        """
+        call = await self._begin(method, timeout, retry, metadata)
+        opened = None
+        while opened is None:
+            action = call.next_action()
+            if isinstance(action, Wait):
+                await asyncio.sleep(action.seconds or 0.0)
+            elif isinstance(action, GiveUp):
+                action.raise_error()
+            else:
+                opened = await self._open_stream(call, action, open_call, replay)
+        attempt, stream, message = opened
+        try:
+            while message is not grpc.aio.EOF:
+                yield message
+                message = await stream.read()
+        except grpc.RpcError as error:
+            call.stream_failed(attempt, error).raise_error()
+        finally:
+            stream.cancel()
+            self.channels.release(attempt.endpoint)
+        call.attempt_succeeded(attempt)
+
+    async def _open_stream(
+        self,
+        call: CallState,
+        attempt: Attempt,
+        open_call: OpenCall,
+        replay: AsyncRequestReplay[Any] | None,
+    ) -> tuple[Attempt, Any, Any] | None:
+        """(attempt, stream, first message or EOF) once committed; None if the attempt failed."""
+        multicallable = self.channels.acquire(attempt.endpoint, call.settings.info)
+        stream = open_call(multicallable, attempt)
+        try:
+            headers = await stream.initial_metadata()
+            call.committed = bool(headers)
+            self._learn(attempt.endpoint, headers)
+            first = await stream.read()
+        except grpc.RpcError as error:
+            stream.cancel()
+            self.channels.release(attempt.endpoint)
+            call.attempt_failed(attempt, error, replayable=replay is None or replay.replayable)
+            return None
+        call.committed = True
+        return attempt, stream, first
+
+
+async def _wait(action: Wait, hedges: dict[asyncio.Future[Any], Attempt]) -> Any:
+    """Sleep, or wait for a hedged attempt to end: its response, or ``_FAILED``."""
+    if not hedges:
+        await asyncio.sleep(action.seconds or 0.0)
+        return _FAILED
+    done, _ = await asyncio.wait(
+        hedges, timeout=action.seconds, return_when=asyncio.FIRST_COMPLETED
+    )
+    for task in done:
+        del hedges[task]
+        if task.result() is not _FAILED:
+            return task.result()
+    return _FAILED

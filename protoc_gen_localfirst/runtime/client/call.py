@@ -1,0 +1,382 @@
+"""The attempts of one call as a sans-IO state machine.
+
+Like h11's ``next_event()``: the driver (asyncio or blocking) asks
+``next_action()`` what to do, does that I/O, and reports the outcome with
+``attempt_succeeded`` / ``attempt_failed``. The machine decides everything
+else, once for both clients: which endpoint each attempt goes to (locality
+order from the balancer), how long it may take, whether a failure may be
+retried (gRFC A6: retryable code, idempotency, commit, pushback, throttling,
+deadline), how long to back off (tenacity's full-jitter strategy), when to
+hedge, and the error the caller finally sees.
+
+Actions:
+
+- ``Attempt``: start this attempt (endpoint, timeout, metadata).
+- ``Wait(seconds)``: sleep that long, or, while hedged attempts are in flight,
+  wait until one of them ends or ``seconds`` pass (None: until one ends).
+- ``GiveUp(error)``: raise ``error``; no further attempt will be made.
+
+A success needs no action: the driver returns the response it holds (and
+cancels other hedged attempts still in flight).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, NoReturn
+
+import grpc
+
+from protoc_gen_localfirst.runtime.client.balancer import Balancer
+from protoc_gen_localfirst.runtime.client.errors import AttemptRecord, CallFailedError
+from protoc_gen_localfirst.runtime.client.failures import (
+    DO_NOT_RETRY,
+    Failure,
+    as_aio_metadata,
+    headers_arrived,
+)
+from protoc_gen_localfirst.runtime.client.observers import ClientEvents
+from protoc_gen_localfirst.runtime.client.policy import (
+    NOT_PROCESSED_CODES,
+    REPLAY_SAFE,
+    RetryPolicy,
+    retry_state,
+)
+from protoc_gen_localfirst.runtime.client.throttling import RetryThrottle
+from protoc_gen_localfirst.runtime.discovery.endpoints import Endpoint
+from protoc_gen_localfirst.schema import MethodInfo
+
+Metadata = Sequence[tuple[str, str | bytes]]
+
+PREVIOUS_ATTEMPTS_KEY = "localfirst-previous-rpc-attempts"
+"""Sent on attempts after the first (the value is how many came before).
+gRFC A6 names it ``grpc-previous-rpc-attempts``, but grpcio (1.85) accepts a
+``grpc-`` key from the application and then drops it: the server never sees
+it. So the runtime uses its own key, next to ``localfirst-node``."""
+
+
+@dataclass(slots=True)
+class Attempt:
+    """Start an attempt: send the request to ``endpoint`` within ``timeout`` seconds."""
+
+    number: int
+    """1 for the first attempt of the call."""
+    endpoint: Endpoint
+    timeout: float | None
+    metadata: Metadata | None
+    hedged: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Wait:
+    """Sleep ``seconds``; with attempts in flight, wake early when one ends (None: no limit)."""
+
+    seconds: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class GiveUp:
+    """Raise ``error`` (``from cause`` when it replaces the attempt's own error)."""
+
+    error: grpc.RpcError
+    cause: grpc.RpcError | None = None
+
+    def raise_error(self) -> NoReturn:
+        if self.cause is None:
+            raise self.error
+        raise self.error from self.cause
+
+
+Action = Attempt | Wait | GiveUp
+
+
+@dataclass(frozen=True, slots=True)
+class CallSettings:
+    """What a call needs from its client, fixed for the call."""
+
+    info: MethodInfo[Any, Any]
+    policy: RetryPolicy
+    retryable_codes: frozenset[grpc.StatusCode]
+    hedging: bool
+    balancer: Balancer
+    events: ClientEvents
+    throttle: RetryThrottle | None
+    no_endpoints_reason: Callable[[], str]
+
+
+class CallState:
+    """One call: its attempts so far, its deadline, and what happens next."""
+
+    def __init__(
+        self,
+        settings: CallSettings,
+        *,
+        timeout: float | None,
+        metadata: Metadata | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings
+        self.method = settings.info.path
+        self.policy = settings.policy
+        self.hedging = settings.hedging
+        self.timeout = timeout
+        self.metadata = metadata
+        self._clock = clock
+        self._deadline = None if timeout is None else clock() + timeout
+        self._order = settings.balancer.order()
+        self.records: list[AttemptRecord] = []
+        self.started = 0
+        """Attempts started (hedged attempts overlap, so this can exceed ``records``)."""
+        self.in_flight = 0
+        self.committed = False
+        """Response headers or a message arrived, or requests can no longer be replayed:
+        no further attempt (gRFC A6)."""
+        self._verdict: GiveUp | None = None
+        self._backoff: float | None = None
+        """Sequential calls: the wait before the next attempt, once decided."""
+        self._pushback: float | None = None
+        self._backoff_retries = 0
+        self._more = True
+        """Hedged calls: further attempts may still be sent."""
+        self._next_hedge_at = 0.0
+        self._last: _Verdict | None = None
+        settings.events.call_started()
+
+    # -- what to do next -------------------------------------------------------
+
+    def next_action(self) -> Action:
+        """The next thing the driver should do (see the module docstring)."""
+        if self._verdict is not None:
+            return self._verdict
+        if self.hedging:
+            return self._next_hedged()
+        if self._backoff is not None:
+            wait, self._backoff = self._backoff, None
+            if wait > 0:
+                return Wait(wait)
+        if self.in_flight:
+            raise RuntimeError("next_action() while the attempt is in flight")
+        return self._attempt(hedged=False)
+
+    def _next_hedged(self) -> Action:
+        """gRFC A6 hedging: a new attempt every ``hedging_delay`` while none answered.
+
+        A retryable failure sends the next attempt at once; pushback sets the
+        delay before the next; throttling or "do not retry" stop new attempts
+        (those in flight still may answer).
+        """
+        now = self._clock()
+        can_send = self._more and self.started < self.policy.max_attempts
+        can_send = can_send and not self._deadline_passed(now)
+        if can_send and (self.in_flight == 0 or now >= self._next_hedge_at):
+            throttle = self.settings.throttle
+            if self.started > 0 and throttle is not None and not throttle.allows_retry():
+                self._more = can_send = False
+                self.settings.events.throttled(self.method)
+            else:
+                delay = self.policy.hedging_delay or 0.0
+                if self._pushback is not None:
+                    delay, self._pushback = self._pushback, None
+                self._next_hedge_at = now + delay
+                return self._attempt(hedged=self.started > 0)
+        if self.in_flight:
+            return Wait(max(self._next_hedge_at - now, 0.0) if can_send else None)
+        assert self._last is not None, "hedging ended without an attempt"
+        return self._give_up(self._last)
+
+    def _attempt(self, *, hedged: bool) -> Action:
+        if not self._order:
+            return GiveUp(
+                CallFailedError(
+                    method=self.method,
+                    code=grpc.StatusCode.UNAVAILABLE,
+                    summary=self.settings.no_endpoints_reason(),
+                    attempts=(),
+                )
+            )
+        endpoint = self._order[self.started % len(self._order)]
+        self.started += 1
+        self.in_flight += 1
+        number = self.started
+        metadata = self.metadata
+        if number > 1:
+            previous = (PREVIOUS_ATTEMPTS_KEY, str(number - 1))
+            metadata = (*metadata, previous) if metadata else (previous,)
+        self.settings.events.attempt(
+            self.method,
+            endpoint,
+            number,
+            hedged=hedged,
+            previous=self.records[-1].endpoint if self.records else None,
+        )
+        return Attempt(number, endpoint, self._attempt_timeout(), metadata, hedged)
+
+    def _attempt_timeout(self) -> float | None:
+        """``min(per_attempt_timeout, what remains of the deadline)``."""
+        per_attempt = self.policy.per_attempt_timeout
+        if self._deadline is None:
+            return per_attempt
+        remaining = max(self._deadline - self._clock(), 0.0)
+        return remaining if per_attempt is None else min(per_attempt, remaining)
+
+    def _deadline_passed(self, now: float | None = None) -> bool:
+        if self._deadline is None:
+            return False
+        return (self._clock() if now is None else now) >= self._deadline
+
+    # -- outcomes ----------------------------------------------------------------
+
+    def attempt_succeeded(self, attempt: Attempt) -> None:
+        """``attempt`` answered OK (for streams: it committed and ended OK)."""
+        self.in_flight -= 1
+        self.settings.balancer.record_success(attempt.endpoint)
+        if self.settings.throttle is not None:
+            self.settings.throttle.record_success()
+        if self.hedging and attempt.number > 1:
+            self.settings.events.hedge_won()
+
+    def attempt_failed(
+        self, attempt: Attempt, error: grpc.RpcError, *, replayable: bool = True
+    ) -> None:
+        """``attempt`` failed with ``error``; ``replayable`` is False once requests were lost."""
+        self.in_flight -= 1
+        if headers_arrived(error) or not replayable:
+            self.committed = True
+        failure = Failure.of(error)
+        self.records.append(AttemptRecord(attempt.endpoint, failure.code, failure.details))
+        deadline_passed = self._deadline_passed()
+        self._report_endpoint(attempt.endpoint, failure.code, deadline_passed)
+        retryable, throttled = self._retryable(failure, deadline_passed)
+        if throttled:
+            self.settings.events.throttled(self.method)
+        self._pushback = None if failure.pushback == DO_NOT_RETRY else failure.pushback
+        self._last = verdict = _Verdict(failure, retryable, throttled)
+        if self.hedging:
+            self._after_hedge_failure(verdict)
+        elif not retryable:
+            self._verdict = self._give_up(verdict)
+        else:
+            self._schedule_retry(verdict)
+
+    def stream_failed(self, attempt: Attempt, error: grpc.RpcError) -> GiveUp:
+        """A committed stream failed: nothing more to try, this is the caller's error."""
+        self.committed = True
+        self.attempt_failed(attempt, error)
+        assert self._verdict is not None
+        return self._verdict
+
+    def _report_endpoint(
+        self, endpoint: Endpoint, code: grpc.StatusCode, deadline_passed: bool
+    ) -> None:
+        if self.committed:
+            return
+        if code in NOT_PROCESSED_CODES:
+            self.settings.balancer.record_connection_failure(endpoint)
+        elif code == grpc.StatusCode.DEADLINE_EXCEEDED and not deadline_passed:
+            # The per-attempt timeout cut it: the endpoint is slow or frozen.
+            self.settings.balancer.record_timeout(endpoint)
+
+    def _retryable(self, failure: Failure, deadline_passed: bool) -> tuple[bool, bool]:
+        """(may another attempt follow, was it refused only by throttling)."""
+        codes = self.settings.retryable_codes
+        throttle = self.settings.throttle
+        # A stopping server's refusal is not overload: it does not drain the
+        # retry budget (else a rolling redeploy throttles every retry away).
+        counts = (
+            failure.code in codes or failure.pushback == DO_NOT_RETRY
+        ) and not failure.draining
+        if counts and throttle is not None:
+            throttle.record_failure()
+        replay_safe = self.settings.info.idempotency in REPLAY_SAFE
+        retryable = (
+            failure.code in codes
+            and failure.pushback != DO_NOT_RETRY
+            and not self.committed
+            and not deadline_passed
+            and (replay_safe or failure.not_processed)
+        )
+        if retryable and throttle is not None and not throttle.allows_retry():
+            return False, True
+        return retryable, False
+
+    def _schedule_retry(self, verdict: _Verdict) -> None:
+        """Back off (pushback, else full jitter), unless attempts or time run out."""
+        if self._pushback is not None:
+            wait, self._pushback, self._backoff_retries = self._pushback, None, 0
+            pushed = True
+        else:
+            self._backoff_retries += 1
+            wait = self.policy.wait_strategy(retry_state(self._backoff_retries))
+            pushed = False
+        stop = self.policy.stop_strategy(retry_state(len(self.records)))
+        if stop or (self._deadline is not None and self._clock() + wait >= self._deadline):
+            self._verdict = self._give_up(verdict)
+            return
+        self._backoff = wait
+        code = verdict.failure.code
+        self.settings.events.retry(self.method, len(self.records), code, wait, pushback=pushed)
+
+    def _after_hedge_failure(self, verdict: _Verdict) -> None:
+        if verdict.retryable:
+            self._next_hedge_at = self._clock()  # non-fatal: the next hedge goes now
+        elif verdict.failure.code in self.settings.retryable_codes and not self.committed:
+            self._more = False  # pushback "do not retry", or throttled
+        else:
+            self._verdict = self._give_up(verdict)
+
+    # -- the caller's error --------------------------------------------------------
+
+    def _give_up(self, verdict: _Verdict) -> GiveUp:
+        """What the caller sees once no further attempt will be made.
+
+        A status the method chose to return (not retryable, or committed) is the
+        answer of the service: it is raised unchanged, trailers and all. Running
+        out of attempts or of time raises ``CallFailedError``, naming every
+        endpoint tried; so does a retry refused by throttling.
+        """
+        failure = verdict.failure
+        tried = _attempts(self.records)
+        passed = self._deadline_passed()
+        if passed or failure.code == grpc.StatusCode.DEADLINE_EXCEEDED:
+            if passed or self.policy.per_attempt_timeout is None:
+                summary = f"deadline of {self.timeout}s exceeded after {tried}"
+            else:
+                timeout = self.policy.per_attempt_timeout
+                summary = f"attempt timeout of {timeout}s exceeded after {tried}"
+            return self._failed(grpc.StatusCode.DEADLINE_EXCEEDED, summary, failure, None)
+        if verdict.throttled:
+            summary = f"retries throttled (too many recent failures) after {tried}"
+        elif not verdict.retryable:
+            return GiveUp(failure.error)  # the service's answer
+        elif len(self.records) >= self.policy.max_attempts:
+            summary = f"all {tried} failed"
+        else:
+            summary = f"gave up after {tried}: backoff would pass the deadline"
+        return self._failed(failure.code, summary, failure, as_aio_metadata(failure.trailers))
+
+    def _failed(
+        self, code: grpc.StatusCode, summary: str, failure: Failure, trailers: Any
+    ) -> GiveUp:
+        error = CallFailedError(
+            method=self.method,
+            code=code,
+            summary=summary,
+            attempts=self.records,
+            trailing_metadata=trailers,
+        )
+        return GiveUp(error, cause=failure.error)
+
+
+@dataclass(frozen=True, slots=True)
+class _Verdict:
+    """A failed attempt and what was decided about it."""
+
+    failure: Failure
+    retryable: bool
+    throttled: bool
+
+
+def _attempts(records: Sequence[AttemptRecord]) -> str:
+    return "1 attempt" if len(records) == 1 else f"{len(records)} attempts"

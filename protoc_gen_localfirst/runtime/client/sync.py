@@ -1,0 +1,282 @@
+"""The blocking client: grpc channels (HTTP/2), driven by ``CallState``.
+
+Only I/O lives here. Unary attempts are grpc futures, so hedged attempts run
+concurrently without threads of our own: each future's completion is queued
+and the driver takes them in the order they end.
+"""
+
+from __future__ import annotations
+
+import queue
+import time
+from collections.abc import Callable, Iterable, Iterator
+from types import TracebackType
+from typing import Any, Self
+
+import grpc
+
+from protoc_gen_localfirst.runtime.client.call import Attempt, CallState, GiveUp, Metadata, Wait
+from protoc_gen_localfirst.runtime.client.core import ClientCore
+from protoc_gen_localfirst.runtime.client.policy import RetryPolicy
+from protoc_gen_localfirst.runtime.client.replay import SyncRequestReplay
+from protoc_gen_localfirst.runtime.discovery.endpoints import Endpoint
+from protoc_gen_localfirst.schema import MethodInfo, RequestT, ResponseT
+
+StartCall = Callable[[Any, Attempt], Any]
+"""(multi-callable, attempt) -> the attempt's grpc call (a future for unary responses)."""
+
+_FAILED: Any = object()
+
+
+class _UnaryAttempts:
+    """The unary attempts of one call in flight, as grpc futures, taken as they end."""
+
+    def __init__(self) -> None:
+        self.in_flight: dict[Any, Attempt] = {}
+        """grpc futures (``grpc.Future`` and ``grpc.Call``) of attempts not yet taken."""
+        self._ended: queue.SimpleQueue[Any] = queue.SimpleQueue()
+
+    def add(self, future: Any, attempt: Attempt) -> None:
+        self.in_flight[future] = attempt
+        future.add_done_callback(self._ended.put)
+
+    def next_ended(self, timeout: float | None) -> tuple[Any, Attempt] | None:
+        """The next attempt to end within ``timeout`` seconds, or None."""
+        try:
+            future = self._ended.get(timeout=timeout)
+        except queue.Empty:
+            return None
+        return future, self.in_flight.pop(future)
+
+
+class SyncClient(ClientCore[grpc.Channel]):
+    """Blocking client core (grpc channels): the same behaviour as ``AsyncClient``.
+
+    HTTP/2 only: ``transport="h3"``/``"auto"`` raise ``ValueError`` here (the
+    HTTP/3 transport is asyncio; use the asyncio client).
+    """
+
+    _transports: frozenset[str] = frozenset({"h2"})
+
+    def _new_channel(self, endpoint: Endpoint) -> grpc.Channel:
+        target = endpoint.channel_target
+        if self._credentials is None:
+            return grpc.insecure_channel(target, options=self._channel_options)
+        return grpc.secure_channel(target, self._credentials, options=self._channel_options)
+
+    def _close_channels(self, channels: list[grpc.Channel]) -> None:
+        for channel in channels:
+            channel.close()
+
+    def close(self) -> None:
+        """Stop discovery and close every channel; calls in flight are cancelled."""
+        self._close_channels(self._shutdown_discovery())
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _begin(
+        self,
+        method: MethodInfo[Any, Any],
+        timeout: float | None,
+        retry: RetryPolicy | None,
+        metadata: Metadata | None,
+    ) -> CallState:
+        if not self._resolved.is_set():
+            self._resolved.wait(self._first_resolution_wait(timeout))
+        return self._new_call(method, timeout, retry, metadata)
+
+    # -- unary responses -----------------------------------------------------------
+
+    def _unary_unary(
+        self,
+        method: MethodInfo[RequestT, ResponseT],
+        request: RequestT,
+        *,
+        timeout: float | None,
+        metadata: Metadata | None,
+        retry: RetryPolicy | None,
+    ) -> ResponseT:
+        def start(multicallable: Any, attempt: Attempt) -> Any:
+            return multicallable.future(
+                request, timeout=attempt.timeout, metadata=_tuple(attempt.metadata)
+            )
+
+        call = self._begin(method, timeout, retry, metadata)
+        response: ResponseT = self._unary_response(call, start, None)
+        return response
+
+    def _stream_unary(
+        self,
+        method: MethodInfo[RequestT, ResponseT],
+        requests: Iterable[RequestT],
+        *,
+        timeout: float | None,
+        metadata: Metadata | None,
+        retry: RetryPolicy | None,
+    ) -> ResponseT:
+        replay = SyncRequestReplay(requests, self.retry_buffer_limit)
+
+        def start(multicallable: Any, attempt: Attempt) -> Any:
+            return multicallable.future(
+                replay.attempt(), timeout=attempt.timeout, metadata=_tuple(attempt.metadata)
+            )
+
+        call = self._begin(method, timeout, retry, metadata)
+        response: ResponseT = self._unary_response(call, start, replay)
+        return response
+
+    def _unary_response(
+        self, call: CallState, start: StartCall, replay: SyncRequestReplay[Any] | None
+    ) -> Any:
+        """Run the call's attempts; a sequential call waits for each attempt in turn."""
+        attempts = _UnaryAttempts()
+        try:
+            while True:
+                action = call.next_action()
+                if isinstance(action, Attempt):
+                    multicallable = self.channels.acquire(action.endpoint, call.settings.info)
+                    attempts.add(start(multicallable, action), action)
+                    if call.hedging:
+                        continue
+                    action = Wait(None)
+                if isinstance(action, GiveUp):
+                    action.raise_error()
+                response = self._wait(call, action, attempts, replay)
+                if response is not _FAILED:
+                    return response
+        finally:
+            for future, attempt in attempts.in_flight.items():
+                future.cancel()
+                self.channels.release(attempt.endpoint)
+
+    def _wait(
+        self,
+        call: CallState,
+        action: Wait,
+        attempts: _UnaryAttempts,
+        replay: SyncRequestReplay[Any] | None,
+    ) -> Any:
+        """Sleep, or wait for an attempt to end: its response, or ``_FAILED``."""
+        if not attempts.in_flight:
+            time.sleep(action.seconds or 0.0)
+            return _FAILED
+        ended = attempts.next_ended(action.seconds)
+        if ended is None:
+            return _FAILED
+        future, attempt = ended
+        self.channels.release(attempt.endpoint)
+        try:
+            response = future.result()
+        except grpc.RpcError as error:
+            call.attempt_failed(attempt, error, replayable=replay is None or replay.replayable)
+            return _FAILED
+        self._learn(attempt.endpoint, future.trailing_metadata())
+        call.attempt_succeeded(attempt)
+        return response
+
+    # -- streamed responses ------------------------------------------------------------
+
+    def _unary_stream(
+        self,
+        method: MethodInfo[RequestT, ResponseT],
+        request: RequestT,
+        *,
+        timeout: float | None,
+        metadata: Metadata | None,
+        retry: RetryPolicy | None,
+    ) -> Iterator[ResponseT]:
+        def start(multicallable: Any, attempt: Attempt) -> Any:
+            return multicallable(
+                request, timeout=attempt.timeout, metadata=_tuple(attempt.metadata)
+            )
+
+        return self._stream_responses(method, timeout, retry, metadata, start, None)
+
+    def _stream_stream(
+        self,
+        method: MethodInfo[RequestT, ResponseT],
+        requests: Iterable[RequestT],
+        *,
+        timeout: float | None,
+        metadata: Metadata | None,
+        retry: RetryPolicy | None,
+    ) -> Iterator[ResponseT]:
+        replay = SyncRequestReplay(requests, self.retry_buffer_limit)
+
+        def start(multicallable: Any, attempt: Attempt) -> Any:
+            return multicallable(
+                replay.attempt(), timeout=attempt.timeout, metadata=_tuple(attempt.metadata)
+            )
+
+        return self._stream_responses(method, timeout, retry, metadata, start, replay)
+
+    def _stream_responses(
+        self,
+        method: MethodInfo[Any, Any],
+        timeout: float | None,
+        retry: RetryPolicy | None,
+        metadata: Metadata | None,
+        start: StartCall,
+        replay: SyncRequestReplay[Any] | None,
+    ) -> Iterator[Any]:
+        """Retry until the call commits (headers or a first message), then stream."""
+        call = self._begin(method, timeout, retry, metadata)
+        opened = None
+        while opened is None:
+            action = call.next_action()
+            if isinstance(action, Wait):
+                time.sleep(action.seconds or 0.0)
+            elif isinstance(action, GiveUp):
+                action.raise_error()
+            else:
+                opened = self._open_stream(call, action, start, replay)
+        attempt, stream, first = opened
+        try:
+            if first is not _END:
+                yield first
+                yield from stream
+        except grpc.RpcError as error:
+            call.stream_failed(attempt, error).raise_error()
+        finally:
+            stream.cancel()
+            self.channels.release(attempt.endpoint)
+        call.attempt_succeeded(attempt)
+
+    def _open_stream(
+        self,
+        call: CallState,
+        attempt: Attempt,
+        start: StartCall,
+        replay: SyncRequestReplay[Any] | None,
+    ) -> tuple[Attempt, Any, Any] | None:
+        """(attempt, stream, first message or ``_END``) once committed; None if it failed."""
+        stream = start(self.channels.acquire(attempt.endpoint, call.settings.info), attempt)
+        try:
+            headers = stream.initial_metadata()
+            call.committed = bool(headers)
+            self._learn(attempt.endpoint, headers)
+            first = next(stream, _END)
+        except grpc.RpcError as error:
+            stream.cancel()
+            self.channels.release(attempt.endpoint)
+            call.attempt_failed(attempt, error, replayable=replay is None or replay.replayable)
+            return None
+        call.committed = True
+        return attempt, stream, first
+
+
+_END: Any = object()
+"""The stream ended before its first message."""
+
+
+def _tuple(metadata: Metadata | None) -> tuple[tuple[str, str | bytes], ...] | None:
+    return None if metadata is None else tuple(metadata)

@@ -12,6 +12,7 @@ from protoc_gen_localfirst.runtime.wire.codec import H3Error, encode_message
 from tests.http3.server.conftest import GREETER, NODE, Served, serve
 from tests.http3.server.rawclient import RawClient, request_headers
 from tests.support.certs import TlsFiles
+from tests.support.waiting import wait_until_async
 
 
 def hello(name: str, count: int | None = None) -> bytes:
@@ -66,11 +67,16 @@ async def test_client_reset_cancels_the_handler(served: Served) -> None:
         sid = client.stream()
         client.headers(sid, request_headers(GREETER + "SayHello"))
         client.data(sid, encode_message(hello("sleep")), end=True)
-        await asyncio.sleep(0.2)
-        assert served.server.h3_server is not None
+        h3 = served.server.h3_server
+        assert h3 is not None
+        await wait_until_async(
+            lambda: h3.calls_in_flight == 1, what="the server to start the call", timeout=5
+        )
         assert served.server.h3_server.calls_in_flight == 1
         client.reset(sid)
-        await asyncio.sleep(0.1)
+        await wait_until_async(
+            lambda: served.servicer.cancelled, what="the handler to be cancelled", timeout=5
+        )
         assert served.servicer.cancelled == ["sleep"]
         assert await settled(served) == 0
         ok = await client.call(GREETER + "SayHello", [hello("after")])  # same connection
@@ -82,7 +88,11 @@ async def test_stream_reset_mid_message(served: Served) -> None:
         sid = client.stream()
         client.headers(sid, request_headers(GREETER + "LotsOfGreetings"))
         client.data(sid, encode_message(hello("a")) + encode_message(hello("b"))[:4])
-        await asyncio.sleep(0.05)
+        h3 = served.server.h3_server
+        assert h3 is not None
+        await wait_until_async(  # the server has the stream and reads its messages
+            lambda: h3.calls_in_flight == 1, what="the server to start the call", timeout=5
+        )
         client.reset(sid)
         ok = await client.call(GREETER + "SayHello", [hello("after")])
     assert ok.status.code == grpc.StatusCode.OK

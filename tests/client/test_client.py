@@ -12,8 +12,8 @@ import grpc
 import pytest
 from google.protobuf.wrappers_pb2 import StringValue
 
-from protoc_gen_localfirst.runtime.client.balancer import EjectionPolicy
 from protoc_gen_localfirst.runtime import AsyncClient, SyncClient
+from protoc_gen_localfirst.runtime.client.balancer import EjectionPolicy
 from protoc_gen_localfirst.runtime.client.errors import CallFailedError
 from protoc_gen_localfirst.runtime.client.policy import NO_RETRY, RetryPolicy
 from tests.client.conftest import static_target

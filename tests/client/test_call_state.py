@@ -1,0 +1,228 @@
+"""The call state machine on its own: no sockets, no event loop, a clock we move by hand."""
+
+from __future__ import annotations
+
+import grpc
+import grpc.aio
+import pytest
+from google.protobuf.wrappers_pb2 import StringValue
+
+from protoc_gen_localfirst.runtime.client.balancer import Balancer
+from protoc_gen_localfirst.runtime.client.call import (
+    PREVIOUS_ATTEMPTS_KEY,
+    Attempt,
+    CallSettings,
+    CallState,
+    GiveUp,
+    Wait,
+)
+from protoc_gen_localfirst.runtime.client.errors import CallFailedError
+from protoc_gen_localfirst.runtime.client.observers import ClientEvents
+from protoc_gen_localfirst.runtime.client.policy import RetryPolicy, allowed_codes, hedges
+from protoc_gen_localfirst.runtime.client.throttling import RetryThrottle, RetryThrottling
+from protoc_gen_localfirst.runtime.discovery.endpoints import Endpoint
+from protoc_gen_localfirst.schema import Idempotency, MethodInfo, MethodKind
+
+LOCAL = Endpoint("10.0.0.1", 1, node="node-a")
+OTHER = Endpoint("10.0.0.2", 1, node="node-b")
+NODE_TRAILER = (("localfirst-node", "node-x"),)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def error(
+    code: grpc.StatusCode = grpc.StatusCode.UNAVAILABLE,
+    details: str = "shedding load",
+    trailers: tuple[tuple[str, str], ...] = NODE_TRAILER,
+) -> grpc.aio.AioRpcError:
+    return grpc.aio.AioRpcError(
+        code, grpc.aio.Metadata(), grpc.aio.Metadata(*trailers), details=details
+    )
+
+
+def make_call(
+    *,
+    policy: RetryPolicy | None = None,
+    idempotency: Idempotency = Idempotency.IDEMPOTENCY_UNKNOWN,
+    timeout: float | None = 10.0,
+    endpoints: tuple[Endpoint, ...] = (LOCAL, OTHER),
+    throttle: RetryThrottle | None = None,
+    clock: Clock | None = None,
+) -> tuple[CallState, ClientEvents]:
+    policy = policy or RetryPolicy(initial_backoff=0.1, max_backoff=1.0)
+    info = MethodInfo("t.S", "M", MethodKind.UNARY_UNARY, StringValue, StringValue, idempotency)
+    events = ClientEvents()
+    settings = CallSettings(
+        info=info,
+        policy=policy,
+        retryable_codes=allowed_codes(info, policy),
+        hedging=hedges(info, policy),
+        balancer=Balancer(endpoints, node="node-a", zone=None),
+        events=events,
+        throttle=throttle,
+        no_endpoints_reason=lambda: "t has no ready endpoints",
+    )
+    return CallState(settings, timeout=timeout, clock=clock or Clock()), events
+
+
+def attempt(call: CallState) -> Attempt:
+    action = call.next_action()
+    assert isinstance(action, Attempt), action
+    return action
+
+
+def test_the_first_attempt_goes_to_the_local_replica_with_the_whole_deadline() -> None:
+    call, events = make_call(timeout=2.0)
+    first = attempt(call)
+    assert (first.number, first.endpoint, first.timeout, first.hedged) == (1, LOCAL, 2.0, False)
+    assert first.metadata is None
+    call.attempt_succeeded(first)
+    assert events.stats.as_dict()["attempts"] == 1 and events.stats.calls == 1
+
+
+def test_a_retry_backs_off_with_full_jitter_then_fails_over_with_attempt_metadata() -> None:
+    clock = Clock()
+    call, events = make_call(clock=clock)
+    call.attempt_failed(attempt(call), error())
+    wait = call.next_action()
+    assert isinstance(wait, Wait) and wait.seconds is not None
+    assert 0.0 <= wait.seconds <= 0.1  # uniform(0, initial_backoff) before the first retry
+    clock.now += wait.seconds
+    second = attempt(call)
+    assert second.endpoint == OTHER and second.number == 2
+    assert second.timeout == pytest.approx(10.0 - wait.seconds)
+    assert second.metadata == ((PREVIOUS_ATTEMPTS_KEY, "1"),)
+    assert (events.stats.retries, events.stats.failovers) == (1, 1)
+
+
+def test_pushback_sets_the_wait_exactly() -> None:
+    call, events = make_call()
+    pushed = error(trailers=(*NODE_TRAILER, ("grpc-retry-pushback-ms", "250")))
+    call.attempt_failed(attempt(call), pushed)
+    assert call.next_action() == Wait(0.25)
+    assert events.stats.pushbacks == 1
+
+
+def test_running_out_of_attempts_names_every_endpoint() -> None:
+    call, _ = make_call(policy=RetryPolicy(max_attempts=2, initial_backoff=0.0))
+    call.attempt_failed(attempt(call), error())
+    call.attempt_failed(attempt(call), error())
+    verdict = call.next_action()
+    assert isinstance(verdict, GiveUp) and isinstance(verdict.error, CallFailedError)
+    assert verdict.error.code() == grpc.StatusCode.UNAVAILABLE
+    details = verdict.error.details() or ""
+    assert "all 2 attempts failed; tried 10.0.0.1:1 (node-a)" in details
+    assert "10.0.0.2:1 (node-b)" in details
+
+
+def test_no_wait_past_the_deadline() -> None:
+    call, events = make_call(timeout=1.0)
+    pushed = error(trailers=(*NODE_TRAILER, ("grpc-retry-pushback-ms", "2000")))
+    call.attempt_failed(attempt(call), pushed)
+    verdict = call.next_action()
+    assert isinstance(verdict, GiveUp) and verdict.cause is pushed
+    assert "gave up after 1 attempt: backoff would pass the deadline" in (
+        verdict.error.details() or ""  # type: ignore[attr-defined]
+    )
+    assert events.stats.retries == 0
+
+
+def test_the_service_answer_is_raised_unchanged() -> None:
+    call, _ = make_call(idempotency=Idempotency.IDEMPOTENT)
+    answer = error(grpc.StatusCode.INVALID_ARGUMENT, "bad request")
+    call.attempt_failed(attempt(call), answer)
+    assert call.next_action() == GiveUp(answer)
+
+
+def test_a_reset_after_sending_is_retried_only_when_replay_is_safe() -> None:
+    reset = error(details="Socket closed", trailers=())
+    unknown, _ = make_call()
+    unknown.attempt_failed(attempt(unknown), reset)
+    assert unknown.next_action() == GiveUp(reset)
+    safe, _ = make_call(idempotency=Idempotency.IDEMPOTENT)
+    safe.attempt_failed(attempt(safe), reset)
+    assert not isinstance(safe.next_action(), GiveUp)
+
+
+def test_a_committed_call_is_not_retried() -> None:
+    call, _ = make_call(idempotency=Idempotency.IDEMPOTENT)
+    first = attempt(call)
+    call.committed = True
+    failure = error()
+    call.attempt_failed(first, failure)
+    assert call.next_action() == GiveUp(failure)
+
+
+def test_lost_requests_commit_the_call() -> None:
+    call, _ = make_call(idempotency=Idempotency.IDEMPOTENT)
+    failure = error()
+    call.attempt_failed(attempt(call), failure, replayable=False)
+    assert call.committed and call.next_action() == GiveUp(failure)
+
+
+def test_throttling_stops_retries() -> None:
+    throttle = RetryThrottle(RetryThrottling(max_tokens=2, token_ratio=0.1))
+    call, events = make_call(throttle=throttle)
+    call.attempt_failed(attempt(call), error())
+    verdict = call.next_action()
+    assert isinstance(verdict, GiveUp)
+    assert "retries throttled" in (verdict.error.details() or "")  # type: ignore[attr-defined]
+    assert events.stats.throttled == 1
+
+
+def test_no_endpoints_fails_at_once_with_the_reason() -> None:
+    call, _ = make_call(endpoints=())
+    verdict = call.next_action()
+    assert isinstance(verdict, GiveUp) and isinstance(verdict.error, CallFailedError)
+    assert "t has no ready endpoints; tried no endpoint was tried" in (
+        verdict.error.details() or ""
+    )
+
+
+HEDGED = RetryPolicy(max_attempts=3, hedging_delay=0.05)
+
+
+def test_hedging_sends_the_next_attempt_after_the_delay() -> None:
+    clock = Clock()
+    call, events = make_call(policy=HEDGED, idempotency=Idempotency.NO_SIDE_EFFECTS, clock=clock)
+    first = attempt(call)
+    assert call.next_action() == Wait(pytest.approx(0.05))  # type: ignore[arg-type]
+    clock.now += 0.05
+    second = attempt(call)
+    assert second.hedged and second.endpoint == OTHER
+    call.attempt_succeeded(second)
+    assert first.number == 1 and events.stats.hedges == 1 and events.stats.hedge_wins == 1
+
+
+def test_a_retryable_hedge_failure_sends_the_next_at_once() -> None:
+    clock = Clock()
+    call, _ = make_call(policy=HEDGED, idempotency=Idempotency.NO_SIDE_EFFECTS, clock=clock)
+    first = attempt(call)
+    call.attempt_failed(first, error())
+    assert attempt(call).number == 2  # no wait
+
+
+def test_a_fatal_hedge_answer_ends_the_call() -> None:
+    clock = Clock()
+    call, _ = make_call(policy=HEDGED, idempotency=Idempotency.NO_SIDE_EFFECTS, clock=clock)
+    attempt(call)
+    clock.now += 0.05
+    second = attempt(call)
+    fatal = error(grpc.StatusCode.INVALID_ARGUMENT, "no")
+    call.attempt_failed(second, fatal)
+    assert call.next_action() == GiveUp(fatal)
+
+
+def test_hedges_stop_at_max_attempts_and_then_wait_for_those_in_flight() -> None:
+    clock = Clock()
+    call, _ = make_call(policy=HEDGED, idempotency=Idempotency.NO_SIDE_EFFECTS, clock=clock)
+    for _ in range(3):
+        attempt(call)
+        clock.now += 0.05
+    assert call.next_action() == Wait(None)

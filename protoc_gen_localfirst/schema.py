@@ -3,18 +3,24 @@
 Generated modules hold one ``ServiceInfo`` per service; the client, the
 grpc.aio server registration and (later) the HTTP/3 server all read the same
 table, so behaviour is written once here and never copied into templates.
+
+The plugin imports this module too (it is the one module the two share), so it
+imports nothing outside the standard library at run time: protobuf's
+``Message`` is only the type checker's bound for the message type variables.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypedDict, TypeVar, Unpack
 
-from google.protobuf.message import Message
+if TYPE_CHECKING:
+    from google.protobuf.message import Message
 
-RequestT = TypeVar("RequestT", bound=Message)
-ResponseT = TypeVar("ResponseT", bound=Message)
+RequestT = TypeVar("RequestT", bound="Message")
+ResponseT = TypeVar("ResponseT", bound="Message")
 
 
 class MethodKind(enum.Enum):
@@ -61,6 +67,23 @@ class MethodPolicy:
     per_attempt_timeout: float | None = None
     hedging_delay: float | None = None
     """Seconds before a hedged attempt goes to the next endpoint (NO_SIDE_EFFECTS rpcs)."""
+
+    def replace(self, **changes: Unpack[PolicyFields]) -> MethodPolicy:
+        """This policy with ``changes``; generated code writes an rpc's policy as
+        its service's default policy ``.replace(...)`` the fields the rpc changes."""
+        return dataclasses.replace(self, **changes)
+
+
+class PolicyFields(TypedDict, total=False):
+    """``MethodPolicy``'s fields as keyword arguments (a test keeps the two equal)."""
+
+    max_attempts: int | None
+    initial_backoff: float | None
+    max_backoff: float | None
+    backoff_multiplier: float | None
+    retryable_codes: tuple[str, ...] | None
+    per_attempt_timeout: float | None
+    hedging_delay: float | None
 
 
 NO_POLICY = MethodPolicy()

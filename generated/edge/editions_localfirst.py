@@ -10,41 +10,40 @@ from protoc_gen_localfirst import runtime as _lf
 from edge import editions_pb2 as edge_dot_editions__pb2
 
 __all__ = [
-    'ECHO_SERVICE',
-    'EchoClient',
-    'EchoSyncClient',
-    'EchoServicer',
-    'SERVICES',
-    'serve',
-    'start_server',
+    "ECHO_SERVICE",
+    "EchoClient",
+    "EchoSyncClient",
+    "EchoServicer",
+    "SERVICES",
+    "serve",
+    "start_server",
 ]
+
+GENERATOR_VERSION = "0.1.0"
+"""The protoc-gen-localfirst that wrote this module; the runtime checks it can serve it."""
+_lf.require_runtime(GENERATOR_VERSION, api=1)
 
 _ECHO_PING: _lf.MethodInfo[
     edge_dot_editions__pb2.Ping, edge_dot_editions__pb2.Ping
 ] = _lf.MethodInfo(
-    service='edge.editions.Echo',
-    name='Ping',
+    service="edge.editions.Echo",
+    name="Ping",
     kind=_lf.MethodKind.UNARY_UNARY,
     request_type=edge_dot_editions__pb2.Ping,
     response_type=edge_dot_editions__pb2.Ping,
     idempotency=_lf.Idempotency.IDEMPOTENT,
-    handler_name='Ping',
-    deprecated=False,
 )
 _ECHO_PINGS: _lf.MethodInfo[
     edge_dot_editions__pb2.Ping, edge_dot_editions__pb2.Ping
 ] = _lf.MethodInfo(
-    service='edge.editions.Echo',
-    name='Pings',
+    service="edge.editions.Echo",
+    name="Pings",
     kind=_lf.MethodKind.STREAM_STREAM,
     request_type=edge_dot_editions__pb2.Ping,
     response_type=edge_dot_editions__pb2.Ping,
-    idempotency=_lf.Idempotency.IDEMPOTENCY_UNKNOWN,
-    handler_name='Pings',
-    deprecated=False,
 )
 ECHO_SERVICE = _lf.ServiceInfo(
-    name='edge.editions.Echo',
+    name="edge.editions.Echo",
     methods=(
         _ECHO_PING,
         _ECHO_PINGS,

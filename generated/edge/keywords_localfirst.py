@@ -9,189 +9,159 @@ from protoc_gen_localfirst import runtime as _lf
 from edge import keywords_pb2 as edge_dot_keywords__pb2
 
 __all__ = [
-    'KEYWORDS_SERVICE',
-    'ASYNC_CLIENT_SERVICE',
-    'SERVICE_INFO_SERVICE',
-    'GREETER_SERVICE',
-    'GREETER_SYNC_SERVICE',
-    'GREETER_SAY_SERVICE',
-    'HTTP_STATUS_SERVICE',
-    'HTTP_STATUS_SERVICE_',
-    'KeywordsClient',
-    'KeywordsSyncClient',
-    'KeywordsServicer',
-    'AsyncClientClient',
-    'AsyncClientSyncClient',
-    'AsyncClientServicer',
-    'ServiceInfoClient',
-    'ServiceInfoSyncClient',
-    'ServiceInfoServicer',
-    'GreeterClient',
-    'GreeterSyncClient_',
-    'GreeterServicer',
-    'GreeterSyncClient',
-    'GreeterSyncSyncClient',
-    'GreeterSyncServicer',
-    'GreeterSayClient',
-    'GreeterSaySyncClient',
-    'GreeterSayServicer',
-    'HTTPStatusClient',
-    'HTTPStatusSyncClient',
-    'HTTPStatusServicer',
-    'HttpStatusClient',
-    'HttpStatusSyncClient',
-    'HttpStatusServicer',
-    'SERVICES',
-    'serve',
-    'start_server',
+    "KEYWORDS_SERVICE",
+    "ASYNC_CLIENT_SERVICE",
+    "SERVICE_INFO_SERVICE",
+    "GREETER_SERVICE",
+    "GREETER_SYNC_SERVICE",
+    "GREETER_SAY_SERVICE",
+    "HTTP_STATUS_SERVICE",
+    "HTTP_STATUS_SERVICE_",
+    "KeywordsClient",
+    "KeywordsSyncClient",
+    "KeywordsServicer",
+    "AsyncClientClient",
+    "AsyncClientSyncClient",
+    "AsyncClientServicer",
+    "ServiceInfoClient",
+    "ServiceInfoSyncClient",
+    "ServiceInfoServicer",
+    "GreeterClient",
+    "GreeterSyncClient_",
+    "GreeterServicer",
+    "GreeterSyncClient",
+    "GreeterSyncSyncClient",
+    "GreeterSyncServicer",
+    "GreeterSayClient",
+    "GreeterSaySyncClient",
+    "GreeterSayServicer",
+    "HTTPStatusClient",
+    "HTTPStatusSyncClient",
+    "HTTPStatusServicer",
+    "HttpStatusClient",
+    "HttpStatusSyncClient",
+    "HttpStatusServicer",
+    "SERVICES",
+    "serve",
+    "start_server",
 ]
+
+GENERATOR_VERSION = "0.1.0"
+"""The protoc-gen-localfirst that wrote this module; the runtime checks it can serve it."""
+_lf.require_runtime(GENERATOR_VERSION, api=1)
 
 _KEYWORDS_FROM: _lf.MethodInfo[
     edge_dot_keywords__pb2.Req, edge_dot_keywords__pb2.Resp
 ] = _lf.MethodInfo(
-    service='edge.keywords.Keywords',
-    name='From',
+    service="edge.keywords.Keywords",
+    name="From",
     kind=_lf.MethodKind.UNARY_UNARY,
     request_type=edge_dot_keywords__pb2.Req,
     response_type=edge_dot_keywords__pb2.Resp,
-    idempotency=_lf.Idempotency.IDEMPOTENCY_UNKNOWN,
-    handler_name='From',
-    deprecated=False,
 )
 _KEYWORDS_IMPORT: _lf.MethodInfo[
     edge_dot_keywords__pb2.Req, edge_dot_keywords__pb2.Resp
 ] = _lf.MethodInfo(
-    service='edge.keywords.Keywords',
-    name='Import',
+    service="edge.keywords.Keywords",
+    name="Import",
     kind=_lf.MethodKind.UNARY_UNARY,
     request_type=edge_dot_keywords__pb2.Req,
     response_type=edge_dot_keywords__pb2.Resp,
-    idempotency=_lf.Idempotency.IDEMPOTENCY_UNKNOWN,
-    handler_name='Import',
-    deprecated=False,
 )
 _KEYWORDS_NONE: _lf.MethodInfo[
     edge_dot_keywords__pb2.Req, edge_dot_keywords__pb2.Resp
 ] = _lf.MethodInfo(
-    service='edge.keywords.Keywords',
-    name='None',
+    service="edge.keywords.Keywords",
+    name="None",
     kind=_lf.MethodKind.UNARY_UNARY,
     request_type=edge_dot_keywords__pb2.Req,
     response_type=edge_dot_keywords__pb2.Resp,
-    idempotency=_lf.Idempotency.IDEMPOTENCY_UNKNOWN,
-    handler_name='None_',
-    deprecated=False,
+    handler_name="None_",
 )
 _KEYWORDS_CLOSE: _lf.MethodInfo[
     edge_dot_keywords__pb2.Req, edge_dot_keywords__pb2.Resp
 ] = _lf.MethodInfo(
-    service='edge.keywords.Keywords',
-    name='Close',
+    service="edge.keywords.Keywords",
+    name="Close",
     kind=_lf.MethodKind.UNARY_UNARY,
     request_type=edge_dot_keywords__pb2.Req,
     response_type=edge_dot_keywords__pb2.Resp,
-    idempotency=_lf.Idempotency.IDEMPOTENCY_UNKNOWN,
-    handler_name='Close',
-    deprecated=False,
 )
 _KEYWORDS_UNARY_UNARY: _lf.MethodInfo[
     edge_dot_keywords__pb2.Req, edge_dot_keywords__pb2.Resp
 ] = _lf.MethodInfo(
-    service='edge.keywords.Keywords',
-    name='UnaryUnary',
+    service="edge.keywords.Keywords",
+    name="UnaryUnary",
     kind=_lf.MethodKind.UNARY_UNARY,
     request_type=edge_dot_keywords__pb2.Req,
     response_type=edge_dot_keywords__pb2.Resp,
-    idempotency=_lf.Idempotency.IDEMPOTENCY_UNKNOWN,
-    handler_name='UnaryUnary',
-    deprecated=False,
 )
 _KEYWORDS_UNARY_UNARY_: _lf.MethodInfo[
     edge_dot_keywords__pb2.Req, edge_dot_keywords__pb2.Resp
 ] = _lf.MethodInfo(
-    service='edge.keywords.Keywords',
-    name='_UnaryUnary',
+    service="edge.keywords.Keywords",
+    name="_UnaryUnary",
     kind=_lf.MethodKind.UNARY_UNARY,
     request_type=edge_dot_keywords__pb2.Req,
     response_type=edge_dot_keywords__pb2.Resp,
-    idempotency=_lf.Idempotency.IDEMPOTENCY_UNKNOWN,
-    handler_name='_UnaryUnary',
-    deprecated=False,
 )
 _KEYWORDS_GET_FOO: _lf.MethodInfo[
     edge_dot_keywords__pb2.Req, edge_dot_keywords__pb2.Resp
 ] = _lf.MethodInfo(
-    service='edge.keywords.Keywords',
-    name='GetFoo',
+    service="edge.keywords.Keywords",
+    name="GetFoo",
     kind=_lf.MethodKind.UNARY_UNARY,
     request_type=edge_dot_keywords__pb2.Req,
     response_type=edge_dot_keywords__pb2.Resp,
-    idempotency=_lf.Idempotency.IDEMPOTENCY_UNKNOWN,
-    handler_name='GetFoo',
-    deprecated=False,
 )
 _KEYWORDS_GET_FOO_: _lf.MethodInfo[
     edge_dot_keywords__pb2.Req, edge_dot_keywords__pb2.Resp
 ] = _lf.MethodInfo(
-    service='edge.keywords.Keywords',
-    name='Get_Foo',
+    service="edge.keywords.Keywords",
+    name="Get_Foo",
     kind=_lf.MethodKind.UNARY_UNARY,
     request_type=edge_dot_keywords__pb2.Req,
     response_type=edge_dot_keywords__pb2.Resp,
-    idempotency=_lf.Idempotency.IDEMPOTENCY_UNKNOWN,
-    handler_name='Get_Foo',
-    deprecated=False,
 )
 _KEYWORDS_GET_HTTP_STATUS: _lf.MethodInfo[
     edge_dot_keywords__pb2.Req, edge_dot_keywords__pb2.Resp
 ] = _lf.MethodInfo(
-    service='edge.keywords.Keywords',
-    name='GetHTTPStatus',
+    service="edge.keywords.Keywords",
+    name="GetHTTPStatus",
     kind=_lf.MethodKind.UNARY_UNARY,
     request_type=edge_dot_keywords__pb2.Req,
     response_type=edge_dot_keywords__pb2.Resp,
-    idempotency=_lf.Idempotency.IDEMPOTENCY_UNKNOWN,
-    handler_name='GetHTTPStatus',
-    deprecated=False,
 )
 _KEYWORDS_GET2_FA: _lf.MethodInfo[
     edge_dot_keywords__pb2.Req, edge_dot_keywords__pb2.Resp
 ] = _lf.MethodInfo(
-    service='edge.keywords.Keywords',
-    name='Get2FA',
+    service="edge.keywords.Keywords",
+    name="Get2FA",
     kind=_lf.MethodKind.UNARY_UNARY,
     request_type=edge_dot_keywords__pb2.Req,
     response_type=edge_dot_keywords__pb2.Resp,
-    idempotency=_lf.Idempotency.IDEMPOTENCY_UNKNOWN,
-    handler_name='Get2FA',
-    deprecated=False,
 )
 _KEYWORDS_SERVICE: _lf.MethodInfo[
     edge_dot_keywords__pb2.Req, edge_dot_keywords__pb2.Resp
 ] = _lf.MethodInfo(
-    service='edge.keywords.Keywords',
-    name='SERVICE',
+    service="edge.keywords.Keywords",
+    name="SERVICE",
     kind=_lf.MethodKind.UNARY_UNARY,
     request_type=edge_dot_keywords__pb2.Req,
     response_type=edge_dot_keywords__pb2.Resp,
-    idempotency=_lf.Idempotency.IDEMPOTENCY_UNKNOWN,
-    handler_name='SERVICE_',
-    deprecated=False,
+    handler_name="SERVICE_",
 )
 _KEYWORDS_FROM_: _lf.MethodInfo[
     edge_dot_keywords__pb2.Req, edge_dot_keywords__pb2.Resp
 ] = _lf.MethodInfo(
-    service='edge.keywords.Keywords',
-    name='From_',
+    service="edge.keywords.Keywords",
+    name="From_",
     kind=_lf.MethodKind.UNARY_UNARY,
     request_type=edge_dot_keywords__pb2.Req,
     response_type=edge_dot_keywords__pb2.Resp,
-    idempotency=_lf.Idempotency.IDEMPOTENCY_UNKNOWN,
-    handler_name='From_',
-    deprecated=False,
 )
 KEYWORDS_SERVICE = _lf.ServiceInfo(
-    name='edge.keywords.Keywords',
+    name="edge.keywords.Keywords",
     methods=(
         _KEYWORDS_FROM,
         _KEYWORDS_IMPORT,
@@ -212,17 +182,14 @@ KEYWORDS_SERVICE = _lf.ServiceInfo(
 _ASYNC_CLIENT_CALL: _lf.MethodInfo[
     edge_dot_keywords__pb2.Req, edge_dot_keywords__pb2.Resp
 ] = _lf.MethodInfo(
-    service='edge.keywords.AsyncClient',
-    name='Call',
+    service="edge.keywords.AsyncClient",
+    name="Call",
     kind=_lf.MethodKind.UNARY_UNARY,
     request_type=edge_dot_keywords__pb2.Req,
     response_type=edge_dot_keywords__pb2.Resp,
-    idempotency=_lf.Idempotency.IDEMPOTENCY_UNKNOWN,
-    handler_name='Call',
-    deprecated=False,
 )
 ASYNC_CLIENT_SERVICE = _lf.ServiceInfo(
-    name='edge.keywords.AsyncClient',
+    name="edge.keywords.AsyncClient",
     methods=(
         _ASYNC_CLIENT_CALL,
     ),
@@ -232,17 +199,14 @@ ASYNC_CLIENT_SERVICE = _lf.ServiceInfo(
 _SERVICE_INFO_CALL: _lf.MethodInfo[
     edge_dot_keywords__pb2.Req, edge_dot_keywords__pb2.Resp
 ] = _lf.MethodInfo(
-    service='edge.keywords.ServiceInfo',
-    name='Call',
+    service="edge.keywords.ServiceInfo",
+    name="Call",
     kind=_lf.MethodKind.UNARY_UNARY,
     request_type=edge_dot_keywords__pb2.Req,
     response_type=edge_dot_keywords__pb2.Resp,
-    idempotency=_lf.Idempotency.IDEMPOTENCY_UNKNOWN,
-    handler_name='Call',
-    deprecated=False,
 )
 SERVICE_INFO_SERVICE = _lf.ServiceInfo(
-    name='edge.keywords.ServiceInfo',
+    name="edge.keywords.ServiceInfo",
     methods=(
         _SERVICE_INFO_CALL,
     ),
@@ -252,17 +216,14 @@ SERVICE_INFO_SERVICE = _lf.ServiceInfo(
 _GREETER_SAY_HELLO: _lf.MethodInfo[
     edge_dot_keywords__pb2.Req, edge_dot_keywords__pb2.Resp
 ] = _lf.MethodInfo(
-    service='edge.keywords.Greeter',
-    name='SayHello',
+    service="edge.keywords.Greeter",
+    name="SayHello",
     kind=_lf.MethodKind.UNARY_UNARY,
     request_type=edge_dot_keywords__pb2.Req,
     response_type=edge_dot_keywords__pb2.Resp,
-    idempotency=_lf.Idempotency.IDEMPOTENCY_UNKNOWN,
-    handler_name='SayHello',
-    deprecated=False,
 )
 GREETER_SERVICE = _lf.ServiceInfo(
-    name='edge.keywords.Greeter',
+    name="edge.keywords.Greeter",
     methods=(
         _GREETER_SAY_HELLO,
     ),
@@ -272,17 +233,14 @@ GREETER_SERVICE = _lf.ServiceInfo(
 _GREETER_SYNC_HELLO: _lf.MethodInfo[
     edge_dot_keywords__pb2.Req, edge_dot_keywords__pb2.Resp
 ] = _lf.MethodInfo(
-    service='edge.keywords.GreeterSync',
-    name='Hello',
+    service="edge.keywords.GreeterSync",
+    name="Hello",
     kind=_lf.MethodKind.UNARY_UNARY,
     request_type=edge_dot_keywords__pb2.Req,
     response_type=edge_dot_keywords__pb2.Resp,
-    idempotency=_lf.Idempotency.IDEMPOTENCY_UNKNOWN,
-    handler_name='Hello',
-    deprecated=False,
 )
 GREETER_SYNC_SERVICE = _lf.ServiceInfo(
-    name='edge.keywords.GreeterSync',
+    name="edge.keywords.GreeterSync",
     methods=(
         _GREETER_SYNC_HELLO,
     ),
@@ -292,17 +250,14 @@ GREETER_SYNC_SERVICE = _lf.ServiceInfo(
 _GREETER_SAY_HELLO_: _lf.MethodInfo[
     edge_dot_keywords__pb2.Req, edge_dot_keywords__pb2.Resp
 ] = _lf.MethodInfo(
-    service='edge.keywords.GreeterSay',
-    name='Hello',
+    service="edge.keywords.GreeterSay",
+    name="Hello",
     kind=_lf.MethodKind.UNARY_UNARY,
     request_type=edge_dot_keywords__pb2.Req,
     response_type=edge_dot_keywords__pb2.Resp,
-    idempotency=_lf.Idempotency.IDEMPOTENCY_UNKNOWN,
-    handler_name='Hello',
-    deprecated=False,
 )
 GREETER_SAY_SERVICE = _lf.ServiceInfo(
-    name='edge.keywords.GreeterSay',
+    name="edge.keywords.GreeterSay",
     methods=(
         _GREETER_SAY_HELLO_,
     ),
@@ -312,17 +267,14 @@ GREETER_SAY_SERVICE = _lf.ServiceInfo(
 _HTTP_STATUS_GET: _lf.MethodInfo[
     edge_dot_keywords__pb2.Req, edge_dot_keywords__pb2.Resp
 ] = _lf.MethodInfo(
-    service='edge.keywords.HTTPStatus',
-    name='Get',
+    service="edge.keywords.HTTPStatus",
+    name="Get",
     kind=_lf.MethodKind.UNARY_UNARY,
     request_type=edge_dot_keywords__pb2.Req,
     response_type=edge_dot_keywords__pb2.Resp,
-    idempotency=_lf.Idempotency.IDEMPOTENCY_UNKNOWN,
-    handler_name='Get',
-    deprecated=False,
 )
 HTTP_STATUS_SERVICE = _lf.ServiceInfo(
-    name='edge.keywords.HTTPStatus',
+    name="edge.keywords.HTTPStatus",
     methods=(
         _HTTP_STATUS_GET,
     ),
@@ -332,17 +284,14 @@ HTTP_STATUS_SERVICE = _lf.ServiceInfo(
 _HTTP_STATUS_GET_: _lf.MethodInfo[
     edge_dot_keywords__pb2.Req, edge_dot_keywords__pb2.Resp
 ] = _lf.MethodInfo(
-    service='edge.keywords.HttpStatus',
-    name='Get',
+    service="edge.keywords.HttpStatus",
+    name="Get",
     kind=_lf.MethodKind.UNARY_UNARY,
     request_type=edge_dot_keywords__pb2.Req,
     response_type=edge_dot_keywords__pb2.Resp,
-    idempotency=_lf.Idempotency.IDEMPOTENCY_UNKNOWN,
-    handler_name='Get',
-    deprecated=False,
 )
 HTTP_STATUS_SERVICE_ = _lf.ServiceInfo(
-    name='edge.keywords.HttpStatus',
+    name="edge.keywords.HttpStatus",
     methods=(
         _HTTP_STATUS_GET_,
     ),

@@ -10,29 +10,30 @@ from edge import messages_only_pb2 as edge_dot_messages__only__pb2
 from edge import top_level_name_pb2 as edge_dot_top__level__name__pb2
 
 __all__ = [
-    'TOP_LEVEL_SERVICE',
-    'TopLevelClient',
-    'TopLevelSyncClient',
-    'TopLevelServicer',
-    'SERVICES',
-    'serve',
-    'start_server',
+    "TOP_LEVEL_SERVICE",
+    "TopLevelClient",
+    "TopLevelSyncClient",
+    "TopLevelServicer",
+    "SERVICES",
+    "serve",
+    "start_server",
 ]
+
+GENERATOR_VERSION = "0.1.0"
+"""The protoc-gen-localfirst that wrote this module; the runtime checks it can serve it."""
+_lf.require_runtime(GENERATOR_VERSION, api=1)
 
 _TOP_LEVEL_SHARE: _lf.MethodInfo[
     edge_dot_top__level__name__pb2.Top, edge_dot_messages__only__pb2.Shared
 ] = _lf.MethodInfo(
-    service='TopLevel',
-    name='Share',
+    service="TopLevel",
+    name="Share",
     kind=_lf.MethodKind.UNARY_UNARY,
     request_type=edge_dot_top__level__name__pb2.Top,
     response_type=edge_dot_messages__only__pb2.Shared,
-    idempotency=_lf.Idempotency.IDEMPOTENCY_UNKNOWN,
-    handler_name='Share',
-    deprecated=False,
 )
 TOP_LEVEL_SERVICE = _lf.ServiceInfo(
-    name='TopLevel',
+    name="TopLevel",
     methods=(
         _TOP_LEVEL_SHARE,
     ),

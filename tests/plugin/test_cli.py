@@ -12,7 +12,8 @@ import pytest
 from google.protobuf import descriptor_pb2
 from google.protobuf.compiler import plugin_pb2
 
-from protoc_gen_localfirst import __version__, plugin
+from protoc_gen_localfirst import __version__
+from protoc_gen_localfirst.codegen import plugin
 
 from .conftest import REPO, ProtocResult
 

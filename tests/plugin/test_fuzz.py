@@ -23,7 +23,7 @@ from google.protobuf.compiler import plugin_pb2
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from protoc_gen_localfirst import plugin
+from protoc_gen_localfirst.codegen import plugin
 
 # A few seconds in the suite; PLUGIN_FUZZ_EXAMPLES=5000 for a longer hunt.
 FAST = settings(

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from protoc_gen_localfirst import naming
-from protoc_gen_localfirst.render import docstring_literal
+from protoc_gen_localfirst.codegen import naming
+from protoc_gen_localfirst.codegen.literals import docstring_literal
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import pytest
 
-from protoc_gen_localfirst.options import PluginOptionError, PluginOptions, parse_options
+from protoc_gen_localfirst.codegen.options import PluginOptionError, PluginOptions, parse_options
 
 from .conftest import ProtocResult
 

@@ -16,9 +16,9 @@ import pytest
 from google.protobuf import descriptor_pb2
 from google.protobuf.compiler import plugin_pb2
 
-from protoc_gen_localfirst import policy
-from protoc_gen_localfirst.policy import Policy
-from protoc_gen_localfirst.runtime import Idempotency, MethodPolicy
+from protoc_gen_localfirst.codegen import policy
+from protoc_gen_localfirst.codegen.policy import Policy
+from protoc_gen_localfirst.schema import Idempotency, MethodPolicy
 
 from .conftest import PROTOS, REPO, ProtocResult
 
@@ -139,7 +139,14 @@ def test_merge_rpc_wins_field_by_field(compile_service: Callable[..., ProtocResu
     # No policy, no argument: the table of an rpc without options is unchanged.
     bare = source[source.index("_BARE_CALL:") :]
     assert "policy=" not in bare[: bare.index("\n)\n")]
-    assert "retryable_codes=('RESOURCE_EXHAUSTED', 'UNAVAILABLE')," in source
+    assert 'retryable_codes=("RESOURCE_EXHAUSTED", "UNAVAILABLE"),' in source
+    # The service default is written once; rpcs name it, or what they change in it.
+    assert source.count("initial_backoff=0.01,") == 1
+    assert source.count("_S_POLICY = _lf.MethodPolicy(") == 1
+    read_default = source[source.index("_S_READ_DEFAULT:") :]
+    assert "    policy=_S_POLICY,\n)" in read_default
+    plain = source[source.index("_S_PLAIN:") :]
+    assert "    policy=_S_POLICY.replace(\n        hedging_delay=None,\n    ),\n)" in plain
 
 
 def test_greeter_table_in_generated() -> None:
@@ -406,7 +413,7 @@ def test_options_never_enter_the_default_pool() -> None:
     localfirst/options_pb2 (from any protobuf version) can never clash with it."""
     probe = (
         "from google.protobuf import descriptor_pb2, descriptor_pool\n"
-        "from protoc_gen_localfirst import plugin, policy\n"
+        "from protoc_gen_localfirst.codegen import plugin, policy\n"
         "policy.service_policy(descriptor_pb2.ServiceOptions(), file='f', service='s')\n"
         "try:\n"
         "    descriptor_pool.Default().FindFileByName('localfirst/options.proto')\n"

@@ -28,7 +28,7 @@ def test_wheel_in_fresh_venv(tmp_path: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
     assert "protoc_gen_localfirst/templates/module.py.jinja" in names
     assert "protoc_gen_localfirst/templates/service.py.jinja" in names
-    assert "protoc_gen_localfirst/plugin.py" in names
+    assert "protoc_gen_localfirst/codegen/plugin.py" in names
     assert "protoc_gen_localfirst/include/localfirst/options.proto" in names
     assert "protoc_gen_localfirst/include/localfirst/options.binpb" in names
 

@@ -14,81 +14,72 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from greeter.v1 import greeter_pb2 as greeter_dot_v1_dot_greeter__pb2
 
 __all__ = [
-    'BILLING_SERVICE',
-    'INVOICE_LINES_SERVICE',
-    'BillingClient',
-    'BillingSyncClient',
-    'BillingServicer',
-    'InvoiceLinesClient',
-    'InvoiceLinesSyncClient',
-    'InvoiceLinesServicer',
-    'SERVICES',
-    'serve',
-    'start_server',
+    "BILLING_SERVICE",
+    "INVOICE_LINES_SERVICE",
+    "BillingClient",
+    "BillingSyncClient",
+    "BillingServicer",
+    "InvoiceLinesClient",
+    "InvoiceLinesSyncClient",
+    "InvoiceLinesServicer",
+    "SERVICES",
+    "serve",
+    "start_server",
 ]
+
+GENERATOR_VERSION = "0.1.0"
+"""The protoc-gen-localfirst that wrote this module; the runtime checks it can serve it."""
+_lf.require_runtime(GENERATOR_VERSION, api=1)
 
 _BILLING_CHARGE: _lf.MethodInfo[
     billing_dot_v1_dot_billing__pb2.ChargeRequest, billing_dot_v1_dot_billing__pb2.Invoice
 ] = _lf.MethodInfo(
-    service='billing.v1.Billing',
-    name='Charge',
+    service="billing.v1.Billing",
+    name="Charge",
     kind=_lf.MethodKind.UNARY_UNARY,
     request_type=billing_dot_v1_dot_billing__pb2.ChargeRequest,
     response_type=billing_dot_v1_dot_billing__pb2.Invoice,
-    idempotency=_lf.Idempotency.IDEMPOTENCY_UNKNOWN,
-    handler_name='Charge',
-    deprecated=False,
 )
 _BILLING_LIST_INVOICES: _lf.MethodInfo[
     billing_dot_v1_dot_billing__pb2.ListInvoicesRequest, billing_dot_v1_dot_billing__pb2.Invoice
 ] = _lf.MethodInfo(
-    service='billing.v1.Billing',
-    name='ListInvoices',
+    service="billing.v1.Billing",
+    name="ListInvoices",
     kind=_lf.MethodKind.UNARY_STREAM,
     request_type=billing_dot_v1_dot_billing__pb2.ListInvoicesRequest,
     response_type=billing_dot_v1_dot_billing__pb2.Invoice,
     idempotency=_lf.Idempotency.NO_SIDE_EFFECTS,
-    handler_name='ListInvoices',
-    deprecated=False,
 )
 _BILLING_GREET: _lf.MethodInfo[
     greeter_dot_v1_dot_greeter__pb2.HelloRequest, greeter_dot_v1_dot_greeter__pb2.HelloReply
 ] = _lf.MethodInfo(
-    service='billing.v1.Billing',
-    name='Greet',
+    service="billing.v1.Billing",
+    name="Greet",
     kind=_lf.MethodKind.UNARY_UNARY,
     request_type=greeter_dot_v1_dot_greeter__pb2.HelloRequest,
     response_type=greeter_dot_v1_dot_greeter__pb2.HelloReply,
-    idempotency=_lf.Idempotency.IDEMPOTENCY_UNKNOWN,
-    handler_name='Greet',
-    deprecated=False,
 )
 _BILLING_PING: _lf.MethodInfo[
     google_dot_protobuf_dot_empty__pb2.Empty, google_dot_protobuf_dot_empty__pb2.Empty
 ] = _lf.MethodInfo(
-    service='billing.v1.Billing',
-    name='Ping',
+    service="billing.v1.Billing",
+    name="Ping",
     kind=_lf.MethodKind.UNARY_UNARY,
     request_type=google_dot_protobuf_dot_empty__pb2.Empty,
     response_type=google_dot_protobuf_dot_empty__pb2.Empty,
     idempotency=_lf.Idempotency.NO_SIDE_EFFECTS,
-    handler_name='Ping',
-    deprecated=False,
 )
 _BILLING_CLOCK: _lf.MethodInfo[
     google_dot_protobuf_dot_duration__pb2.Duration, google_dot_protobuf_dot_timestamp__pb2.Timestamp
 ] = _lf.MethodInfo(
-    service='billing.v1.Billing',
-    name='Clock',
+    service="billing.v1.Billing",
+    name="Clock",
     kind=_lf.MethodKind.STREAM_STREAM,
     request_type=google_dot_protobuf_dot_duration__pb2.Duration,
     response_type=google_dot_protobuf_dot_timestamp__pb2.Timestamp,
-    idempotency=_lf.Idempotency.IDEMPOTENCY_UNKNOWN,
-    handler_name='Clock',
-    deprecated=False,
 )
 BILLING_SERVICE = _lf.ServiceInfo(
-    name='billing.v1.Billing',
+    name="billing.v1.Billing",
     methods=(
         _BILLING_CHARGE,
         _BILLING_LIST_INVOICES,
@@ -102,17 +93,14 @@ BILLING_SERVICE = _lf.ServiceInfo(
 _INVOICE_LINES_ECHO: _lf.MethodInfo[
     billing_dot_v1_dot_billing__pb2.Invoice.Line, billing_dot_v1_dot_billing__pb2.Invoice.Line
 ] = _lf.MethodInfo(
-    service='billing.v1.InvoiceLines',
-    name='Echo',
+    service="billing.v1.InvoiceLines",
+    name="Echo",
     kind=_lf.MethodKind.UNARY_UNARY,
     request_type=billing_dot_v1_dot_billing__pb2.Invoice.Line,
     response_type=billing_dot_v1_dot_billing__pb2.Invoice.Line,
-    idempotency=_lf.Idempotency.IDEMPOTENCY_UNKNOWN,
-    handler_name='Echo',
-    deprecated=False,
 )
 INVOICE_LINES_SERVICE = _lf.ServiceInfo(
-    name='billing.v1.InvoiceLines',
+    name="billing.v1.InvoiceLines",
     methods=(
         _INVOICE_LINES_ECHO,
     ),

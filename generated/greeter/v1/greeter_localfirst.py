@@ -11,88 +11,74 @@ from protoc_gen_localfirst import runtime as _lf
 from greeter.v1 import greeter_pb2 as greeter_dot_v1_dot_greeter__pb2
 
 __all__ = [
-    'GREETER_SERVICE',
-    'GreeterClient',
-    'GreeterSyncClient',
-    'GreeterServicer',
-    'SERVICES',
-    'serve',
-    'start_server',
+    "GREETER_SERVICE",
+    "GreeterClient",
+    "GreeterSyncClient",
+    "GreeterServicer",
+    "SERVICES",
+    "serve",
+    "start_server",
 ]
+
+GENERATOR_VERSION = "0.1.0"
+"""The protoc-gen-localfirst that wrote this module; the runtime checks it can serve it."""
+_lf.require_runtime(GENERATOR_VERSION, api=1)
+
+_GREETER_POLICY = _lf.MethodPolicy(
+    max_backoff=0.5,
+)
+"""Call policy of ``greeter.v1.Greeter`` (its ``localfirst.default_call_policy``)."""
 
 _GREETER_SAY_HELLO: _lf.MethodInfo[
     greeter_dot_v1_dot_greeter__pb2.HelloRequest, greeter_dot_v1_dot_greeter__pb2.HelloReply
 ] = _lf.MethodInfo(
-    service='greeter.v1.Greeter',
-    name='SayHello',
+    service="greeter.v1.Greeter",
+    name="SayHello",
     kind=_lf.MethodKind.UNARY_UNARY,
     request_type=greeter_dot_v1_dot_greeter__pb2.HelloRequest,
     response_type=greeter_dot_v1_dot_greeter__pb2.HelloReply,
-    idempotency=_lf.Idempotency.IDEMPOTENCY_UNKNOWN,
-    handler_name='SayHello',
-    deprecated=False,
-    policy=_lf.MethodPolicy(
-        max_backoff=0.5,
-    ),
+    policy=_GREETER_POLICY,
 )
 _GREETER_LOTS_OF_REPLIES: _lf.MethodInfo[
     greeter_dot_v1_dot_greeter__pb2.HelloRequest, greeter_dot_v1_dot_greeter__pb2.HelloReply
 ] = _lf.MethodInfo(
-    service='greeter.v1.Greeter',
-    name='LotsOfReplies',
+    service="greeter.v1.Greeter",
+    name="LotsOfReplies",
     kind=_lf.MethodKind.UNARY_STREAM,
     request_type=greeter_dot_v1_dot_greeter__pb2.HelloRequest,
     response_type=greeter_dot_v1_dot_greeter__pb2.HelloReply,
-    idempotency=_lf.Idempotency.IDEMPOTENCY_UNKNOWN,
-    handler_name='LotsOfReplies',
-    deprecated=False,
-    policy=_lf.MethodPolicy(
-        max_backoff=0.5,
-    ),
+    policy=_GREETER_POLICY,
 )
 _GREETER_LOTS_OF_GREETINGS: _lf.MethodInfo[
     greeter_dot_v1_dot_greeter__pb2.HelloRequest, greeter_dot_v1_dot_greeter__pb2.HelloReply
 ] = _lf.MethodInfo(
-    service='greeter.v1.Greeter',
-    name='LotsOfGreetings',
+    service="greeter.v1.Greeter",
+    name="LotsOfGreetings",
     kind=_lf.MethodKind.STREAM_UNARY,
     request_type=greeter_dot_v1_dot_greeter__pb2.HelloRequest,
     response_type=greeter_dot_v1_dot_greeter__pb2.HelloReply,
-    idempotency=_lf.Idempotency.IDEMPOTENCY_UNKNOWN,
-    handler_name='LotsOfGreetings',
-    deprecated=False,
-    policy=_lf.MethodPolicy(
-        max_backoff=0.5,
-    ),
+    policy=_GREETER_POLICY,
 )
 _GREETER_BIDI_HELLO: _lf.MethodInfo[
     greeter_dot_v1_dot_greeter__pb2.HelloRequest, greeter_dot_v1_dot_greeter__pb2.HelloReply
 ] = _lf.MethodInfo(
-    service='greeter.v1.Greeter',
-    name='BidiHello',
+    service="greeter.v1.Greeter",
+    name="BidiHello",
     kind=_lf.MethodKind.STREAM_STREAM,
     request_type=greeter_dot_v1_dot_greeter__pb2.HelloRequest,
     response_type=greeter_dot_v1_dot_greeter__pb2.HelloReply,
-    idempotency=_lf.Idempotency.IDEMPOTENCY_UNKNOWN,
-    handler_name='BidiHello',
-    deprecated=False,
-    policy=_lf.MethodPolicy(
-        max_backoff=0.5,
-    ),
+    policy=_GREETER_POLICY,
 )
 _GREETER_WHO_AM_I: _lf.MethodInfo[
     greeter_dot_v1_dot_greeter__pb2.WhoAmIRequest, greeter_dot_v1_dot_greeter__pb2.HelloReply
 ] = _lf.MethodInfo(
-    service='greeter.v1.Greeter',
-    name='WhoAmI',
+    service="greeter.v1.Greeter",
+    name="WhoAmI",
     kind=_lf.MethodKind.UNARY_UNARY,
     request_type=greeter_dot_v1_dot_greeter__pb2.WhoAmIRequest,
     response_type=greeter_dot_v1_dot_greeter__pb2.HelloReply,
     idempotency=_lf.Idempotency.NO_SIDE_EFFECTS,
-    handler_name='WhoAmI',
-    deprecated=False,
-    policy=_lf.MethodPolicy(
-        max_backoff=0.5,
+    policy=_GREETER_POLICY.replace(
         per_attempt_timeout=1.0,
         hedging_delay=0.2,
     ),
@@ -100,37 +86,30 @@ _GREETER_WHO_AM_I: _lf.MethodInfo[
 _GREETER_SET_GREETING: _lf.MethodInfo[
     greeter_dot_v1_dot_greeter__pb2.SetGreetingRequest, greeter_dot_v1_dot_greeter__pb2.HelloReply
 ] = _lf.MethodInfo(
-    service='greeter.v1.Greeter',
-    name='SetGreeting',
+    service="greeter.v1.Greeter",
+    name="SetGreeting",
     kind=_lf.MethodKind.UNARY_UNARY,
     request_type=greeter_dot_v1_dot_greeter__pb2.SetGreetingRequest,
     response_type=greeter_dot_v1_dot_greeter__pb2.HelloReply,
     idempotency=_lf.Idempotency.IDEMPOTENT,
-    handler_name='SetGreeting',
-    deprecated=False,
-    policy=_lf.MethodPolicy(
+    policy=_GREETER_POLICY.replace(
         max_attempts=4,
-        max_backoff=0.5,
-        retryable_codes=('UNAVAILABLE', 'RESOURCE_EXHAUSTED'),
+        retryable_codes=("UNAVAILABLE", "RESOURCE_EXHAUSTED"),
     ),
 )
 _GREETER_SAY_HELLO_V0: _lf.MethodInfo[
     greeter_dot_v1_dot_greeter__pb2.HelloRequest, greeter_dot_v1_dot_greeter__pb2.HelloReply
 ] = _lf.MethodInfo(
-    service='greeter.v1.Greeter',
-    name='SayHelloV0',
+    service="greeter.v1.Greeter",
+    name="SayHelloV0",
     kind=_lf.MethodKind.UNARY_UNARY,
     request_type=greeter_dot_v1_dot_greeter__pb2.HelloRequest,
     response_type=greeter_dot_v1_dot_greeter__pb2.HelloReply,
-    idempotency=_lf.Idempotency.IDEMPOTENCY_UNKNOWN,
-    handler_name='SayHelloV0',
     deprecated=True,
-    policy=_lf.MethodPolicy(
-        max_backoff=0.5,
-    ),
+    policy=_GREETER_POLICY,
 )
 GREETER_SERVICE = _lf.ServiceInfo(
-    name='greeter.v1.Greeter',
+    name="greeter.v1.Greeter",
     methods=(
         _GREETER_SAY_HELLO,
         _GREETER_LOTS_OF_REPLIES,
@@ -255,8 +234,8 @@ class GreeterClient(_lf.AsyncClient):
            DeprecationWarning.
         """
         warnings.warn(
-            'greeter.v1.Greeter.SayHelloV0 is deprecated: its rpc is marked deprecated in '
-            'greeter/v1/greeter.proto',
+            "greeter.v1.Greeter.SayHelloV0 is deprecated: its rpc is marked deprecated in "
+            "greeter/v1/greeter.proto",
             DeprecationWarning,
             stacklevel=2,
         )
@@ -371,8 +350,8 @@ class GreeterSyncClient(_lf.SyncClient):
            DeprecationWarning.
         """
         warnings.warn(
-            'greeter.v1.Greeter.SayHelloV0 is deprecated: its rpc is marked deprecated in '
-            'greeter/v1/greeter.proto',
+            "greeter.v1.Greeter.SayHelloV0 is deprecated: its rpc is marked deprecated in "
+            "greeter/v1/greeter.proto",
             DeprecationWarning,
             stacklevel=2,
         )

@@ -25,14 +25,14 @@ from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import DecodeError, Message
 
 from protoc_gen_localfirst import __version__
-from protoc_gen_localfirst.model import (
+from protoc_gen_localfirst.codegen.descriptors import (
     GenerationError,
-    build_file_model,
     build_type_index,
     files_to_generate,
 )
-from protoc_gen_localfirst.options import PluginOptionError, parse_options
-from protoc_gen_localfirst.render import RenderError, render_file
+from protoc_gen_localfirst.codegen.model import build_file_model
+from protoc_gen_localfirst.codegen.options import PluginOptionError, parse_options
+from protoc_gen_localfirst.codegen.render import RenderError, render_file
 
 NAME = "protoc-gen-localfirst"
 

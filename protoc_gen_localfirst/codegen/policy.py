@@ -32,14 +32,14 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-import grpc
 from google.protobuf import descriptor_pb2, descriptor_pool, duration_pb2, message_factory
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import DecodeError, Message
 
+from protoc_gen_localfirst.codegen.literals import literal
 from protoc_gen_localfirst.schema import MethodPolicy
 
-INCLUDE_DIR = Path(__file__).resolve().parent / "include"
+INCLUDE_DIR = Path(__file__).resolve().parents[1] / "include"
 """Directory to put on protoc's include path (``-I``) for ``localfirst/options.proto``."""
 
 OPTIONS_PROTO = "localfirst/options.proto"
@@ -48,8 +48,27 @@ DESCRIPTOR_SET = INCLUDE_DIR / "localfirst" / "options.binpb"
 METHOD_OPTION = "localfirst.call_policy"
 SERVICE_OPTION = "localfirst.default_call_policy"
 
-STATUS_CODES = tuple(code.name for code in grpc.StatusCode if code is not grpc.StatusCode.OK)
-"""Names ``retryable_codes`` accepts (``grpc.StatusCode`` members, OK excluded)."""
+STATUS_CODES = (
+    "CANCELLED",
+    "UNKNOWN",
+    "INVALID_ARGUMENT",
+    "DEADLINE_EXCEEDED",
+    "NOT_FOUND",
+    "ALREADY_EXISTS",
+    "PERMISSION_DENIED",
+    "RESOURCE_EXHAUSTED",
+    "FAILED_PRECONDITION",
+    "ABORTED",
+    "OUT_OF_RANGE",
+    "UNIMPLEMENTED",
+    "INTERNAL",
+    "UNAVAILABLE",
+    "DATA_LOSS",
+    "UNAUTHENTICATED",
+)
+"""Names ``retryable_codes`` accepts: the ``grpc.StatusCode`` members in their
+order, OK excluded. Written out so that the plugin never imports grpc; a test
+compares it with ``grpc.StatusCode``."""
 
 # google.protobuf.Duration's valid range (duration.proto).
 _MAX_DURATION_SECONDS = 315_576_000_000
@@ -134,9 +153,19 @@ def is_empty(policy: Policy) -> bool:
 def keyword_literals(policy: Policy) -> tuple[tuple[str, str], ...]:
     """``(field, Python literal)`` for the set fields, in ``MethodPolicy`` order."""
     return tuple(
-        (f.name, repr(getattr(policy, f.name)))
+        (f.name, literal(getattr(policy, f.name)))
         for f in fields(policy)
         if getattr(policy, f.name) is not None
+    )
+
+
+def changed_literals(policy: Policy, base: Policy) -> tuple[tuple[str, str], ...]:
+    """``(field, Python literal)`` for the fields where ``policy`` differs from ``base``
+    (a literal may be ``None``: the rpc unsets what the base sets)."""
+    return tuple(
+        (f.name, literal(getattr(policy, f.name)))
+        for f in fields(policy)
+        if getattr(policy, f.name) != getattr(base, f.name)
     )
 
 

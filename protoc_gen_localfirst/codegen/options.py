@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from protoc_gen_localfirst.naming import is_dotted_identifier
+from protoc_gen_localfirst.codegen.naming import is_dotted_identifier
 
 DEFAULT_RUNTIME_MODULE = "protoc_gen_localfirst.runtime"
 

@@ -1,0 +1,57 @@
+"""Names generated code must not define: what the runtime base classes and the
+module template already use.
+
+These are static lists, not looked up on the runtime classes, so that running
+the plugin never imports the runtime (grpc, QUIC, asyncio). A test
+(``tests/plugin/test_reserved.py``) compares them with the real
+``AsyncClient``, ``SyncClient`` and ``Servicer``: a runtime change that adds a
+public attribute fails it until the name is added here.
+
+Changing a list can rename a generated method (an rpc ``Close`` is ``close_``
+because the clients define ``close``), so entries are only ever added.
+"""
+
+from __future__ import annotations
+
+_OBJECT = frozenset(dir(object))
+"""``__init__``, ``__class__``, ...: every class has them (the set of the running Python)."""
+
+CLIENT_PUBLIC = frozenset({"close", "endpoint_order", "observers", "stats", "wait_for_endpoints"})
+"""Public attributes of the runtime's ``AsyncClient`` and ``SyncClient``.
+
+Private ones need no list: a client method name never starts with ``_`` (an
+rpc ``_Foo`` becomes ``rpc_foo``)."""
+
+CLIENT_RESERVED = _OBJECT | CLIENT_PUBLIC
+
+SERVICER_ATTRIBUTES = frozenset({"__annotations__", "__dict__", "__module__", "__weakref__"})
+"""What the runtime's ``Servicer`` has beyond ``object``'s attributes. Handler
+names are rpc names as written, so underscore names count here."""
+
+SERVICER_RESERVED = _OBJECT | SERVICER_ATTRIBUTES | {"SERVICE"}
+"""``SERVICE`` is the class attribute every generated servicer sets."""
+
+MODULE_RESERVED = frozenset(
+    {
+        "annotations",
+        "warnings",
+        "AsyncIterable",
+        "AsyncIterator",
+        "Iterable",
+        "Iterator",
+        "ClassVar",
+        "Unpack",
+        "_lf",
+        "GENERATOR_VERSION",
+        "SERVICES",
+        "serve",
+        "start_server",
+        "__all__",
+        "__doc__",
+        "object",
+        "float",
+        "tuple",
+        "DeprecationWarning",
+    }
+)
+"""Top-level names the module template defines, imports or uses itself."""

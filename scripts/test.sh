@@ -22,5 +22,6 @@ scripts/setup.sh
 # buf (a Go binary shipped in an npm package) is the independent gRPC-over-HTTP/3 peer.
 npm ci --silent --no-audit --no-fund >/dev/null
 .venv/bin/ruff check .
+.venv/bin/lint-imports
 MYPYPATH=generated .venv/bin/mypy --strict protoc_gen_localfirst demo
 exec .venv/bin/python -m pytest "$@"

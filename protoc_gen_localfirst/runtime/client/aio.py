@@ -7,17 +7,16 @@ cancelling. What to do next is always the call state machine's answer.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, Any, Self, TypeAlias, TypeVar, Unpack
 
 import grpc
 import grpc.aio
 
-from protoc_gen_localfirst.runtime.client.call import Attempt, CallState, GiveUp, Metadata, Wait
-from protoc_gen_localfirst.runtime.client.core import ClientCore
-from protoc_gen_localfirst.runtime.client.policy import RetryPolicy
-from protoc_gen_localfirst.runtime.client.replay import AsyncRequestReplay
+from protoc_gen_localfirst.runtime.client.call import Attempt, CallState, GiveUp, Wait
+from protoc_gen_localfirst.runtime.client.core import CallOptions, ClientCore, Requests
+from protoc_gen_localfirst.runtime.client.replay import AsyncRequestReplay, SingleRequest
 from protoc_gen_localfirst.runtime.discovery.endpoints import Endpoint
 from protoc_gen_localfirst.schema import MethodInfo, RequestT, ResponseT
 
@@ -27,9 +26,6 @@ if TYPE_CHECKING:
 _MessageT = TypeVar("_MessageT")
 RequestStream: TypeAlias = AsyncIterable[_MessageT] | Iterable[_MessageT]
 """What an asyncio client-streaming method takes: an async or a plain iterable."""
-
-OpenCall = Callable[[Any, Attempt], Any]
-"""(multi-callable, attempt) -> the attempt's grpc.aio call."""
 
 _FAILED: Any = object()
 """An attempt's result when it failed (the state machine has the details)."""
@@ -100,58 +96,55 @@ class AsyncClient(ClientCore[grpc.aio.Channel]):
     ) -> None:
         await self.close()
 
-    async def _begin(
-        self,
-        method: MethodInfo[Any, Any],
-        timeout: float | None,
-        retry: RetryPolicy | None,
-        metadata: Metadata | None,
-    ) -> CallState:
-        if not self._resolved.is_set():
-            await asyncio.to_thread(self._resolved.wait, self._first_resolution_wait(timeout))
-        return self._new_call(method, timeout, retry, metadata)
+    async def _begin(self, method: MethodInfo[Any, Any], options: CallOptions) -> CallState:
+        wait = self._first_resolution_wait(options)
+        if wait is not None:
+            await asyncio.to_thread(self._resolved.wait, wait)
+        return self._new_call(method, options)
 
-    # -- unary responses -----------------------------------------------------------
+    # -- the four call shapes (what generated methods call) ---------------------------
 
     async def _unary_unary(
         self,
         method: MethodInfo[RequestT, ResponseT],
         request: RequestT,
-        *,
-        timeout: float | None,
-        metadata: Metadata | None,
-        retry: RetryPolicy | None,
+        **options: Unpack[CallOptions],
     ) -> ResponseT:
-        def open_call(multicallable: Any, attempt: Attempt) -> Any:
-            return multicallable(request, timeout=attempt.timeout, metadata=attempt.metadata)
-
-        call = await self._begin(method, timeout, retry, metadata)
-        response: ResponseT = await self._unary_response(call, open_call, None)
+        call = await self._begin(method, options)
+        response: ResponseT = await self._unary_response(call, SingleRequest(request))
         return response
 
     async def _stream_unary(
         self,
         method: MethodInfo[RequestT, ResponseT],
         requests: AsyncIterable[RequestT] | Iterable[RequestT],
-        *,
-        timeout: float | None,
-        metadata: Metadata | None,
-        retry: RetryPolicy | None,
+        **options: Unpack[CallOptions],
     ) -> ResponseT:
         replay = AsyncRequestReplay(requests, self.retry_buffer_limit)
-
-        def open_call(multicallable: Any, attempt: Attempt) -> Any:
-            return multicallable(
-                replay.attempt(), timeout=attempt.timeout, metadata=attempt.metadata
-            )
-
-        call = await self._begin(method, timeout, retry, metadata)
-        response: ResponseT = await self._unary_response(call, open_call, replay)
+        call = await self._begin(method, options)
+        response: ResponseT = await self._unary_response(call, replay)
         return response
 
-    async def _unary_response(
-        self, call: CallState, open_call: OpenCall, replay: AsyncRequestReplay[Any] | None
-    ) -> Any:
+    def _unary_stream(
+        self,
+        method: MethodInfo[RequestT, ResponseT],
+        request: RequestT,
+        **options: Unpack[CallOptions],
+    ) -> AsyncIterator[ResponseT]:
+        return self._stream_responses(method, options, SingleRequest(request))
+
+    def _stream_stream(
+        self,
+        method: MethodInfo[RequestT, ResponseT],
+        requests: AsyncIterable[RequestT] | Iterable[RequestT],
+        **options: Unpack[CallOptions],
+    ) -> AsyncIterator[ResponseT]:
+        replay = AsyncRequestReplay(requests, self.retry_buffer_limit)
+        return self._stream_responses(method, options, replay)
+
+    # -- unary responses ---------------------------------------------------------------
+
+    async def _unary_response(self, call: CallState, requests: Requests) -> Any:
         """Run the call's attempts; hedged attempts run as concurrent tasks."""
         hedges: dict[asyncio.Future[Any], Attempt] = {}
         try:
@@ -159,11 +152,9 @@ class AsyncClient(ClientCore[grpc.aio.Channel]):
                 action = call.next_action()
                 if isinstance(action, Attempt):
                     if not call.hedging:  # the common case: no task
-                        response = await self._unary_attempt(call, action, open_call, replay)
+                        response = await self._unary_attempt(call, action, requests)
                     else:
-                        hedge = asyncio.ensure_future(
-                            self._unary_attempt(call, action, open_call, replay)
-                        )
+                        hedge = asyncio.ensure_future(self._unary_attempt(call, action, requests))
                         hedges[hedge] = action
                         continue
                 elif isinstance(action, Wait):
@@ -178,23 +169,16 @@ class AsyncClient(ClientCore[grpc.aio.Channel]):
             if hedges:
                 await asyncio.gather(*hedges, return_exceptions=True)
 
-    async def _unary_attempt(
-        self,
-        call: CallState,
-        attempt: Attempt,
-        open_call: OpenCall,
-        replay: AsyncRequestReplay[Any] | None,
-    ) -> Any:
+    async def _unary_attempt(self, call: CallState, attempt: Attempt, requests: Requests) -> Any:
         endpoint = attempt.endpoint
         multicallable = self.channels.acquire(endpoint, call.settings.info)
         try:
-            grpc_call = open_call(multicallable, attempt)
+            grpc_call = _open(multicallable, attempt, requests)
             try:
                 response = await grpc_call
                 self._learn(endpoint, await grpc_call.trailing_metadata())
             except grpc.RpcError as error:
-                replayable = replay is None or replay.replayable
-                call.attempt_failed(attempt, error, replayable=replayable)
+                call.attempt_failed(attempt, error, replayable=requests.replayable)
                 return _FAILED
             except asyncio.CancelledError:
                 grpc_call.cancel()
@@ -204,54 +188,16 @@ class AsyncClient(ClientCore[grpc.aio.Channel]):
         call.attempt_succeeded(attempt)
         return response
 
-    # -- streamed responses ------------------------------------------------------------
-
-    def _unary_stream(
-        self,
-        method: MethodInfo[RequestT, ResponseT],
-        request: RequestT,
-        *,
-        timeout: float | None,
-        metadata: Metadata | None,
-        retry: RetryPolicy | None,
-    ) -> AsyncIterator[ResponseT]:
-        def open_call(multicallable: Any, attempt: Attempt) -> Any:
-            return multicallable(request, timeout=attempt.timeout, metadata=attempt.metadata)
-
-        return self._stream_responses(method, timeout, retry, metadata, open_call, None)
-
-    def _stream_stream(
-        self,
-        method: MethodInfo[RequestT, ResponseT],
-        requests: AsyncIterable[RequestT] | Iterable[RequestT],
-        *,
-        timeout: float | None,
-        metadata: Metadata | None,
-        retry: RetryPolicy | None,
-    ) -> AsyncIterator[ResponseT]:
-        replay = AsyncRequestReplay(requests, self.retry_buffer_limit)
-
-        def open_call(multicallable: Any, attempt: Attempt) -> Any:
-            return multicallable(
-                replay.attempt(), timeout=attempt.timeout, metadata=attempt.metadata
-            )
-
-        return self._stream_responses(method, timeout, retry, metadata, open_call, replay)
+    # -- streamed responses --------------------------------------------------------------
 
     async def _stream_responses(
-        self,
-        method: MethodInfo[Any, Any],
-        timeout: float | None,
-        retry: RetryPolicy | None,
-        metadata: Metadata | None,
-        open_call: OpenCall,
-        replay: AsyncRequestReplay[Any] | None,
+        self, method: MethodInfo[Any, Any], options: CallOptions, requests: Requests
     ) -> AsyncIterator[Any]:
         """Retry until the call commits (headers or a first message), then stream.
 
         Only the part before the commit is retried: no message is yielded twice.
         """
-        call = await self._begin(method, timeout, retry, metadata)
+        call = await self._begin(method, options)
         opened = None
         while opened is None:
             action = call.next_action()
@@ -260,7 +206,7 @@ class AsyncClient(ClientCore[grpc.aio.Channel]):
             elif isinstance(action, GiveUp):
                 action.raise_error()
             else:
-                opened = await self._open_stream(call, action, open_call, replay)
+                opened = await self._open_stream(call, action, requests)
         attempt, stream, message = opened
         try:
             while message is not grpc.aio.EOF:
@@ -274,15 +220,12 @@ class AsyncClient(ClientCore[grpc.aio.Channel]):
         call.attempt_succeeded(attempt)
 
     async def _open_stream(
-        self,
-        call: CallState,
-        attempt: Attempt,
-        open_call: OpenCall,
-        replay: AsyncRequestReplay[Any] | None,
+        self, call: CallState, attempt: Attempt, requests: Requests
     ) -> tuple[Attempt, Any, Any] | None:
         """(attempt, stream, first message or EOF) once committed; None if the attempt failed."""
-        multicallable = self.channels.acquire(attempt.endpoint, call.settings.info)
-        stream = open_call(multicallable, attempt)
+        stream = _open(
+            self.channels.acquire(attempt.endpoint, call.settings.info), attempt, requests
+        )
         try:
             headers = await stream.initial_metadata()
             call.committed = bool(headers)
@@ -291,10 +234,15 @@ class AsyncClient(ClientCore[grpc.aio.Channel]):
         except grpc.RpcError as error:
             stream.cancel()
             self.channels.release(attempt.endpoint)
-            call.attempt_failed(attempt, error, replayable=replay is None or replay.replayable)
+            call.attempt_failed(attempt, error, replayable=requests.replayable)
             return None
         call.committed = True
         return attempt, stream, first
+
+
+def _open(multicallable: Any, attempt: Attempt, requests: Requests) -> Any:
+    """Start the attempt's grpc.aio call (or HTTP/3 call, which behaves the same)."""
+    return multicallable(requests.attempt(), timeout=attempt.timeout, metadata=attempt.metadata)
 
 
 async def _wait(action: Wait, hedges: dict[asyncio.Future[Any], Attempt]) -> Any:

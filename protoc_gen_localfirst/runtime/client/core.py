@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypedDict, TypeVar
 
 import grpc
 
@@ -60,6 +60,25 @@ DEFAULT_CHANNEL_OPTIONS: dict[str, Any] = {
 
 DEFAULT_RESOLVE_TIMEOUT = 5.0
 """How long a call without a deadline waits for the first endpoint set."""
+
+
+class CallOptions(TypedDict):
+    """The keywords every generated method passes to the client core."""
+
+    timeout: float | None
+    metadata: Metadata | None
+    retry: RetryPolicy | None
+
+
+class Requests(Protocol):
+    """What an attempt sends: ``SingleRequest`` or a replayable request stream."""
+
+    @property
+    def replayable(self) -> bool:
+        """False once requests an earlier attempt sent can no longer be sent again."""
+
+    def attempt(self) -> Any:
+        """The request (or request iterator) for a new attempt."""
 
 
 class ClientCore(Generic[ChannelT]):
@@ -242,17 +261,16 @@ class ClientCore(Generic[ChannelT]):
             self._settings[id(method)] = settings
         return settings
 
-    def _new_call(
-        self,
-        method: MethodInfo[Any, Any],
-        timeout: float | None,
-        retry: RetryPolicy | None,
-        metadata: Metadata | None,
-    ) -> CallState:
+    def _new_call(self, method: MethodInfo[Any, Any], options: CallOptions) -> CallState:
         self.channels.close_idle_retired()
-        return CallState(self._call_settings(method, retry), timeout=timeout, metadata=metadata)
+        settings = self._call_settings(method, options["retry"])
+        return CallState(settings, timeout=options["timeout"], metadata=options["metadata"])
 
-    def _first_resolution_wait(self, timeout: float | None) -> float:
+    def _first_resolution_wait(self, options: CallOptions) -> float | None:
+        """How long a call must wait for discovery's first answer (None: it has come)."""
+        if self._resolved.is_set():
+            return None
+        timeout = options["timeout"]
         return self.resolve_timeout if timeout is None else min(timeout, self.resolve_timeout)
 
     def _shutdown_discovery(self) -> list[ChannelT]:

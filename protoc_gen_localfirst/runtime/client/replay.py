@@ -21,6 +21,12 @@ DEFAULT_BUFFER_LIMIT = 256 * 1024
 """Per-call retry buffer, as grpc core's default ``grpc.per_rpc_retry_buffer_size``."""
 
 
+PULL = object()
+"""``_Buffer.at``: the attempt needs a message not pulled yet."""
+STOP = object()
+"""``_Buffer.at``: the attempt's request stream ends here."""
+
+
 class _Buffer(Generic[RequestT]):
     """Messages pulled so far, by position; forgets them once over the limit."""
 
@@ -44,6 +50,26 @@ class _Buffer(Generic[RequestT]):
 
     def get(self, position: int) -> RequestT:
         return self._items[position - self._start]
+
+    def at(self, generation: int, position: int) -> RequestT | object:
+        """What attempt ``generation`` sends at ``position``: a message, ``PULL`` or ``STOP``.
+
+        ``PULL``: take the next message from the caller's iterator and hand it to
+        ``pulled``. ``STOP``: the stream ended, or a newer attempt superseded this one.
+        """
+        if generation != self.generation:
+            return STOP
+        if position < self.total:
+            return self.get(position)
+        return STOP if self.exhausted else PULL
+
+    def pulled(self, message: RequestT | object) -> RequestT | object:
+        """Buffer a message just pulled (or note the end, ``STOP``); returns it."""
+        if message is STOP:
+            self.exhausted = True
+        else:
+            self.add(message)  # type: ignore[arg-type]
+        return message
 
     def add(self, message: RequestT) -> None:
         self._total += 1
@@ -75,21 +101,13 @@ class SyncRequestReplay(_Buffer[RequestT]):
         position = 0
         while True:
             with self._lock:
-                if generation != self.generation:
-                    return
-                if position >= self.total:
-                    if self.exhausted:
-                        return
-                    try:
-                        message = next(self._source)
-                    except StopIteration:
-                        self.exhausted = True
-                        return
-                    self.add(message)
-                else:
-                    message = self.get(position)
+                message = self.at(generation, position)
+                if message is PULL:
+                    message = self.pulled(next(self._source, STOP))
+            if message is STOP:
+                return
             position += 1
-            yield message
+            yield message  # type: ignore[misc]
 
 
 class AsyncRequestReplay(_Buffer[RequestT]):
@@ -114,21 +132,25 @@ class AsyncRequestReplay(_Buffer[RequestT]):
         position = 0
         while True:
             async with self._lock:
-                if generation != self.generation:
-                    return
-                if position >= self.total:
-                    if self.exhausted:
-                        return
-                    try:
-                        message = await anext(self._source)
-                    except StopAsyncIteration:
-                        self.exhausted = True
-                        return
-                    self.add(message)
-                else:
-                    message = self.get(position)
+                message = self.at(generation, position)
+                if message is PULL:
+                    message = self.pulled(await anext(self._source, STOP))
+            if message is STOP:
+                return
             position += 1
-            yield message
+            yield message  # type: ignore[misc]
+
+
+class SingleRequest(Generic[RequestT]):
+    """The request of a unary-request call: every attempt sends the same message."""
+
+    replayable = True
+
+    def __init__(self, request: RequestT) -> None:
+        self._request = request
+
+    def attempt(self) -> RequestT:
+        return self._request
 
 
 async def _as_async(source: Iterable[RequestT]) -> AsyncIterator[RequestT]:

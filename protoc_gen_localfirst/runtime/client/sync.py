@@ -9,21 +9,17 @@ from __future__ import annotations
 
 import queue
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, Unpack
 
 import grpc
 
-from protoc_gen_localfirst.runtime.client.call import Attempt, CallState, GiveUp, Metadata, Wait
-from protoc_gen_localfirst.runtime.client.core import ClientCore
-from protoc_gen_localfirst.runtime.client.policy import RetryPolicy
-from protoc_gen_localfirst.runtime.client.replay import SyncRequestReplay
+from protoc_gen_localfirst.runtime.client.call import Attempt, CallState, GiveUp, Wait
+from protoc_gen_localfirst.runtime.client.core import CallOptions, ClientCore, Requests
+from protoc_gen_localfirst.runtime.client.replay import SingleRequest, SyncRequestReplay
 from protoc_gen_localfirst.runtime.discovery.endpoints import Endpoint
 from protoc_gen_localfirst.schema import MethodInfo, RequestT, ResponseT
-
-StartCall = Callable[[Any, Attempt], Any]
-"""(multi-callable, attempt) -> the attempt's grpc call (a future for unary responses)."""
 
 _FAILED: Any = object()
 
@@ -83,60 +79,54 @@ class SyncClient(ClientCore[grpc.Channel]):
     ) -> None:
         self.close()
 
-    def _begin(
-        self,
-        method: MethodInfo[Any, Any],
-        timeout: float | None,
-        retry: RetryPolicy | None,
-        metadata: Metadata | None,
-    ) -> CallState:
-        if not self._resolved.is_set():
-            self._resolved.wait(self._first_resolution_wait(timeout))
-        return self._new_call(method, timeout, retry, metadata)
+    def _begin(self, method: MethodInfo[Any, Any], options: CallOptions) -> CallState:
+        wait = self._first_resolution_wait(options)
+        if wait is not None:
+            self._resolved.wait(wait)
+        return self._new_call(method, options)
 
-    # -- unary responses -----------------------------------------------------------
+    # -- the four call shapes (what generated methods call) ---------------------------
 
     def _unary_unary(
         self,
         method: MethodInfo[RequestT, ResponseT],
         request: RequestT,
-        *,
-        timeout: float | None,
-        metadata: Metadata | None,
-        retry: RetryPolicy | None,
+        **options: Unpack[CallOptions],
     ) -> ResponseT:
-        def start(multicallable: Any, attempt: Attempt) -> Any:
-            return multicallable.future(
-                request, timeout=attempt.timeout, metadata=_tuple(attempt.metadata)
-            )
-
-        call = self._begin(method, timeout, retry, metadata)
-        response: ResponseT = self._unary_response(call, start, None)
+        call = self._begin(method, options)
+        response: ResponseT = self._unary_response(call, SingleRequest(request))
         return response
 
     def _stream_unary(
         self,
         method: MethodInfo[RequestT, ResponseT],
         requests: Iterable[RequestT],
-        *,
-        timeout: float | None,
-        metadata: Metadata | None,
-        retry: RetryPolicy | None,
+        **options: Unpack[CallOptions],
     ) -> ResponseT:
         replay = SyncRequestReplay(requests, self.retry_buffer_limit)
-
-        def start(multicallable: Any, attempt: Attempt) -> Any:
-            return multicallable.future(
-                replay.attempt(), timeout=attempt.timeout, metadata=_tuple(attempt.metadata)
-            )
-
-        call = self._begin(method, timeout, retry, metadata)
-        response: ResponseT = self._unary_response(call, start, replay)
+        response: ResponseT = self._unary_response(self._begin(method, options), replay)
         return response
 
-    def _unary_response(
-        self, call: CallState, start: StartCall, replay: SyncRequestReplay[Any] | None
-    ) -> Any:
+    def _unary_stream(
+        self,
+        method: MethodInfo[RequestT, ResponseT],
+        request: RequestT,
+        **options: Unpack[CallOptions],
+    ) -> Iterator[ResponseT]:
+        return self._stream_responses(method, options, SingleRequest(request))
+
+    def _stream_stream(
+        self,
+        method: MethodInfo[RequestT, ResponseT],
+        requests: Iterable[RequestT],
+        **options: Unpack[CallOptions],
+    ) -> Iterator[ResponseT]:
+        replay = SyncRequestReplay(requests, self.retry_buffer_limit)
+        return self._stream_responses(method, options, replay)
+
+    # -- unary responses ---------------------------------------------------------------
+
+    def _unary_response(self, call: CallState, requests: Requests) -> Any:
         """Run the call's attempts; a sequential call waits for each attempt in turn."""
         attempts = _UnaryAttempts()
         try:
@@ -144,13 +134,13 @@ class SyncClient(ClientCore[grpc.Channel]):
                 action = call.next_action()
                 if isinstance(action, Attempt):
                     multicallable = self.channels.acquire(action.endpoint, call.settings.info)
-                    attempts.add(start(multicallable, action), action)
+                    attempts.add(_open(multicallable.future, action, requests), action)
                     if call.hedging:
                         continue
                     action = Wait(None)
                 if isinstance(action, GiveUp):
                     action.raise_error()
-                response = self._wait(call, action, attempts, replay)
+                response = self._wait(call, action, attempts, requests)
                 if response is not _FAILED:
                     return response
         finally:
@@ -159,11 +149,7 @@ class SyncClient(ClientCore[grpc.Channel]):
                 self.channels.release(attempt.endpoint)
 
     def _wait(
-        self,
-        call: CallState,
-        action: Wait,
-        attempts: _UnaryAttempts,
-        replay: SyncRequestReplay[Any] | None,
+        self, call: CallState, action: Wait, attempts: _UnaryAttempts, requests: Requests
     ) -> Any:
         """Sleep, or wait for an attempt to end: its response, or ``_FAILED``."""
         if not attempts.in_flight:
@@ -177,59 +163,19 @@ class SyncClient(ClientCore[grpc.Channel]):
         try:
             response = future.result()
         except grpc.RpcError as error:
-            call.attempt_failed(attempt, error, replayable=replay is None or replay.replayable)
+            call.attempt_failed(attempt, error, replayable=requests.replayable)
             return _FAILED
         self._learn(attempt.endpoint, future.trailing_metadata())
         call.attempt_succeeded(attempt)
         return response
 
-    # -- streamed responses ------------------------------------------------------------
-
-    def _unary_stream(
-        self,
-        method: MethodInfo[RequestT, ResponseT],
-        request: RequestT,
-        *,
-        timeout: float | None,
-        metadata: Metadata | None,
-        retry: RetryPolicy | None,
-    ) -> Iterator[ResponseT]:
-        def start(multicallable: Any, attempt: Attempt) -> Any:
-            return multicallable(
-                request, timeout=attempt.timeout, metadata=_tuple(attempt.metadata)
-            )
-
-        return self._stream_responses(method, timeout, retry, metadata, start, None)
-
-    def _stream_stream(
-        self,
-        method: MethodInfo[RequestT, ResponseT],
-        requests: Iterable[RequestT],
-        *,
-        timeout: float | None,
-        metadata: Metadata | None,
-        retry: RetryPolicy | None,
-    ) -> Iterator[ResponseT]:
-        replay = SyncRequestReplay(requests, self.retry_buffer_limit)
-
-        def start(multicallable: Any, attempt: Attempt) -> Any:
-            return multicallable(
-                replay.attempt(), timeout=attempt.timeout, metadata=_tuple(attempt.metadata)
-            )
-
-        return self._stream_responses(method, timeout, retry, metadata, start, replay)
+    # -- streamed responses --------------------------------------------------------------
 
     def _stream_responses(
-        self,
-        method: MethodInfo[Any, Any],
-        timeout: float | None,
-        retry: RetryPolicy | None,
-        metadata: Metadata | None,
-        start: StartCall,
-        replay: SyncRequestReplay[Any] | None,
+        self, method: MethodInfo[Any, Any], options: CallOptions, requests: Requests
     ) -> Iterator[Any]:
         """Retry until the call commits (headers or a first message), then stream."""
-        call = self._begin(method, timeout, retry, metadata)
+        call = self._begin(method, options)
         opened = None
         while opened is None:
             action = call.next_action()
@@ -238,7 +184,7 @@ class SyncClient(ClientCore[grpc.Channel]):
             elif isinstance(action, GiveUp):
                 action.raise_error()
             else:
-                opened = self._open_stream(call, action, start, replay)
+                opened = self._open_stream(call, action, requests)
         attempt, stream, first = opened
         try:
             if first is not _END:
@@ -252,14 +198,12 @@ class SyncClient(ClientCore[grpc.Channel]):
         call.attempt_succeeded(attempt)
 
     def _open_stream(
-        self,
-        call: CallState,
-        attempt: Attempt,
-        start: StartCall,
-        replay: SyncRequestReplay[Any] | None,
+        self, call: CallState, attempt: Attempt, requests: Requests
     ) -> tuple[Attempt, Any, Any] | None:
         """(attempt, stream, first message or ``_END``) once committed; None if it failed."""
-        stream = start(self.channels.acquire(attempt.endpoint, call.settings.info), attempt)
+        stream = _open(
+            self.channels.acquire(attempt.endpoint, call.settings.info), attempt, requests
+        )
         try:
             headers = stream.initial_metadata()
             call.committed = bool(headers)
@@ -268,15 +212,17 @@ class SyncClient(ClientCore[grpc.Channel]):
         except grpc.RpcError as error:
             stream.cancel()
             self.channels.release(attempt.endpoint)
-            call.attempt_failed(attempt, error, replayable=replay is None or replay.replayable)
+            call.attempt_failed(attempt, error, replayable=requests.replayable)
             return None
         call.committed = True
         return attempt, stream, first
 
 
+def _open(start: Any, attempt: Attempt, requests: Requests) -> Any:
+    """Start the attempt with ``start`` (a multi-callable, or its ``future``)."""
+    metadata = None if attempt.metadata is None else tuple(attempt.metadata)
+    return start(requests.attempt(), timeout=attempt.timeout, metadata=metadata)
+
+
 _END: Any = object()
 """The stream ended before its first message."""
-
-
-def _tuple(metadata: Metadata | None) -> tuple[tuple[str, str | bytes], ...] | None:
-    return None if metadata is None else tuple(metadata)

@@ -26,8 +26,15 @@ def _escape_char(char: str) -> str:
     return f"\\U{code:08x}"
 
 
+def _plain(text: str) -> bool:
+    """Nothing in ``text`` (newlines aside) needs escaping: the common case, checked in C."""
+    return '"' not in text and "\\" not in text and text.replace("\n", " ").isprintable()
+
+
 def string_literal(text: str) -> str:
     """A double-quoted literal whose value is ``text`` (``repr`` with ``"`` quotes)."""
+    if "\n" not in text and _plain(text):
+        return f'"{text}"'
     body = "".join(
         "\\n" if char == "\n" else '\\"' if char == '"' else _escape_char(char) for char in text
     )
@@ -55,6 +62,8 @@ def docstring_literal(text: str, indent: str = "") -> str:
     Lines after the first are prefixed with ``indent`` unless blank (the
     docstring convention; ``inspect.cleandoc`` removes it again).
     """
+    if _plain(text):
+        return _indented(text, indent)
     out: list[str] = []
     for i, char in enumerate(text):
         if char == '"':
@@ -64,13 +73,16 @@ def docstring_literal(text: str, indent: str = "") -> str:
                 out.append('\\"')
                 continue
         out.append(_escape_char(char))
-    body = "".join(out)
-    if indent:
+    return _indented("".join(out), indent)
+
+
+def _indented(body: str, indent: str) -> str:
+    """``body`` (already escaped) between triple quotes, later lines indented."""
+    if indent and "\n" in body:
         body = "\n".join(
             (indent + line) if (n and line) else line for n, line in enumerate(body.split("\n"))
         )
-        if "\n" in body:
-            body += "\n" + indent
+        body += "\n" + indent
     return f'"""{body}"""'
 
 

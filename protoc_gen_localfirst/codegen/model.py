@@ -9,6 +9,7 @@ from their defaults, and where lines are cut. Templates only print.
 
 from __future__ import annotations
 
+import functools
 import textwrap
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -52,6 +53,7 @@ class ImportModel:
         return naming.import_statement(self.module, self.alias)
 
 
+@functools.cache
 def _wrap(text: str) -> str:
     return textwrap.fill(text, DOC_WIDTH, break_long_words=False, break_on_hyphens=False)
 
@@ -103,7 +105,7 @@ class MethodModel:
     def deprecated(self) -> bool:
         return bool(self.deprecation)
 
-    @property
+    @functools.cached_property
     def table_options(self) -> tuple[tuple[str, str], ...]:
         """``MethodInfo`` keyword arguments besides the required ones and ``policy``,
         as ``(keyword, expression)``: only those that differ from their defaults."""
@@ -116,19 +118,19 @@ class MethodModel:
             options.append(("deprecated", "True"))
         return tuple(options)
 
-    @property
+    @functools.cached_property
     def client_doc(self) -> str:
         if not self.deprecation:
             return self.doc
         return f"{self.doc}\n\n" + _note(f"{self.deprecation}; calls emit DeprecationWarning.")
 
-    @property
+    @functools.cached_property
     def servicer_doc(self) -> str:
         if not self.deprecation:
             return self.doc
         return f"{self.doc}\n\n" + _note(f"{self.deprecation}.")
 
-    @property
+    @functools.cached_property
     def deprecation_pieces(self) -> tuple[str, ...]:
         """The warning text cut for adjacent literals at 12 spaces (inside ``warnings.warn(``)."""
         return string_pieces(self.deprecation, 12, LINE_WIDTH)
@@ -141,11 +143,11 @@ class MethodModel:
     def server_streaming(self) -> bool:
         return self.kind in ("UNARY_STREAM", "STREAM_STREAM")
 
-    @property
+    @functools.cached_property
     def context_type(self) -> str:
         return f"_lf.ServicerContext[{self.request_type}, {self.response_type}]"
 
-    @property
+    @functools.cached_property
     def context_inline(self) -> bool:
         """Whether ``        context: <context_type>,`` fits on one line."""
         return len(f"        context: {self.context_type},") <= LINE_WIDTH
@@ -183,7 +185,7 @@ class ServiceModel:
     default_policy: tuple[tuple[str, str], ...] = ()
     """That policy's ``(keyword, Python literal)`` arguments."""
 
-    @property
+    @functools.cached_property
     def client_doc(self) -> str:
         return f"{self.doc}\n\n{_wrap(_ASYNC_NOTE.format(self.client_class))}"
 
@@ -191,7 +193,7 @@ class ServiceModel:
     def sync_client_doc(self) -> str:
         return f"{self.doc}\n\n{_wrap(_SYNC_NOTE.format(self.sync_client_class))}"
 
-    @property
+    @functools.cached_property
     def servicer_doc(self) -> str:
         return f"{self.doc}\n\n{_wrap(_SERVICER_NOTE)}"
 

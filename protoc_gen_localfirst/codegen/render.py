@@ -4,9 +4,13 @@ Templates are looked up in the installed package first
 (``protoc_gen_localfirst/templates``: the wheel ships the repository's top-level
 ``templates/`` there) and then in the repository's ``templates/`` (editable
 installs). The environment uses ``StrictUndefined`` so a misspelt field is an
-error, not an empty string, and every rendered module is checked with
-``ast.parse``: output that is not Python is a plugin bug and is reported as
-such, naming the proto file.
+error, not an empty string.
+
+Output is Python by construction, not by a check at run time: every name is a
+validated identifier, every string goes through ``literals`` (property-tested
+to round-trip), and the tests parse every module the plugin writes, including
+thousands of fuzzed requests (``tests/plugin/test_fuzz.py``). Parsing each
+module in the plugin as well cost a third of its run time (``bench/plugin.py``).
 
 Templates print; every decision and every width is in the view model.
 Literals are never pasted between quotes in templates: strings go through
@@ -15,7 +19,6 @@ Literals are never pasted between quotes in templates: strings go through
 
 from __future__ import annotations
 
-import ast
 import functools
 from pathlib import Path
 
@@ -44,7 +47,7 @@ def find_template_dir() -> Path:
 
 
 class RenderError(Exception):
-    """The plugin produced something that is not valid Python (a plugin bug)."""
+    """The templates cannot be found or loaded (a broken installation)."""
 
 
 def _docstring_filter(text: str, indent: int) -> str:
@@ -67,14 +70,5 @@ def environment() -> jinja2.Environment:
 
 
 def render_file(model: FileModel) -> str:
-    """Render one generated module and check that it parses."""
-    source = environment().get_template(TEMPLATE).render(file=model)
-    try:
-        ast.parse(source, filename=model.output_file)
-    except SyntaxError as exc:
-        raise RenderError(
-            f"{model.proto_file}: protoc-gen-localfirst produced invalid Python for "
-            f"{model.output_file} (line {exc.lineno}: {exc.msg}); this is a plugin bug, "
-            "please report it with the .proto file"
-        ) from exc
-    return source
+    """Render one generated module."""
+    return environment().get_template(TEMPLATE).render(file=model)

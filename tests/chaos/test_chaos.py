@@ -220,9 +220,9 @@ async def test_dns_flap(dns_pods: Pods, capsys: pytest.CaptureFixture[str]) -> N
             await asyncio.to_thread(pods.publish, *sets[i % 2])
             await asyncio.sleep(0.4)  # scenario: each record set stays 0.4 s
         for _ in range(2):  # the server goes away and comes back
-            await asyncio.to_thread(pods.dns.stop)  # type: ignore[union-attr]
+            await asyncio.to_thread(pods.dns_server.stop)
             await asyncio.sleep(1.0)  # scenario: DNS down 1 s
-            await asyncio.to_thread(pods.dns.start)  # type: ignore[union-attr]
+            await asyncio.to_thread(pods.dns_server.start)
             await asyncio.sleep(0.3)  # scenario: DNS up 0.3 s
         final = time.monotonic()
         await asyncio.to_thread(pods.publish, *sets[1])

@@ -128,18 +128,18 @@ async def test_dns_server_down_keeps_last_known_endpoints(
         Load.steady(client) as load,
     ):
         await load.wait_for(lambda r: r.replica == "a1", since=0)
-        pods.dns.stop()
+        pods.dns_server.stop()
         await asyncio.sleep(3.0)  # scenario: DNS down for three TTLs, refreshes fail
         error_seen = client.source.last_error
         during = load.replies_since(time.monotonic() - 2.5)
         await asyncio.to_thread(pods.start, "a4", "node-a", "127.0.0.55")
-        await asyncio.to_thread(pods.dns.start)
+        await asyncio.to_thread(pods.dns_server.start)
         published = time.monotonic()
         await asyncio.to_thread(pods.publish, "a4", "b1", "b2")
         await asyncio.to_thread(pods.stop, "a1")
         back = await load.wait_for(lambda r: r.replica == "a4", since=published)
     assert load.failures() == []
-    assert error_seen is not None and pods.dns.server in error_seen, error_seen
+    assert error_seen is not None and pods.dns_server.server in error_seen, error_seen
     assert during and {r.replica for r in during} == {"a1"}
     assert client.source.last_error is None
     report(capsys, f"DNS down 3 s: {len(during)} calls answered meanwhile, 0 failed "
@@ -148,7 +148,7 @@ async def test_dns_server_down_keeps_last_known_endpoints(
 
 
 async def test_never_resolvable_name_fails_with_the_dns_error(pods: Pods) -> None:
-    target = pods.dns.target("missing.test", pods.port)
+    target = pods.dns_server.target("missing.test", pods.port)
     async with GreeterClient(target, node="node-a", dns=FAST_DNS) as client:
         from greeter.v1.greeter_pb2 import HelloRequest
 

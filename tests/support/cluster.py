@@ -190,9 +190,14 @@ class Pods:
         self.dns.set_records({self.name: [self.running[n].host for n in names]})
 
     @property
+    def dns_server(self) -> Dnsmasq:
+        """The DNS server publishing these pods (for pods made with ``dns``)."""
+        assert self.dns is not None, "these pods are not published in DNS"
+        return self.dns
+
+    @property
     def dns_target(self) -> str:
-        assert self.dns is not None
-        return self.dns.target(self.name, self.port)
+        return self.dns_server.target(self.name, self.port)
 
     def stop(self, name: str, sig: signal.Signals = signal.SIGTERM) -> None:
         self.running.pop(name).kill(sig)

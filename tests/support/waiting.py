@@ -17,7 +17,7 @@ import asyncio
 import inspect
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -52,12 +52,12 @@ def wait_until(
 
 
 async def wait_until_async(
-    condition: Callable[[], T | Awaitable[T]],
+    condition: Callable[[], Awaitable[Any]] | Callable[[], Any],
     *,
     what: str,
     timeout: float = WAIT,
     interval: float = 0.02,
-) -> T:
+) -> Any:
     """``wait_until`` for async tests; ``condition`` may return an awaitable."""
     deadline = _Deadline(what, timeout)
     while True:
@@ -65,6 +65,6 @@ async def wait_until_async(
         if inspect.isawaitable(value):
             value = await value
         if value:
-            return value  # type: ignore[return-value]
+            return value
         deadline.check(value)
         await asyncio.sleep(interval)

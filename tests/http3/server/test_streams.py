@@ -72,6 +72,7 @@ async def test_client_reset_cancels_the_handler(served: Served) -> None:
         await wait_until_async(
             lambda: h3.calls_in_flight == 1, what="the server to start the call", timeout=5
         )
+        assert served.server.h3_server is not None
         assert served.server.h3_server.calls_in_flight == 1
         client.reset(sid)
         await wait_until_async(

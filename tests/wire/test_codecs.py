@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from protoc_gen_localfirst.runtime.wire.codec import (
+from protoc_gen_localfirst.runtime.wire import (
     H3Error,
     WireError,
     decode_grpc_message,

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from protoc_gen_localfirst.runtime.wire.codec import (
+from protoc_gen_localfirst.runtime.wire import (
     MessageDecoder,
     MessageTooLarge,
     TruncatedMessage,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from protoc_gen_localfirst.runtime.wire.codec import (
+from protoc_gen_localfirst.runtime.wire import (
     H3Error,
     Header,
     WireError,

@@ -59,13 +59,13 @@ import grpc.aio
 from qh3.h3 import events as h3_events
 
 from protoc_gen_localfirst import __version__
+from protoc_gen_localfirst.runtime import wire
 from protoc_gen_localfirst.runtime.http3.connection import (
     ConnectFailed,
     H3ClientProtocol,
     client_configuration,
     open_connection,
 )
-from protoc_gen_localfirst.runtime.wire import codec as wire
 
 NOT_SENT = "HTTP/3 request not sent"
 """Prefix of the details of failures before a request left this client: the

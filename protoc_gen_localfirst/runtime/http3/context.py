@@ -31,7 +31,7 @@ from typing import Any, NoReturn, Protocol
 import grpc
 import grpc.aio
 
-from protoc_gen_localfirst.runtime.wire.codec import Metadata
+from protoc_gen_localfirst.runtime.wire import Metadata
 
 __all__ = ["H3CallLike", "H3ServicerContext"]
 

@@ -86,7 +86,7 @@ import grpc
 import grpc.aio
 
 from protoc_gen_localfirst.runtime.http3.context import H3ServicerContext
-from protoc_gen_localfirst.runtime.wire.codec import (
+from protoc_gen_localfirst.runtime.wire import (
     DEFAULT_MAX_MESSAGE_SIZE,
     H3Error,
     MessageDecoder,

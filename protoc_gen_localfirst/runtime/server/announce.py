@@ -64,15 +64,13 @@ import grpc
 import grpc.aio
 
 from protoc_gen_localfirst.runtime.identity import DRAINING_KEY, NODE_METADATA_KEY
+from protoc_gen_localfirst.runtime.wire.status import METHOD_NOT_FOUND, SHUTTING_DOWN
 
 MetadataPairs = tuple[tuple[str, str | bytes], ...]
 _Metadata = grpc.aio.Metadata | Iterable[tuple[str, str | bytes]]
 
 ALT_SVC_HEADER = "alt-svc"
 ALT_SVC_TRAILER = "localfirst-alt-svc"
-
-METHOD_NOT_FOUND = "Method not found!"
-"""grpc's own details text for an unknown method; kept for familiarity."""
 
 
 def with_node(metadata: _Metadata | None, node: str) -> MetadataPairs:
@@ -317,7 +315,6 @@ def announcing_handler(
     return handler
 
 
-SHUTTING_DOWN = "server is shutting down; call another replica"
 _HEALTH_PREFIX = "/grpc.health.v1.Health/"
 
 

@@ -72,6 +72,7 @@ from protoc_gen_localfirst.runtime.http3.server import (
 )
 from protoc_gen_localfirst.runtime.identity import own_node
 from protoc_gen_localfirst.runtime.server.announce import NodeAnnouncer
+from protoc_gen_localfirst.runtime.wire.framing import DEFAULT_MAX_MESSAGE_SIZE
 from protoc_gen_localfirst.schema import MethodInfo, MethodKind, ServiceInfo
 
 __all__ = [
@@ -100,7 +101,6 @@ DEFAULT_DRAIN_DELAY = 5.0
 DEFAULT_GRACE = 10.0
 DEFAULT_MAX_CONNECTION_AGE: float | None = 300.0
 DEFAULT_MAX_CONNECTION_AGE_GRACE = 30.0
-DEFAULT_MAX_MESSAGE_SIZE = 4 * 1024 * 1024
 
 
 class ServeOptions(TypedDict, total=False):

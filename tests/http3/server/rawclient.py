@@ -28,7 +28,7 @@ from qh3.h3.events import DataReceived, GoawayReceived, HeadersReceived
 from qh3.quic.configuration import QuicConfiguration
 from qh3.quic.events import ConnectionTerminated, StreamReset
 
-from protoc_gen_localfirst.runtime.wire.codec import (
+from protoc_gen_localfirst.runtime.wire import (
     H3Error,
     MessageDecoder,
     Status,
@@ -174,7 +174,7 @@ class RawClient:
         self, path: str, payloads: list[bytes], *, timeout: float | None = None, **metadata: str
     ) -> Response:
         """A whole well-formed call: headers, length-prefixed payloads, FIN."""
-        from protoc_gen_localfirst.runtime.wire.codec import encode_message
+        from protoc_gen_localfirst.runtime.wire import encode_message
 
         sid = self.stream()
         self.headers(sid, request_headers(path, timeout=timeout, **metadata))

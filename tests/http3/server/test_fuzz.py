@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from qh3.quic.connection import QuicConnectionError
 
-from protoc_gen_localfirst.runtime.wire.codec import encode_message
+from protoc_gen_localfirst.runtime.wire import encode_message
 from tests.http3.server.conftest import GREETER, Served, serve
 from tests.http3.server.rawclient import RawClient, Response, request_headers
 from tests.support.certs import TlsFiles

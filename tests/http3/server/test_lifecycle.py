@@ -14,7 +14,7 @@ from greeter.v1.greeter_localfirst import GreeterClient, start_server
 from greeter.v1.greeter_pb2 import HelloRequest
 
 from protoc_gen_localfirst.runtime.server.bootstrap import BindError, Binding
-from protoc_gen_localfirst.runtime.wire.codec import H3Error, encode_message
+from protoc_gen_localfirst.runtime.wire import H3Error, encode_message
 from tests.http3.server.conftest import GREETER, Served, buf_curl, serve
 from tests.http3.server.rawclient import RawClient, request_headers
 from tests.http3.server.servicer import EchoGreeter

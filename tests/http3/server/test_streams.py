@@ -8,7 +8,7 @@ import grpc
 from greeter.v1.greeter_pb2 import HelloReply, HelloRequest
 from grpc_health.v1 import health_pb2
 
-from protoc_gen_localfirst.runtime.wire.codec import H3Error, encode_message
+from protoc_gen_localfirst.runtime.wire import H3Error, encode_message
 from tests.http3.server.conftest import GREETER, NODE, Served, serve
 from tests.http3.server.rawclient import RawClient, request_headers
 from tests.support.certs import TlsFiles

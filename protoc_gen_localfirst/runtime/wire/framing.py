@@ -1,0 +1,143 @@
+"""Length-prefixed messages (PROTOCOL-HTTP2 "Length-Prefixed-Message").
+
+``encode_message(data, compressed=False)`` frames one message (flag byte +
+4-byte big-endian length + data); ``MessageDecoder`` turns DATA payloads of
+any size back into messages, enforcing a maximum message size on the prefix
+(the body is never buffered) and decompressing ``gzip``/``deflate``.
+``MessageTooLarge`` (RESOURCE_EXHAUSTED) and ``TruncatedMessage`` (INTERNAL)
+are the framing errors.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+import grpc
+
+from protoc_gen_localfirst.runtime.wire.status import WireError
+
+DEFAULT_MAX_MESSAGE_SIZE = 4 * 1024 * 1024
+"""gRPC's default limit on a received (and, on our server, a sent) message."""
+PREFIX_LENGTH = 5
+"""1-byte compressed flag + 4-byte big-endian length."""
+
+
+class MessageTooLarge(WireError):
+    """A message's length prefix exceeds the maximum: RESOURCE_EXHAUSTED."""
+
+    def __init__(self, length: int, limit: int) -> None:
+        super().__init__(
+            f"received message larger than max ({length} vs. {limit})",
+            status=grpc.StatusCode.RESOURCE_EXHAUSTED,
+        )
+        self.length = length
+        self.limit = limit
+
+
+class TruncatedMessage(WireError):
+    """The stream ended inside a length-prefixed message: INTERNAL."""
+
+    def __init__(self, buffered: int, expected: int | None) -> None:
+        wanted = f"{expected}-byte message" if expected is not None else "5-byte prefix"
+        super().__init__(
+            f"stream ended with a truncated message ({buffered} bytes of a {wanted})",
+            status=grpc.StatusCode.INTERNAL,
+        )
+
+
+def encode_message(data: bytes, *, compressed: bool = False) -> bytes:
+    """``data`` as one length-prefixed message (flag byte + 4-byte length)."""
+    if len(data) > 0xFFFFFFFF:
+        raise ValueError(f"message of {len(data)} bytes does not fit a gRPC length prefix")
+    return (b"\x01" if compressed else b"\x00") + len(data).to_bytes(4, "big") + data
+
+
+def _decompress(encoding: str, data: bytes, limit: int | None) -> bytes:
+    if encoding == "gzip":
+        wbits = 31
+    elif encoding == "deflate":
+        wbits = 15
+    else:
+        raise WireError(
+            f"message compressed with unsupported grpc-encoding {encoding!r}",
+            status=grpc.StatusCode.UNIMPLEMENTED,
+        )
+    decompressor = zlib.decompressobj(wbits)
+    try:
+        out = decompressor.decompress(data, (limit + 1) if limit is not None else 0)
+    except zlib.error as error:
+        raise WireError(f"cannot decompress {encoding} message: {error}") from None
+    if limit is not None and len(out) > limit:
+        raise MessageTooLarge(len(out), limit)
+    return out
+
+
+class MessageDecoder:
+    """Incremental decoder of length-prefixed gRPC messages.
+
+    Feed DATA payloads of any size with ``feed``; it returns the messages
+    completed so far. Call ``end()`` when the stream ends: it raises
+    ``TruncatedMessage`` if a partial message is buffered. A length prefix
+    over ``max_message_size`` raises ``MessageTooLarge`` as soon as the
+    prefix arrives (the body is never buffered). A compressed flag without a
+    ``grpc-encoding`` (``encoding`` None or ``"identity"``) raises
+    ``WireError`` INTERNAL; ``gzip`` and ``deflate`` are decompressed, other
+    encodings raise UNIMPLEMENTED. After an error the decoder is poisoned:
+    every later ``feed``/``end`` raises the same error.
+    """
+
+    def __init__(
+        self,
+        max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
+        encoding: str | None = None,
+    ) -> None:
+        self.max_message_size = max_message_size
+        self.encoding = None if encoding in (None, "identity") else encoding
+        self._buffer = bytearray()
+        self._error: WireError | None = None
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held for a message not yet complete."""
+        return len(self._buffer)
+
+    def feed(self, data: bytes) -> list[bytes]:
+        if self._error is not None:
+            raise self._error
+        self._buffer += data
+        messages: list[bytes] = []
+        try:
+            while len(self._buffer) >= PREFIX_LENGTH:
+                flag = self._buffer[0]
+                length = int.from_bytes(self._buffer[1:PREFIX_LENGTH], "big")
+                if flag > 1:
+                    raise WireError(f"invalid compressed flag {flag} in message prefix")
+                if flag == 1 and self.encoding is None:
+                    raise WireError("compressed message without grpc-encoding")
+                if self.max_message_size is not None and length > self.max_message_size:
+                    raise MessageTooLarge(length, self.max_message_size)
+                end = PREFIX_LENGTH + length
+                if len(self._buffer) < end:
+                    break
+                body = bytes(self._buffer[PREFIX_LENGTH:end])
+                del self._buffer[:end]
+                if flag == 1:
+                    assert self.encoding is not None
+                    body = _decompress(self.encoding, body, self.max_message_size)
+                messages.append(body)
+        except WireError as error:
+            self._error = error
+            self._buffer.clear()
+            raise
+        return messages
+
+    def end(self) -> None:
+        if self._error is not None:
+            raise self._error
+        if self._buffer:
+            expected = None
+            if len(self._buffer) >= PREFIX_LENGTH:
+                expected = int.from_bytes(self._buffer[1:PREFIX_LENGTH], "big")
+            self._error = TruncatedMessage(len(self._buffer), expected)
+            self._buffer.clear()
+            raise self._error

@@ -1,8 +1,8 @@
 """Hotspot benchmark (issue 9): local-first under more load than the local replica can serve.
 
-    python -m bench.hotspot                          # rates 0.5,1,1.5,2.5 x 10 s (about 2.5 minutes)
+    python -m bench.hotspot                          # rates 0.5,1,1.5,2.5 x 10 s (about 2 minutes)
     python -m bench.hotspot --quick                  # smoke run: 0.5,1.5 x 3 s
-    python -m bench.hotspot --kill                   # also: SIGKILL + restart of the local replica at 1.5x
+    python -m bench.hotspot --kill                   # also: SIGKILL + restart of a1 at 1.5x (+30 s)
     python -m bench.hotspot --serve-option KEY=VALUE --client-option KEY=VALUE --json out.json
 
 Four replicas of limited capacity (bench/hotspot_replica.py: SayHello holds an
@@ -33,8 +33,10 @@ Reported per rate and client: offered calls/s; ok calls/s in steady state
 (calls scheduled after the first ``--warmup`` seconds); failed calls over the
 whole window, of how many, by status code; p50/p99 latency of ok steady-state
 calls (from the call's actual start); the share served by the local replica,
-from the replies' ``node`` and from the replicas' own execution logs; late
-starts. ``--kill`` adds, at 1.5x for both clients: SIGKILL of a1 3 s into the
+from the replies' ``node`` and from the replicas' own execution logs; the
+local replica's work in steady state, calls whose 20 ms it finished of those
+it started (grpc cancels a handler at its call's deadline, so the rest is work
+thrown away); late starts. ``--kill`` adds, at 1.5x for both clients: SIGKILL of a1 3 s into the
 window and a restart at the same address 2 s later, reporting failed calls, ok
 calls per 1 s bucket (a collapse shows as a run of zeros) and the local share
 in the last 3 s (does traffic come back to the local replica?).
@@ -193,17 +195,21 @@ class Replica:
         _stop(self.process, sig)
         self.process = None
 
-    def executed(self, window: str) -> list[tuple[int, int]]:
-        """(worker, seq) of every SayHello of ``window`` this replica ran (all incarnations)."""
+    def log(self, window: str) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+        """(worker, seq) of every SayHello of ``window`` this replica (all incarnations)
+        started and executed (see bench/hotspot_replica.py)."""
+        started: list[tuple[int, int]] = []
+        executed: list[tuple[int, int]] = []
         if not self.executions.exists():
-            return []
-        out = []
-        prefix = f"{window}:"
+            return started, executed
         for line in self.executions.read_text().splitlines():
-            if line.startswith(prefix):
+            into = executed
+            if line.startswith("> "):
+                into, line = started, line[2:]
+            if line.startswith(f"{window}:"):
                 _, worker, seq = line.split(":")
-                out.append((int(worker), int(seq)))
-        return out
+                into.append((int(worker), int(seq)))
+        return started, executed
 
 
 @contextmanager
@@ -448,9 +454,11 @@ class Bench:
             for seq, lag, latency, code, node in result["calls"]
         ]
         await asyncio.sleep(0.3)  # the replicas' last log lines
-        executed = {name: r.executed(window) for name, r in self.group.items()}
+        logs_by_replica = {name: r.log(window) for name, r in self.group.items()}
+        started = {name: log[0] for name, log in logs_by_replica.items()}
+        executed = {name: log[1] for name, log in logs_by_replica.items()}
         at = {(c.worker, c.seq): c.at for c in calls}
-        summary = summarize(calls, executed, at, seconds, args.warmup)
+        summary = summarize(calls, started, executed, at, seconds, args.warmup)
         summary.update(
             variant=variant, load=multiple, window=window, seconds=seconds,
             client_stats=[r["client_stats"] for r in results],
@@ -478,6 +486,7 @@ class Bench:
 
 def summarize(
     calls: list[Call],
+    started: dict[str, list[tuple[int, int]]],
     executed: dict[str, list[tuple[int, int]]],
     at: dict[tuple[int, int], float],
     seconds: float,
@@ -493,6 +502,10 @@ def summarize(
         for name, keys in executed.items()
     }
     server_total = sum(server_steady.values())
+    started_steady = {
+        name: sum(1 for key in keys if at.get(key, -1.0) >= warmup)
+        for name, keys in started.items()
+    }
     ok_keys = {(c.worker, c.seq) for c in calls if c.ok}
     wasted = sum(1 for keys in executed.values() for key in keys if key not in ok_keys)
     return {
@@ -513,6 +526,7 @@ def summarize(
         "local_share_server": server_steady["a1"] / server_total if server_total else None,
         "server_executions_steady": server_steady,
         "server_executions_for_failed_calls": wasted,
+        "server_started_steady": started_steady,
         "late_starts": sum(1 for lag in lags if lag > LATE),
         "lag_p99_ms": (_pct(lags, 99) or 0.0) * 1000,
         "lag_max_ms": max(lags, default=0.0) * 1000,
@@ -581,14 +595,16 @@ def print_table(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
           f"({args.delay_ms:g} ms each way)\n")  # fmt: skip
     print(
         "| load | client | offered calls/s | ok calls/s | failed | failures by code "
-        "| p50 ms | p99 ms | local share (replies) | local share (server) | late starts |"
+        "| p50 ms | p99 ms | local share (replies) | local share (server) "
+        "| a1 work done of started | late starts |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['load']:g}x | {r['variant']} | {r['offered_per_s']:.0f} "
               f"| {r['ok_per_s_steady']:.0f} | {r['failed']} of {r['offered']} "
               f"| {_codes(r['failed_codes'])} | {_ms(r['p50_ms'])} | {_ms(r['p99_ms'])} "
               f"| {_share(r['local_share_replies'])} | {_share(r['local_share_server'])} "
+              f"| {r['server_executions_steady']['a1']} of {r['server_started_steady']['a1']} "
               f"| {r['late_starts']} |")  # fmt: skip
 
 

@@ -9,10 +9,12 @@ with the event loop's overhead. Calls beyond that wait for the semaphore (a
 queue inside the server, as in a real overloaded replica); a call whose
 deadline passes while waiting is cancelled by grpc and never runs.
 
-Each executed SayHello (after its work, before the reply) appends its request
-name to ``--executions-file`` with one O_APPEND write, so the count survives
-SIGKILL and the harness can attribute server-side work to windows, workers and
-scheduled times. ``WhoAmI`` (inherited from demo.replica) names node and
+Each SayHello appends ``> NAME`` to ``--executions-file`` when it gets a
+slot (work started) and ``NAME`` when its work is done, before the reply
+(executed), each with one O_APPEND write, so the counts survive SIGKILL and
+the harness can attribute server-side work to windows, workers and scheduled
+times. Started minus executed is work cut short: grpc cancels a handler whose
+call's deadline passes, also in the middle of its work. ``WhoAmI`` (inherited from demo.replica) names node and
 replica and does not take the semaphore.
 
 ``--serve-option KEY=VALUE`` (repeatable) goes into ``serve(**options)``
@@ -101,6 +103,7 @@ def main() -> None:
             self, request: HelloRequest, context: ServicerContext[HelloRequest, HelloReply]
         ) -> HelloReply:
             async with self.slots:
+                os.write(executions, f"> {request.name}\n".encode())
                 await asyncio.sleep(work)
             os.write(executions, f"{request.name}\n".encode())
             return self._reply(request.name)

@@ -21,7 +21,7 @@ from protoc_gen_localfirst.runtime.discovery import (
     KubernetesOptions,
 )
 from protoc_gen_localfirst.runtime.discovery.endpoints import Endpoint, TargetError
-from protoc_gen_localfirst.runtime.http3.client import H3Options
+from protoc_gen_localfirst.runtime.http3.options import H3Options
 from protoc_gen_localfirst.runtime.identity import NODE_METADATA_KEY
 from protoc_gen_localfirst.runtime.server.bootstrap import (
     BindError,

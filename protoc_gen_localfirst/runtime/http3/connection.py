@@ -34,11 +34,11 @@ from qh3.quic import events as quic_events
 from qh3.quic.configuration import QuicConfiguration
 from qh3.quic.connection import QuicConnection
 
-# Backpressure: a sender waits once this much is queued on its stream, and
-# resumes once the queue is below LOW_WATER (QUIC flow control and congestion
-# control drain it as the peer acknowledges and grants credit).
-HIGH_WATER = 256 * 1024
-LOW_WATER = 64 * 1024
+from protoc_gen_localfirst.runtime.http3.options import SEND_HIGH_WATER, SEND_LOW_WATER
+
+# Backpressure: a sender waits once SEND_HIGH_WATER is queued on its stream,
+# and resumes once the queue is below SEND_LOW_WATER (QUIC flow control and
+# congestion control drain it as the peer acknowledges and grants credit).
 
 
 class ConnectFailed(Exception):
@@ -141,7 +141,7 @@ class H3ClientProtocol(QuicConnectionProtocol):
         """Return once ``stream_id`` has little enough queued to accept more data."""
         if self.ended is not None or stream_id not in self._listeners:
             return
-        if self._quic.get_send_buffer_size(stream_id) <= HIGH_WATER:
+        if self._quic.get_send_buffer_size(stream_id) <= SEND_HIGH_WATER:
             return
         waiter = self._writers.get(stream_id)
         if waiter is None:
@@ -202,7 +202,7 @@ class H3ClientProtocol(QuicConnectionProtocol):
             self._wake_credit_waiters()
         if self._writers:
             for stream_id in list(self._writers):
-                if self._quic.get_send_buffer_size(stream_id) <= LOW_WATER:
+                if self._quic.get_send_buffer_size(stream_id) <= SEND_LOW_WATER:
                     self._wake_writer(stream_id)
 
     def error_received(self, exc: Exception) -> None:

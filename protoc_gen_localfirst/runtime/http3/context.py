@@ -1,8 +1,8 @@
 """The servicer context handlers get on HTTP/3: grpc.aio's, re-implemented.
 
 ``H3ServicerContext`` implements ``grpc.aio.ServicerContext`` over one HTTP/3
-request stream (an ``H3Call`` from ``h3_server``), so the same handler
-objects (servicers, the health servicer, ``server_announce``'s wrapping
+request stream (an ``H3ServerCall`` from ``server_call``), so the same handler
+objects (servicers, the health servicer, ``server.announce``'s wrapping
 context) run unchanged on both transports. What it does, as grpc.aio does:
 
 * ``abort(code, details, trailing_metadata)`` records the status and raises
@@ -39,7 +39,7 @@ _MetadataArg = grpc.aio.Metadata | Iterable[tuple[str, str | bytes]]
 
 
 class H3CallLike(Protocol):
-    """What the context needs from the stream it serves (``h3_server.H3Call``)."""
+    """What the context needs from the stream it serves (``server_call.H3ServerCall``)."""
 
     metadata: Metadata
     peer: str

@@ -1,0 +1,361 @@
+"""One client call over HTTP/3: ``H3ClientCall``, grpc.aio's call interface.
+
+Life: a task gets the channel's connection and sends the request(s); HTTP/3
+events of its request stream arrive through ``h3_event``; the call ends
+exactly once (``_finish``) with the status from trailers, or a local one
+(deadline, cancel, connection lost, message too large). See ``client`` for
+the behaviour (deadlines, backpressure, status mapping).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Generator
+from typing import Any, Protocol
+
+import grpc
+import grpc.aio
+from qh3.h3 import events as h3_events
+
+from protoc_gen_localfirst import __version__
+from protoc_gen_localfirst.runtime import wire
+from protoc_gen_localfirst.runtime.http3.connection import ConnectFailed, H3ClientProtocol
+from protoc_gen_localfirst.runtime.http3.options import H3Options
+
+__all__ = ["NOT_SENT", "USER_AGENT", "CallChannel", "H3ClientCall"]
+
+NOT_SENT = "HTTP/3 request not sent"
+"""Prefix of the details of failures before a request left this client: the
+runtime may retry those even for non-idempotent rpcs (see retry.provably_not_processed)."""
+
+USER_AGENT = f"grpc-python-localfirst-h3/{__version__}"
+
+_H3_ERROR_NAMES = {int(error): f"H3_{error.name}" for error in wire.H3Error}
+log = logging.getLogger("protoc_gen_localfirst.runtime.http3.client")
+
+
+class CallChannel(Protocol):
+    """What a call needs from its channel (``H3Channel``)."""
+
+    options: H3Options
+    authority: str
+    max_receive_message_length: int | None
+    max_send_message_length: int | None
+    calls: set[H3ClientCall]
+    """Calls not yet finished; a call adds itself and removes itself when done."""
+
+    async def connect(self, timeout: float | None = None) -> H3ClientProtocol: ...
+
+
+_END = object()
+
+
+class H3ClientCall:
+    """One call on an ``H3Channel``; the grpc.aio call interface (see the module docstring).
+
+    Life: a task gets the connection and sends the request(s); HTTP/3 events
+    arrive through ``h3_event``; the call ends exactly once (``_finish``) with
+    the status from trailers, or a local one (deadline, cancel, connection
+    lost, message too large).
+    """
+
+    def __init__(
+        self,
+        channel: CallChannel,
+        path: str,
+        request: Any,
+        serializer: Callable[[Any], bytes],
+        deserializer: Callable[[bytes], Any],
+        *,
+        timeout: float | None,
+        metadata: wire.Metadata,
+        client_streaming: bool,
+        server_streaming: bool,
+    ) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._channel = channel
+        self._path = path
+        self._serializer = serializer
+        self._deserializer = deserializer
+        self._client_streaming = client_streaming
+        self._server_streaming = server_streaming
+        self._http_status = 0
+        self._timeout = timeout
+        self._deadline = None if timeout is None else time.monotonic() + timeout
+        self._metadata = metadata
+        self._initial: asyncio.Future[grpc.aio.Metadata] = self._loop.create_future()
+        self._done: asyncio.Future[None] = self._loop.create_future()
+        self._messages: asyncio.Queue[Any] = asyncio.Queue()
+        self._decoder = wire.MessageDecoder(channel.max_receive_message_length)
+        self._response: Any = _END
+        self._code = grpc.StatusCode.UNKNOWN
+        self._details = ""
+        self._trailing = grpc.aio.Metadata()
+        self._locally_cancelled = False
+        self._connection: H3ClientProtocol | None = None
+        self._stream_id: int | None = None
+        self._headers_seen = False
+        self._timer = (
+            None if timeout is None else self._loop.call_later(max(timeout, 0.0), self._expire)
+        )
+        channel.calls.add(self)
+        self._task = self._loop.create_task(self._run(request))
+
+    # the grpc.aio call interface
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        yield from self._wait_status().__await__()
+        if self._response is _END:
+            raise self._error(grpc.StatusCode.INTERNAL, "response had no message")
+        return self._response
+
+    def __aiter__(self) -> AsyncIterator[Any]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[Any]:
+        while True:
+            message = await self.read()
+            if message is grpc.aio.EOF:
+                return
+            yield message
+
+    async def read(self) -> Any:
+        """The next response message, ``grpc.aio.EOF`` after the last; raises on a failed call."""
+        if self._messages.empty() and self._done.done():
+            await self._wait_status()
+            return grpc.aio.EOF
+        message = await self._messages.get()
+        if message is _END:
+            self._messages.put_nowait(_END)
+            await self._wait_status()
+            return grpc.aio.EOF
+        return message
+
+    async def initial_metadata(self) -> grpc.aio.Metadata:
+        return await asyncio.shield(self._initial)
+
+    async def trailing_metadata(self) -> grpc.aio.Metadata:
+        await asyncio.shield(self._done)
+        return self._trailing
+
+    async def code(self) -> grpc.StatusCode:
+        await asyncio.shield(self._done)
+        return self._code
+
+    async def details(self) -> str:
+        await asyncio.shield(self._done)
+        return self._details
+
+    async def wait_done(self) -> None:
+        await asyncio.shield(self._done)
+
+    def cancel(self) -> bool:
+        if self._done.done():
+            return False
+        self._locally_cancelled = True
+        self.abort(grpc.StatusCode.CANCELLED, "Locally cancelled by application!")
+        return True
+
+    def cancelled(self) -> bool:
+        return self._code == grpc.StatusCode.CANCELLED and self._done.done()
+
+    def done(self) -> bool:
+        return self._done.done()
+
+    def time_remaining(self) -> float | None:
+        return None if self._deadline is None else max(self._deadline - time.monotonic(), 0.0)
+
+    def add_done_callback(self, callback: Callable[[H3ClientCall], None]) -> None:
+        self._done.add_done_callback(lambda _: callback(self))
+
+    # status
+
+    async def _wait_status(self) -> None:
+        await asyncio.shield(self._done)
+        if self._locally_cancelled:
+            raise asyncio.CancelledError()
+        if self._code != grpc.StatusCode.OK:
+            raise self._error(self._code, self._details)
+
+    def _error(self, code: grpc.StatusCode, details: str) -> grpc.aio.AioRpcError:
+        initial = self._initial.result() if self._initial.done() else grpc.aio.Metadata()
+        return grpc.aio.AioRpcError(code, initial, self._trailing, details=details)
+
+    def abort(self, code: grpc.StatusCode, details: str) -> None:
+        """End the call locally: reset its stream and finish with ``code``."""
+        if self._done.done():
+            return
+        if self._connection is not None and self._stream_id is not None:
+            self._connection.cancel_stream(self._stream_id)
+        self._finish(code, details)
+
+    def _expire(self) -> None:
+        self.abort(grpc.StatusCode.DEADLINE_EXCEEDED, wire.DEADLINE_EXCEEDED)
+
+    def _finish(self, code: grpc.StatusCode, details: str, trailing: wire.Metadata = ()) -> None:
+        if self._done.done():
+            return
+        self._code, self._details = code, details
+        self._trailing = grpc.aio.Metadata(*trailing)
+        if not self._initial.done():
+            self._initial.set_result(grpc.aio.Metadata())
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._connection is not None and self._stream_id is not None:
+            self._connection.finish_stream(self._stream_id)
+        if not self._task.done() and self._task is not asyncio.current_task():
+            self._task.cancel()
+        self._messages.put_nowait(_END)
+        self._done.set_result(None)
+        self._channel.calls.discard(self)
+
+    # sending
+
+    async def _run(self, request: Any) -> None:
+        try:
+            await self._start()
+            if self._connection is None or self._stream_id is None:
+                return
+            await self._send(request)
+        except asyncio.CancelledError:
+            pass
+        except Exception as error:  # becomes the call's status
+            if not self._done.done():
+                log.debug("HTTP/3 call %s failed while sending", self._path, exc_info=True)
+                self.abort(
+                    grpc.StatusCode.UNKNOWN, f"Exception serializing or sending request: {error!r}"
+                )
+
+    async def _start(self) -> None:
+        remaining = self.time_remaining()
+        limit = self._channel.options.connect_timeout
+        if remaining is not None:
+            limit = min(limit, remaining)
+        try:
+            connection = await self._channel.connect(limit)
+        except ConnectFailed as error:
+            if self.time_remaining() == 0.0:
+                self._finish(grpc.StatusCode.DEADLINE_EXCEEDED, wire.DEADLINE_EXCEEDED)
+            else:
+                self._finish(grpc.StatusCode.UNAVAILABLE, f"{NOT_SENT}: {error}")
+            return
+        if self._done.done():
+            return
+        await connection.wait_stream_credit()
+        if self._done.done():
+            return
+        remaining = self.time_remaining()
+        headers = wire.build_request_headers(
+            self._path,
+            authority=self._channel.authority,
+            timeout=remaining,
+            metadata=self._metadata,
+            user_agent=USER_AGENT,
+        )
+        try:
+            self._stream_id = connection.start_request(self, headers)
+        except ConnectionError as error:
+            self._finish(grpc.StatusCode.UNAVAILABLE, f"{NOT_SENT}: {error}")
+            return
+        self._connection = connection
+
+    def _frame(self, request: Any) -> bytes:
+        data = self._serializer(request)
+        limit = self._channel.max_send_message_length
+        if limit is not None and len(data) > limit:
+            raise _TooLarge(f"Sent message larger than max ({len(data)} vs. {limit})")
+        return wire.encode_message(data)
+
+    async def _send(self, request: Any) -> None:
+        connection, stream_id = self._connection, self._stream_id
+        assert connection is not None and stream_id is not None
+        try:
+            if not self._client_streaming:
+                connection.send_data(stream_id, self._frame(request), end_stream=True)
+                return
+            if isinstance(request, AsyncIterable):
+                async for item in request:
+                    await self._send_one(connection, stream_id, item)
+            else:
+                for item in request:
+                    await self._send_one(connection, stream_id, item)
+        except _TooLarge as error:
+            self.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(error))
+            return
+        if not self._done.done():
+            connection.send_data(stream_id, b"", end_stream=True)
+
+    async def _send_one(self, connection: H3ClientProtocol, stream_id: int, item: Any) -> None:
+        if self._done.done():
+            raise asyncio.CancelledError()
+        await connection.wait_writable(stream_id)
+        if self._done.done():
+            raise asyncio.CancelledError()
+        connection.send_data(stream_id, self._frame(item), end_stream=False)
+
+    # receiving (StreamListener)
+
+    def h3_event(self, event: h3_events.H3Event) -> None:
+        if self._done.done():
+            return
+        try:
+            if isinstance(event, h3_events.HeadersReceived):
+                self._on_headers(event.headers, event.stream_ended)
+            elif isinstance(event, h3_events.DataReceived):
+                self._on_data(event.data, event.stream_ended)
+            elif isinstance(event, h3_events.StreamReset):
+                code = wire.status_from_h3_error(event.error_code)
+                name = _H3_ERROR_NAMES.get(event.error_code, f"0x{event.error_code:x}")
+                self._finish(code, f"stream reset by the server (HTTP/3 error {name})")
+        except wire.WireError as error:
+            self.abort(error.status, error.message)
+
+    def connection_lost(self, reason: str) -> None:
+        self._finish(grpc.StatusCode.UNAVAILABLE, f"HTTP/3 connection lost: {reason}")
+
+    def _on_headers(self, headers: list[tuple[bytes, bytes]], ended: bool) -> None:
+        if not self._headers_seen:
+            self._headers_seen = True
+            head = wire.parse_response_headers(headers)
+            self._http_status = head.http_status
+            if head.status is not None:  # trailers-only (or not a gRPC answer)
+                status = head.status
+                self._finish(status.code, status.message, status.metadata)
+                return
+            self._initial.set_result(grpc.aio.Metadata(*head.metadata))
+            if ended:
+                self._end_without_trailers()
+            return
+        self._decoder.end()
+        status = wire.parse_trailers(headers)
+        self._finish(status.code, status.message, status.metadata)
+
+    def _on_data(self, data: bytes, ended: bool) -> None:
+        if not self._headers_seen:
+            raise wire.WireError("DATA before response headers")
+        for raw in self._decoder.feed(data):
+            try:
+                message = self._deserializer(raw)
+            except Exception as error:  # a bad message fails the call
+                raise wire.WireError(f"Exception deserializing response! {error!r}") from error
+            if self._server_streaming:
+                self._messages.put_nowait(message)
+            elif self._response is _END:
+                self._response = message
+            else:
+                raise wire.WireError("unary response with more than one message")
+        if ended:
+            self._end_without_trailers()
+
+    def _end_without_trailers(self) -> None:
+        self._decoder.end()
+        code = wire.status_from_http(self._http_status)
+        if self._http_status == 200:
+            code = grpc.StatusCode.UNKNOWN
+        self._finish(code, f"stream ended without grpc-status (HTTP {self._http_status})")
+
+
+class _TooLarge(Exception):
+    pass

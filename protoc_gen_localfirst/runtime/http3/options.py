@@ -1,0 +1,48 @@
+"""HTTP/3 vocabulary both sides share, importable without loading QUIC or asyncio.
+
+``Transport`` and ``H3Options`` are the client's choices, ``QuicLibrary`` the
+server's; ``SEND_HIGH_WATER``/``SEND_LOW_WATER`` the send backpressure both
+apply per stream. The runtime re-exports ``H3Options`` from here, so
+``import protoc_gen_localfirst.runtime`` never imports qh3.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+__all__ = [
+    "QUIC_LIBRARIES",
+    "SEND_HIGH_WATER",
+    "SEND_LOW_WATER",
+    "H3Options",
+    "QuicLibrary",
+    "Transport",
+]
+
+Transport = Literal["h2", "h3", "auto"]
+"""``h2``: grpc.aio over TCP; ``h3``: HTTP/3 only; ``auto``: HTTP/3, else HTTP/2."""
+
+QuicLibrary = Literal["qh3", "aioquic"]
+"""The QUIC stack under the HTTP/3 server (same API; benchmarks compare them)."""
+QUIC_LIBRARIES: tuple[QuicLibrary, ...] = ("qh3", "aioquic")
+
+SEND_HIGH_WATER = 256 * 1024
+"""Bytes a stream may have queued but not yet transmitted before writers wait
+(QUIC flow control and congestion control drain it as the peer acknowledges)."""
+SEND_LOW_WATER = 64 * 1024
+"""Client: a waiting writer resumes once its stream's queue is below this."""
+
+
+@dataclass(frozen=True)
+class H3Options:
+    """Tuning of the HTTP/3 transport (``AsyncClient(h3_options=...)``)."""
+
+    connect_timeout: float = 1.0
+    """Longest wait for a QUIC handshake; a call's own deadline may cut it shorter."""
+    idle_timeout: float = 30.0
+    """QUIC idle timeout; an idle connection closes and the next call reopens it."""
+    fallback_ttl: float = 60.0
+    """``auto``: after HTTP/3 failed for an endpoint, how long to use HTTP/2
+    for it before trying HTTP/3 again (a server that enables HTTP/3 later is
+    picked up within this time)."""

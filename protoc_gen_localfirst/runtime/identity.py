@@ -8,6 +8,8 @@ field, so it comes from ``LOCALFIRST_ZONE`` (or, later, from EndpointSlices).
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
+from typing import Any
 
 NODE_ENV = "NODE_NAME"
 ZONE_ENV = "LOCALFIRST_ZONE"
@@ -33,3 +35,17 @@ def own_zone(explicit: str | None = None) -> str | None:
     if explicit:
         return explicit
     return os.environ.get(ZONE_ENV) or None
+
+
+OVERLOADED_KEY = "localfirst-overloaded"
+"""Trailer a server adds when admission control refused a call before its handler
+ran (at its concurrency limit): the call was not processed, so any client may
+send it to another replica at once, idempotent or not."""
+
+
+def announced_node(metadata: Sequence[tuple[str, Any]] | None) -> str | None:
+    """The node a server named in response metadata (``NODE_METADATA_KEY``), if it did."""
+    for key, value in metadata or ():
+        if key == NODE_METADATA_KEY:
+            return value.decode() if isinstance(value, bytes) else str(value)
+    return None

@@ -176,16 +176,17 @@ class AsyncClient(ClientCore[grpc.aio.Channel]):
             grpc_call = _open(multicallable, attempt, requests)
             try:
                 response = await grpc_call
-                self._learn(endpoint, await grpc_call.trailing_metadata())
+                trailers = await grpc_call.trailing_metadata()
             except grpc.RpcError as error:
                 call.attempt_failed(attempt, error, replayable=requests.replayable)
                 return _FAILED
             except asyncio.CancelledError:
                 grpc_call.cancel()
+                call.attempt_cancelled(attempt)
                 raise
         finally:
             self.channels.release(endpoint)
-        call.attempt_succeeded(attempt)
+        call.attempt_succeeded(attempt, trailers)
         return response
 
     # -- streamed responses --------------------------------------------------------------
@@ -212,12 +213,13 @@ class AsyncClient(ClientCore[grpc.aio.Channel]):
             while message is not grpc.aio.EOF:
                 yield message
                 message = await stream.read()
+            trailers = await stream.trailing_metadata()
         except grpc.RpcError as error:
             call.stream_failed(attempt, error).raise_error()
         finally:
             stream.cancel()
             self.channels.release(attempt.endpoint)
-        call.attempt_succeeded(attempt)
+        call.attempt_succeeded(attempt, trailers)
 
     async def _open_stream(
         self, call: CallState, attempt: Attempt, requests: Requests
@@ -227,9 +229,7 @@ class AsyncClient(ClientCore[grpc.aio.Channel]):
             self.channels.acquire(attempt.endpoint, call.settings.info), attempt, requests
         )
         try:
-            headers = await stream.initial_metadata()
-            call.committed = bool(headers)
-            self._learn(attempt.endpoint, headers)
+            call.headers_received(attempt, await stream.initial_metadata())
             first = await stream.read()
         except grpc.RpcError as error:
             stream.cancel()

@@ -1,7 +1,8 @@
 """Locality ordering and endpoint health: which replica an attempt goes to.
 
-Sans-IO: no channels, no sockets; time is injected so the ordering is tested
-deterministically. Thread-safe: discovery threads update the set while calls
+Sans-IO: no channels, no sockets; time and chance are injected so the
+ordering is tested deterministically. How much the caller's own node keeps
+under load is ``load``'s job; this module orders and keeps endpoint health. Thread-safe: discovery threads update the set while calls
 (on an event loop or in threads) order it.
 """
 
@@ -9,12 +10,21 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import random
 import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from protoc_gen_localfirst.runtime.client.load import (
+    SPILL_FULL,
+    SPILL_SLOW,
+    EndpointLoad,
+    LocalityPolicy,
+    SpillController,
+)
 from protoc_gen_localfirst.runtime.discovery.endpoints import Endpoint
+from protoc_gen_localfirst.runtime.loadreport import LoadReport
 
 log = logging.getLogger("protoc_gen_localfirst.balancer")
 
@@ -47,7 +57,10 @@ class Balancer:
     """Orders endpoints for one call: same node, then same zone, then the rest.
 
     Within a tier the starting point rotates call by call, spreading load over
-    the replicas of that tier. Ejected endpoints go last (soonest to return
+    the replicas of that tier, and of the first two the less loaded goes
+    first (power of two choices). When the caller's node is saturated
+    (``load.LocalityPolicy``), its tier moves behind the next one for this
+    call: the call spills. Ejected endpoints go last (soonest to return
     first), but are still tried: with every replica ejected, a call still gets
     its attempts rather than failing without trying. Endpoints that are not
     ready (terminating, failing readiness) get no calls at all.
@@ -67,6 +80,8 @@ class Balancer:
         clock: Callable[[], float] = time.monotonic,
         on_unreachable: Callable[[Endpoint], None] | None = None,
         on_ejection: Callable[[Endpoint, float], None] | None = None,
+        locality: LocalityPolicy | None = None,
+        chance: Callable[[], float] = random.random,
     ) -> None:
         self.node = node
         self._explicit_zone = zone
@@ -83,6 +98,12 @@ class Balancer:
         self._learned: dict[str, str] = {}
         self._health: dict[str, _Health] = {}
         self._turn = 0
+        self.locality = locality or LocalityPolicy()
+        self._chance = chance
+        self._load: dict[str, EndpointLoad] = {}
+        self._spill = SpillController(self.locality)
+        self._floor: float | None = None
+        """The lowest latency the local tier showed: its no-load round trip."""
         self.update(endpoints)
 
     @property
@@ -103,6 +124,7 @@ class Balancer:
             self._rebuild()
             ready = {e.address for e in self._ready}
             self._health = {a: h for a, h in self._health.items() if a in ready}
+            self._load = {a: self._load.get(a) or EndpointLoad() for a in present}
 
     def learn_node(self, address: str, node: str) -> bool:
         """The server at ``address`` says it runs on ``node``; True if that is news."""
@@ -144,30 +166,99 @@ class Balancer:
 
     def order(self) -> list[Endpoint]:
         """The order in which one call's attempts should try the ready endpoints."""
+        return self.plan()[0]
+
+    def plan(self) -> tuple[list[Endpoint], str | None]:
+        """One call's endpoint order, and why its local tier was passed over (or None)."""
         with self._lock:
             self._turn += 1
-            if not self._health:  # nothing ejected: the tiers computed on update
-                fast: list[Endpoint] = []
-                for group in self._tiers:
-                    first = self._turn % len(group)
-                    fast.extend(group[first:])
-                    fast.extend(group[:first])
-                return fast
             now = self._clock()
-            tiers: dict[int, list[Endpoint]] = {}
-            ejected: list[Endpoint] = []
-            for endpoint in self._ready:
-                if self._is_ejected(endpoint, now):
-                    ejected.append(endpoint)
-                else:
-                    tiers.setdefault(self.tier(endpoint), []).append(endpoint)
-            ordered: list[Endpoint] = []
-            for level in sorted(tiers):
-                members = tiers[level]
-                start = self._turn % len(members)
-                ordered.extend(members[start:] + members[:start])
-            ejected.sort(key=lambda e: (self._health[e.address].ejected_until, self.tier(e)))
-            return ordered + ejected
+            tiers, ejected = self._available_tiers(now)
+            ordered = [self._two_choices(group, now) for group in tiers]
+            spill = self._spill_reason(tiers, now)
+            if spill is not None:
+                ordered[0], ordered[1] = ordered[1], ordered[0]
+            flat = [endpoint for group in ordered for endpoint in group]
+            if ejected:
+                ejected.sort(key=lambda e: (self._health[e.address].ejected_until, self.tier(e)))
+                flat.extend(ejected)
+            return flat, spill
+
+    def _available_tiers(self, now: float) -> tuple[list[list[Endpoint]], list[Endpoint]]:
+        """Ready endpoints by tier (nearest first, rotated), and the ejected ones."""
+        if not self._health:  # nothing ejected: the tiers computed on update
+            return [_rotated(group, self._turn) for group in self._tiers], []
+        tiers: dict[int, list[Endpoint]] = {}
+        ejected: list[Endpoint] = []
+        for endpoint in self._ready:
+            if self._is_ejected(endpoint, now):
+                ejected.append(endpoint)
+            else:
+                tiers.setdefault(self.tier(endpoint), []).append(endpoint)
+        return [_rotated(tiers[level], self._turn) for level in sorted(tiers)], ejected
+
+    def _two_choices(self, group: list[Endpoint], now: float) -> list[Endpoint]:
+        """Of the (rotated) first two, the less loaded first."""
+        if len(group) > 1:
+            ttl = self.locality.report_ttl
+            first, second = (self._load[e.address].cost(now, ttl) for e in group[:2])
+            if second < first:
+                group[0], group[1] = group[1], group[0]
+        return group
+
+    def _spill_reason(self, tiers: list[list[Endpoint]], now: float) -> str | None:
+        """Why the caller's own tier should not take this call, or None (it should)."""
+        if not self.locality.spill or len(tiers) < 2 or self.tier(tiers[0][0]) != 0:
+            return None
+        ttl = self.locality.report_ttl
+        local = [self._load[e.address].utilization(now, ttl) for e in tiers[0]]
+        if all(u is not None and u > 1.0 for u in local):
+            return SPILL_FULL
+        if self._chance() >= self._spill.local_share:
+            return SPILL_SLOW
+        return None
+
+    def attempt_started(self, endpoint: Endpoint) -> None:
+        load = self._load.get(endpoint.address)
+        if load is not None:
+            load.outstanding += 1
+
+    def attempt_ended(
+        self, endpoint: Endpoint, latency: float | None, report: LoadReport | None
+    ) -> None:
+        """An attempt ended: its latency (unary answers only) and the server's load report."""
+        with self._lock:
+            load = self._load.get(endpoint.address)
+            if load is None:
+                return
+            load.outstanding = max(load.outstanding - 1, 0)
+            now = self._clock()
+            if report is not None:
+                load.reported(report, now)
+            if latency is not None:
+                load.sample(latency, now, self.locality.latency_half_life)
+                if self.tier(endpoint) == 0:
+                    self._local_answered(latency)
+
+    def _local_answered(self, latency: float) -> None:
+        self._floor = latency if self._floor is None else min(self._floor, latency)
+        local = [self._load[e.address].latency for e in self._tiers[0] if e.address in self._load]
+        others = [
+            self._load[e.address].latency
+            for group in self._tiers[1:2]
+            for e in group
+            if e.address in self._load
+        ]
+        self._spill.observe(_lowest(local), _lowest(others) if others else None, self._floor)
+
+    @property
+    def local_share(self) -> float:
+        """The share of calls the local tier keeps by the latency rule (1.0: all)."""
+        return self._spill.local_share
+
+    def load_of(self, endpoint: Endpoint) -> EndpointLoad | None:
+        """What this client knows of ``endpoint``'s load (diagnostics)."""
+        return self._load.get(endpoint.address)
 
     def is_ejected(self, endpoint: Endpoint) -> bool:
         with self._lock:
@@ -210,3 +301,13 @@ class Balancer:
         if self.on_ejection is not None:
             self.on_ejection(endpoint, duration)
         return True
+
+
+def _rotated(group: tuple[Endpoint, ...] | list[Endpoint], turn: int) -> list[Endpoint]:
+    first = turn % len(group)
+    return [*group[first:], *group[:first]]
+
+
+def _lowest(latencies: list[float | None]) -> float | None:
+    known = [latency for latency in latencies if latency is not None]
+    return min(known) if known else None

@@ -37,6 +37,7 @@ from protoc_gen_localfirst.runtime.client.failures import (
     as_aio_metadata,
     headers_arrived,
 )
+from protoc_gen_localfirst.runtime.client.load import SPILL_REFUSED
 from protoc_gen_localfirst.runtime.client.observers import ClientEvents
 from protoc_gen_localfirst.runtime.client.policy import (
     NOT_PROCESSED_CODES,
@@ -46,6 +47,8 @@ from protoc_gen_localfirst.runtime.client.policy import (
 )
 from protoc_gen_localfirst.runtime.client.throttling import RetryThrottle
 from protoc_gen_localfirst.runtime.discovery.endpoints import Endpoint
+from protoc_gen_localfirst.runtime.identity import announced_node
+from protoc_gen_localfirst.runtime.loadreport import from_trailers
 from protoc_gen_localfirst.schema import MethodInfo
 
 Metadata = Sequence[tuple[str, str | bytes]]
@@ -67,6 +70,7 @@ class Attempt:
     timeout: float | None
     metadata: Metadata | None
     hedged: bool
+    started_at: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,7 +129,7 @@ class CallState:
         self.metadata = metadata
         self._clock = clock
         self._deadline = None if timeout is None else clock() + timeout
-        self._order = settings.balancer.order()
+        self._order, spill = settings.balancer.plan()
         self.records: list[AttemptRecord] = []
         self.started = 0
         """Attempts started (hedged attempts overlap, so this can exceed ``records``)."""
@@ -142,7 +146,10 @@ class CallState:
         """Hedged calls: further attempts may still be sent."""
         self._next_hedge_at = 0.0
         self._last: _Verdict | None = None
+        self._unary = settings.info.kind.value == "unary_unary"
         settings.events.call_started()
+        if spill is not None:
+            settings.events.spill(self.method, spill)
 
     # -- what to do next -------------------------------------------------------
 
@@ -199,6 +206,7 @@ class CallState:
         endpoint = self._order[self.started % len(self._order)]
         self.started += 1
         self.in_flight += 1
+        self.settings.balancer.attempt_started(endpoint)
         number = self.started
         metadata = self.metadata
         if number > 1:
@@ -211,7 +219,7 @@ class CallState:
             hedged=hedged,
             previous=self.records[-1].endpoint if self.records else None,
         )
-        return Attempt(number, endpoint, self._attempt_timeout(), metadata, hedged)
+        return Attempt(number, endpoint, self._attempt_timeout(), metadata, hedged, self._clock())
 
     def _attempt_timeout(self) -> float | None:
         """``min(per_attempt_timeout, what remains of the deadline)``."""
@@ -228,9 +236,17 @@ class CallState:
 
     # -- outcomes ----------------------------------------------------------------
 
-    def attempt_succeeded(self, attempt: Attempt) -> None:
+    def headers_received(self, attempt: Attempt, headers: Metadata | None) -> None:
+        """A stream's response headers arrived (none: a trailers-only answer is coming)."""
+        if headers:  # the call is committed (gRFC A6)
+            self.committed = True
+        self._learn_node(attempt.endpoint, headers)
+
+    def attempt_succeeded(self, attempt: Attempt, trailers: Metadata | None = None) -> None:
         """``attempt`` answered OK (for streams: it committed and ended OK)."""
         self.in_flight -= 1
+        self._learn_node(attempt.endpoint, trailers)
+        self._attempt_ended(attempt, trailers, answered=True)
         self.settings.balancer.record_success(attempt.endpoint)
         if self.settings.throttle is not None:
             self.settings.throttle.record_success()
@@ -245,6 +261,9 @@ class CallState:
         if headers_arrived(error) or not replayable:
             self.committed = True
         failure = Failure.of(error)
+        self._attempt_ended(attempt, failure.trailers, answered=False)
+        if failure.overloaded:
+            self.settings.events.spill(self.method, SPILL_REFUSED)
         self.records.append(AttemptRecord(attempt.endpoint, failure.code, failure.details))
         deadline_passed = self._deadline_passed()
         self._report_endpoint(attempt.endpoint, failure.code, deadline_passed)
@@ -259,6 +278,24 @@ class CallState:
             self._verdict = self._give_up(verdict)
         else:
             self._schedule_retry(verdict)
+
+    def attempt_cancelled(self, attempt: Attempt) -> None:
+        """A hedged attempt lost the race and was cancelled."""
+        self.in_flight -= 1
+        self._attempt_ended(attempt, None, answered=False)
+
+    def _attempt_ended(
+        self, attempt: Attempt, trailers: Metadata | None, *, answered: bool
+    ) -> None:
+        latency = self._clock() - attempt.started_at if answered and self._unary else None
+        report = from_trailers(trailers) if trailers else None
+        self.settings.balancer.attempt_ended(attempt.endpoint, latency, report)
+
+    def _learn_node(self, endpoint: Endpoint, metadata: Metadata | None) -> None:
+        """Servers name their node in response metadata: keep the balancer's view right."""
+        node = announced_node(metadata)
+        if node is not None and node != endpoint.node:
+            self.settings.balancer.learn_node(endpoint.address, node)
 
     def stream_failed(self, attempt: Attempt, error: grpc.RpcError) -> GiveUp:
         """A committed stream failed: nothing more to try, this is the caller's error."""
@@ -284,9 +321,8 @@ class CallState:
         throttle = self.settings.throttle
         # A stopping server's refusal is not overload: it does not drain the
         # retry budget (else a rolling redeploy throttles every retry away).
-        counts = (
-            failure.code in codes or failure.pushback == DO_NOT_RETRY
-        ) and not failure.draining
+        counts = failure.code in codes or failure.pushback == DO_NOT_RETRY
+        counts = counts and not failure.draining and not failure.overloaded
         if counts and throttle is not None:
             throttle.record_failure()
         replay_safe = self.settings.info.idempotency in REPLAY_SAFE
@@ -303,7 +339,9 @@ class CallState:
 
     def _schedule_retry(self, verdict: _Verdict) -> None:
         """Back off (pushback, else full jitter), unless attempts or time run out."""
-        if self._pushback is not None:
+        if verdict.failure.overloaded:  # refused unprocessed: the next endpoint may take it now
+            wait, pushed = 0.0, False
+        elif self._pushback is not None:
             wait, self._pushback, self._backoff_retries = self._pushback, None, 0
             pushed = True
         else:

@@ -28,7 +28,7 @@ from protoc_gen_localfirst.runtime.client.policy import (
     effective_policy,
     hedges,
 )
-from protoc_gen_localfirst.runtime.client.probe import NodeProber, announced_node
+from protoc_gen_localfirst.runtime.client.probe import NodeProber
 from protoc_gen_localfirst.runtime.client.replay import DEFAULT_BUFFER_LIMIT
 from protoc_gen_localfirst.runtime.client.throttling import RetryThrottle, RetryThrottling
 from protoc_gen_localfirst.runtime.discovery import (
@@ -219,15 +219,6 @@ class ClientCore(Generic[ChannelT]):
 
     def _close_channels(self, channels: list[ChannelT]) -> None:
         raise NotImplementedError
-
-    def _learn(self, endpoint: Endpoint, metadata: Sequence[tuple[str, Any]] | None) -> None:
-        """Servers name their node in response metadata: keep the balancer's view right.
-
-        Trailers for unary responses, headers for streamed ones (see ``server.announce``).
-        """
-        node = announced_node(metadata)
-        if node is not None and node != endpoint.node:
-            self.balancer.learn_node(endpoint.address, node)
 
     def _no_endpoints_reason(self) -> str:
         if not self._resolved.is_set():

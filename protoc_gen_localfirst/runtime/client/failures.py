@@ -15,7 +15,7 @@ import grpc
 import grpc.aio
 
 from protoc_gen_localfirst.runtime.client.policy import NOT_PROCESSED_CODES
-from protoc_gen_localfirst.runtime.identity import DRAINING_KEY
+from protoc_gen_localfirst.runtime.identity import DRAINING_KEY, OVERLOADED_KEY
 
 PUSHBACK_KEY = "grpc-retry-pushback-ms"
 
@@ -45,6 +45,8 @@ class Failure:
     """Seconds the server asked to wait, ``DO_NOT_RETRY``, or None."""
     draining: bool
     """The server refused because it is stopping (not overload)."""
+    overloaded: bool
+    """The server refused it unprocessed: at its concurrency limit (admission control)."""
     not_processed: bool
     """The request provably never reached a handler (see ``provably_not_processed``)."""
 
@@ -59,6 +61,7 @@ class Failure:
             trailers=trailers,
             pushback=pushback(trailers),
             draining=any(key == DRAINING_KEY for key, _ in trailers),
+            overloaded=any(key == OVERLOADED_KEY for key, _ in trailers),
             not_processed=_not_processed(code, details, trailers),
         )
 

@@ -50,6 +50,14 @@ class CallObserver(Protocol):
     def on_endpoints_changed(self, old: Sequence[Endpoint], new: Sequence[Endpoint]) -> None:
         """Discovery delivered a different set of ready endpoints."""
 
+    def on_spill(self, method: str, reason: str) -> None:
+        """A call left the caller's own node because it is busy.
+
+        ``reason``: ``"full"`` (its replicas reported being at their limit),
+        ``"slow"`` (they answer slower than the next tier) or ``"refused"``
+        (a replica refused the call unprocessed: admission control).
+        """
+
 
 class BaseObserver:
     """A ``CallObserver`` that ignores every event: subclass and override some."""
@@ -73,6 +81,9 @@ class BaseObserver:
         pass
 
     def on_endpoints_changed(self, old: Sequence[Endpoint], new: Sequence[Endpoint]) -> None:
+        pass
+
+    def on_spill(self, method: str, reason: str) -> None:
         pass
 
 
@@ -109,6 +120,10 @@ class LoggingObserver(BaseObserver):
     def on_ejection(self, endpoint: Endpoint, duration: float) -> None:
         self.log.warning("endpoint %s ejected for %.2f s", endpoint.describe(), duration)
 
+    def on_spill(self, method: str, reason: str) -> None:
+        if self.log.isEnabledFor(logging.DEBUG):
+            self.log.debug("%s spills from the caller's node (%s)", method, reason)
+
     def on_endpoints_changed(self, old: Sequence[Endpoint], new: Sequence[Endpoint]) -> None:
         self.log.info(
             "endpoints: %s -> %s",
@@ -136,6 +151,16 @@ class ClientStats:
     pushbacks: int = 0
     ejections: int = 0
     endpoint_changes: int = 0
+    spills_full: int = 0
+    """Calls sent past the caller's node because its replicas reported being full."""
+    spills_slow: int = 0
+    """... because they answered slower than the next tier (``LocalityPolicy``)."""
+    spills_refused: int = 0
+    """Attempts a replica refused unprocessed (admission control), sent on at once."""
+
+    @property
+    def spills(self) -> int:
+        return self.spills_full + self.spills_slow + self.spills_refused
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -198,6 +223,17 @@ class ClientEvents:
         if self.observers:
             self._each("on_throttled", lambda o: o.on_throttled(method))
 
+    def spill(self, method: str, reason: str) -> None:
+        stats = self.stats
+        if reason == "full":
+            stats.spills_full += 1
+        elif reason == "slow":
+            stats.spills_slow += 1
+        else:
+            stats.spills_refused += 1
+        if self.observers:
+            self._each("on_spill", lambda o: o.on_spill(method, reason))
+
     def hedge_won(self) -> None:
         self.stats.hedge_wins += 1
 
@@ -216,4 +252,6 @@ class ClientEvents:
             try:
                 call(observer)
             except Exception:
+                if not hasattr(observer, event):
+                    continue  # an observer written before this event existed
                 log.exception("observer %r failed in %s", observer, event)

@@ -19,17 +19,9 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from protoc_gen_localfirst.runtime.discovery.endpoints import Endpoint
-from protoc_gen_localfirst.runtime.identity import NODE_METADATA_KEY
+from protoc_gen_localfirst.runtime.identity import announced_node
 
 log = logging.getLogger("protoc_gen_localfirst.probe")
-
-
-def announced_node(metadata: Sequence[tuple[str, Any]] | None) -> str | None:
-    """The node a server named in response metadata, if it did."""
-    for key, value in metadata or ():
-        if key == NODE_METADATA_KEY:
-            return value.decode() if isinstance(value, bytes) else str(value)
-    return None
 
 
 class NodeProber:

@@ -146,6 +146,7 @@ class SyncClient(ClientCore[grpc.Channel]):
         finally:
             for future, attempt in attempts.in_flight.items():
                 future.cancel()
+                call.attempt_cancelled(attempt)
                 self.channels.release(attempt.endpoint)
 
     def _wait(
@@ -165,8 +166,7 @@ class SyncClient(ClientCore[grpc.Channel]):
         except grpc.RpcError as error:
             call.attempt_failed(attempt, error, replayable=requests.replayable)
             return _FAILED
-        self._learn(attempt.endpoint, future.trailing_metadata())
-        call.attempt_succeeded(attempt)
+        call.attempt_succeeded(attempt, future.trailing_metadata())
         return response
 
     # -- streamed responses --------------------------------------------------------------
@@ -190,12 +190,13 @@ class SyncClient(ClientCore[grpc.Channel]):
             if first is not _END:
                 yield first
                 yield from stream
+            trailers = stream.trailing_metadata()
         except grpc.RpcError as error:
             call.stream_failed(attempt, error).raise_error()
         finally:
             stream.cancel()
             self.channels.release(attempt.endpoint)
-        call.attempt_succeeded(attempt)
+        call.attempt_succeeded(attempt, trailers)
 
     def _open_stream(
         self, call: CallState, attempt: Attempt, requests: Requests
@@ -205,9 +206,7 @@ class SyncClient(ClientCore[grpc.Channel]):
             self.channels.acquire(attempt.endpoint, call.settings.info), attempt, requests
         )
         try:
-            headers = stream.initial_metadata()
-            call.committed = bool(headers)
-            self._learn(attempt.endpoint, headers)
+            call.headers_received(attempt, stream.initial_metadata())
             first = next(stream, _END)
         except grpc.RpcError as error:
             stream.cancel()

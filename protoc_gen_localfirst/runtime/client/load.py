@@ -1,0 +1,144 @@
+"""Load-aware locality: how much traffic the caller's own node keeps (sans-IO).
+
+Strict local-first turns a busy node into an outage: every call queues at
+the local replica while the others idle. Here the local tier keeps the calls
+it can serve and the excess, not everything, spills to the next tier (same
+zone, then the rest), from two signals:
+
+1. **What the server reports** (``loadreport``, on every response): calls in
+   flight and its concurrency limit. Reports are shared truth across every
+   client process on the node: when the local replica's last report, plus
+   the calls this client started since, reaches its limit, the next call
+   goes to the next tier at once (reason ``full``). A server that refuses a
+   call for overload (admission control) proves it was not processed, and
+   the call moves on at once (reason ``refused``, counted by the call).
+2. **What this client sees**, for servers without a limit: a peak-EWMA of
+   each endpoint's latency. While the local replica answers no slower than
+   the next tier (within ``latency_tolerance`` and ``latency_slack``: the
+   cross-node round trip is not overload), it keeps everything; when it
+   gets slower, the share it keeps shrinks multiplicatively, and grows back
+   additively once it is fast again (AIMD, like TCP's congestion window), so
+   many uncoordinated clients converge instead of oscillating together
+   (reason ``slow``).
+
+Within a tier the less loaded of two candidates goes first (power of two
+choices), by predicted utilization when reported, else by outstanding calls
+times latency (Finagle's and Linkerd's cost).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from protoc_gen_localfirst.runtime.loadreport import LoadReport
+
+SPILL_FULL = "full"
+SPILL_SLOW = "slow"
+SPILL_REFUSED = "refused"
+
+
+@dataclass(frozen=True)
+class LocalityPolicy:
+    """How calls are spread over the locality tiers (same node, same zone, the rest).
+
+    ``spill=False`` is strict local first: every first attempt goes to the
+    nearest tier with a ready, not ejected endpoint, however busy it is.
+    The defaults need no tuning for the common case: servers of this
+    project report their load; for other servers the latency rule applies.
+    """
+
+    spill: bool = True
+    report_ttl: float = 2.0
+    """Seconds a server's load report is trusted (a newer one replaces it)."""
+    latency_tolerance: float = 1.5
+    """The local tier keeps its share while its latency is at most this factor ..."""
+    latency_slack: float = 0.002
+    """... of the next tier's, plus this many seconds."""
+    latency_half_life: float = 0.5
+    """Seconds after which an old latency sample weighs half (peak EWMA)."""
+    min_local_share: float = 0.05
+    """The share the local tier keeps however slow it is, so its recovery is seen."""
+    share_increase: float = 0.02
+    """Added to the kept share on each answer that was fast enough."""
+    share_decrease: float = 0.8
+    """The kept share is multiplied by this on each answer that was too slow."""
+
+    def __post_init__(self) -> None:
+        for name in ("report_ttl", "latency_half_life"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"LocalityPolicy.{name} must be a finite number > 0, got {value}")
+        if not (self.latency_tolerance >= 1 and self.latency_slack >= 0):
+            raise ValueError("LocalityPolicy.latency_tolerance must be >= 1, latency_slack >= 0")
+        if not (0 < self.min_local_share <= 1 and 0 < self.share_decrease < 1):
+            raise ValueError("LocalityPolicy shares must be in (0, 1]")
+
+
+STRICT_LOCALITY = LocalityPolicy(spill=False)
+
+
+class EndpointLoad:
+    """What this client knows about one endpoint's load."""
+
+    __slots__ = ("latency", "others", "outstanding", "report", "reported_at", "sampled_at")
+
+    def __init__(self) -> None:
+        self.outstanding = 0
+        """Attempts of this client in flight to the endpoint."""
+        self.latency: float | None = None
+        """Peak-EWMA of unary attempt latency, seconds."""
+        self.sampled_at = 0.0
+        self.report: LoadReport | None = None
+        self.reported_at = 0.0
+        self.others = 0
+        """Calls of other clients in flight at the endpoint when it last reported."""
+
+    def sample(self, latency: float, now: float, half_life: float) -> None:
+        """Peak-EWMA: a slower sample counts at once, faster ones decay in."""
+        if self.latency is None or latency >= self.latency:
+            self.latency = latency
+        else:
+            weight = 0.5 ** ((now - self.sampled_at) / half_life)
+            self.latency = self.latency * weight + latency * (1 - weight)
+        self.sampled_at = now
+
+    def reported(self, report: LoadReport, now: float) -> None:
+        """A report from the answer of one of our calls (already not outstanding)."""
+        self.report = report
+        self.reported_at = now
+        # The reporting call is counted in in_flight but has ended.
+        self.others = max(report.in_flight - 1 - self.outstanding, 0)
+
+    def utilization(self, now: float, ttl: float) -> float | None:
+        """Predicted in-flight/limit if one more call went there now; None if unknown."""
+        report = self.report
+        if report is None or not report.limit or now - self.reported_at > ttl:
+            return None
+        return (self.others + self.outstanding + 1) / report.limit
+
+    def cost(self, now: float, ttl: float) -> float:
+        """Lower is less loaded: utilization when reported, else outstanding x latency."""
+        utilization = self.utilization(now, ttl)
+        if utilization is not None:
+            return utilization
+        return (self.outstanding + 1) * (self.latency or 0.0)
+
+
+class SpillController:
+    """The share of calls the local tier keeps, from the latency rule (AIMD)."""
+
+    def __init__(self, policy: LocalityPolicy) -> None:
+        self.policy = policy
+        self.local_share = 1.0
+
+    def observe(self, local: float | None, next_tier: float | None, floor: float | None) -> None:
+        """After a local answer: ``local``, ``next_tier`` latency EWMAs, ``floor`` the best seen."""
+        reference = next_tier if next_tier is not None else floor
+        if local is None or reference is None:
+            return
+        policy = self.policy
+        if local > reference * policy.latency_tolerance + policy.latency_slack:
+            self.local_share = max(policy.min_local_share, self.local_share * policy.share_decrease)
+        else:
+            self.local_share = min(1.0, self.local_share + policy.share_increase)

@@ -1,9 +1,10 @@
 """What generated code imports. Nothing in here generates code."""
 
-from protoc_gen_localfirst.runtime.client.balancer import EjectionPolicy
 from protoc_gen_localfirst.runtime.client.aio import AsyncClient, RequestStream
+from protoc_gen_localfirst.runtime.client.balancer import EjectionPolicy
 from protoc_gen_localfirst.runtime.client.call import Metadata
 from protoc_gen_localfirst.runtime.client.errors import AttemptRecord, CallFailedError
+from protoc_gen_localfirst.runtime.client.load import STRICT_LOCALITY, LocalityPolicy
 from protoc_gen_localfirst.runtime.client.observers import (
     BaseObserver,
     CallObserver,
@@ -47,6 +48,7 @@ from protoc_gen_localfirst.schema import (
 __all__ = [
     "NODE_METADATA_KEY",
     "NO_RETRY",
+    "STRICT_LOCALITY",
     "RUNTIME_API",
     "AsyncClient",
     "AttemptRecord",
@@ -64,6 +66,7 @@ __all__ = [
     "H3Options",
     "Idempotency",
     "KubernetesOptions",
+    "LocalityPolicy",
     "LoggingObserver",
     "Metadata",
     "MethodInfo",

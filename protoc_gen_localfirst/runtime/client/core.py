@@ -21,6 +21,7 @@ import grpc
 from protoc_gen_localfirst.runtime.client.balancer import Balancer, EjectionPolicy
 from protoc_gen_localfirst.runtime.client.call import CallSettings, CallState, Metadata
 from protoc_gen_localfirst.runtime.client.channels import ChannelPool
+from protoc_gen_localfirst.runtime.client.load import LocalityPolicy
 from protoc_gen_localfirst.runtime.client.observers import CallObserver, ClientEvents, ClientStats
 from protoc_gen_localfirst.runtime.client.policy import (
     RetryPolicy,
@@ -101,7 +102,10 @@ class ClientCore(Generic[ChannelT]):
     the gRFC A6 retry token bucket of this client's target (``False`` turns it
     off). ``observers`` receive attempt, retry, failover, hedge, throttling,
     ejection and endpoint-change events (``observers.CallObserver``);
-    ``client.stats`` counts the same.
+    ``client.stats`` counts the same. ``locality`` says how much traffic the
+    caller's own node keeps when it is busy (``load.LocalityPolicy``: by
+    default the local tier keeps what its replicas can serve and the excess
+    spills to the next tier; ``LocalityPolicy(spill=False)`` is strict).
 
     ``transport`` (asyncio client only): ``"h2"`` (default) is grpc.aio over
     TCP; ``"h3"`` is gRPC over HTTP/3 (QUIC, UDP, same port) only; ``"auto"``
@@ -138,6 +142,7 @@ class ClientCore(Generic[ChannelT]):
         h3_options: H3Options | None = None,
         throttling: RetryThrottling | bool = True,
         observers: Sequence[CallObserver] = (),
+        locality: LocalityPolicy | None = None,
     ) -> None:
         self.transport: Transport = self._checked_transport(transport)
         self._ca_file = ca_file
@@ -163,6 +168,7 @@ class ClientCore(Generic[ChannelT]):
             ejection=ejection,
             on_unreachable=lambda endpoint: self.source.request_refresh(),
             on_ejection=self.events.ejection,
+            locality=locality,
         )
         self._prober = (
             NodeProber(

@@ -27,6 +27,7 @@ from protoc_gen_localfirst.runtime.wire import encode_message
 from tests.http3.server.conftest import GREETER, Served, serve
 from tests.http3.server.rawclient import RawClient, Response, request_headers
 from tests.support.certs import TlsFiles
+from tests.support.waiting import wait_until_async
 
 T = TypeVar("T")
 
@@ -191,3 +192,30 @@ def test_no_stream_state_left(harness: Harness) -> None:
     assert h3.connections  # the server kept serving throughout
     harness.run(harness.stack.aclose())
     assert harness.run(harness.settle()) == 0
+
+
+async def test_a_call_cancelled_in_its_first_datagram_is_answered_and_released(
+    tls_files: TlsFiles,
+) -> None:
+    """HEADERS and bad DATA in one packet: the call is failed before its handler
+    task first ran. It must still answer (INTERNAL) and leave no state while the
+    connection stays open (a task cancelled before its first step never runs)."""
+    served = await serve(tls_files)
+    h3 = served.server.h3_server
+    assert h3 is not None
+    try:
+        async with RawClient.connect(served.port, tls_files.ca) as client:
+            sid = client.stream()
+            client.h3.send_headers(
+                sid, request_headers(GREETER + "LotsOfGreetings"), end_stream=False
+            )
+            client.h3.send_data(sid, b"\x01\x00\x00\x00\x01x", end_stream=False)  # no grpc-encoding
+            client.protocol.transmit()  # both frames in one datagram
+            response = await client.response(sid)
+            assert response.status.code == grpc.StatusCode.INTERNAL, response.status
+            await wait_until_async(
+                lambda: h3.calls_in_flight == 0, what="the failed call released", timeout=5.0
+            )
+            assert not client.closed
+    finally:
+        await served.server.stop(0)

@@ -168,6 +168,8 @@ class DnsSource(EndpointSource):
         self._thread: threading.Thread | None = None
         self._pushed: list[Endpoint] | None = None
         self._family_hosts: dict[str, list[str]] = {}
+        self._failing = 0  # failed lookups in a row (the thread's own state)
+        self._backoff = options.min_interval
 
     # -- EndpointSource ------------------------------------------------------------------
 
@@ -200,80 +202,94 @@ class DnsSource(EndpointSource):
     # -- the thread ----------------------------------------------------------------------
 
     def _run(self) -> None:
-        backoff = self.options.min_interval
         next_due = time.monotonic()
-        failing = 0
-        while True:
-            with self._cond:
-                while True:
-                    if self._closed:
-                        return
-                    now = time.monotonic()
-                    due = next_due
-                    failure_refresh = False
-                    if self._refresh_requested:
-                        allowed = (
-                            now
-                            if self._last_failure_refresh is None
-                            else self._last_failure_refresh + self.options.failure_refresh_interval
-                        )
-                        if allowed < due:
-                            due, failure_refresh = allowed, True
-                    if now >= due:
-                        break
-                    self._cond.wait(due - now)
-                if failure_refresh:
-                    self._last_failure_refresh = now
-                # This lookup starts after every request so far: it answers them all.
-                self._refresh_requested = False
-                self.lookups += 1
+        while self._wait_until_due(next_due):
             try:
                 endpoints, ttl = self._lookup()
             except _LookupError as exc:
-                message = f"{self.target.text}: {exc}"
-                self.last_error = message
-                if failing == 0:
-                    kept = (
-                        f"keeping the last {len(self._pushed)} endpoint(s)"
-                        if self._pushed is not None
-                        else "no endpoints known yet"
-                    )
-                    log.warning(
-                        "%s; %s; retrying every %.1f-%.1f s",
-                        message,
-                        kept,
-                        self.options.min_interval,
-                        self.options.max_interval,
-                    )
-                else:
-                    log.debug("%s (failure %d in a row)", message, failing + 1)
-                failing += 1
-                next_due = time.monotonic() + backoff
-                backoff = min(backoff * 2, self.options.max_interval)
+                next_due = self._lookup_failed(f"{self.target.text}: {exc}", None)
                 continue
-            except Exception as exc:  # a bug or an environment surprise: keep the thread alive
-                self.last_error = f"{self.target.text}: DNS lookup failed: {exc!r}"
-                if failing == 0:
-                    log.warning("%s", self.last_error, exc_info=True)
-                failing += 1
-                next_due = time.monotonic() + backoff
-                backoff = min(backoff * 2, self.options.max_interval)
+            except Exception as exc:  # noqa: BLE001 - a bug or surprise: keep the thread alive
+                message = f"{self.target.text}: DNS lookup failed: {exc!r}"
+                next_due = self._lookup_failed(message, exc)
                 continue
-            if failing:
-                log.info(
-                    "%s: DNS answers again after %d failed lookup(s): %d endpoint(s)",
-                    self.target.text,
-                    failing,
-                    len(endpoints),
+            next_due = self._lookup_succeeded(endpoints, ttl)
+
+    def _wait_until_due(self, next_due: float) -> bool:
+        """Wait for the next lookup (``next_due``, or sooner for a refresh request).
+
+        Returns False once closed. Counts the lookup about to start, which
+        answers every refresh request made so far.
+        """
+        with self._cond:
+            while True:
+                if self._closed:
+                    return False
+                now = time.monotonic()
+                due = next_due
+                failure_refresh = False
+                if self._refresh_requested:
+                    allowed = (
+                        now
+                        if self._last_failure_refresh is None
+                        else self._last_failure_refresh + self.options.failure_refresh_interval
+                    )
+                    if allowed < due:
+                        due, failure_refresh = allowed, True
+                if now >= due:
+                    break
+                self._cond.wait(due - now)
+            if failure_refresh:
+                self._last_failure_refresh = now
+            # This lookup starts after every request so far: it answers them all.
+            self._refresh_requested = False
+            self.lookups += 1
+            return True
+
+    def _lookup_failed(self, message: str, unexpected: Exception | None) -> float:
+        """Record a failed lookup (one warning per streak); when to look up next."""
+        self.last_error = message
+        if self._failing == 0:
+            if unexpected is not None:
+                log.warning("%s", message, exc_info=unexpected)
+            else:
+                kept = (
+                    f"keeping the last {len(self._pushed)} endpoint(s)"
+                    if self._pushed is not None
+                    else "no endpoints known yet"
                 )
-            failing = 0
-            backoff = self.options.min_interval
-            self.last_error = None
-            interval = self.options.min_interval if ttl is None else ttl
-            interval = min(max(interval, self.options.min_interval), self.options.max_interval)
-            next_due = time.monotonic() + interval
-            if endpoints != self._pushed:
-                self._push(endpoints)
+                log.warning(
+                    "%s; %s; retrying every %.1f-%.1f s",
+                    message,
+                    kept,
+                    self.options.min_interval,
+                    self.options.max_interval,
+                )
+        elif unexpected is None:
+            log.debug("%s (failure %d in a row)", message, self._failing + 1)
+        self._failing += 1
+        next_due = time.monotonic() + self._backoff
+        self._backoff = min(self._backoff * 2, self.options.max_interval)
+        return next_due
+
+    def _lookup_succeeded(self, endpoints: list[Endpoint], ttl: float | None) -> float:
+        """Push a changed set, end a failure streak; when to look up next (the TTL, clamped)."""
+        if self._failing:
+            log.info(
+                "%s: DNS answers again after %d failed lookup(s): %d endpoint(s)",
+                self.target.text,
+                self._failing,
+                len(endpoints),
+            )
+        self._failing = 0
+        self._backoff = self.options.min_interval
+        self.last_error = None
+        interval = self.options.min_interval if ttl is None else ttl
+        interval = min(max(interval, self.options.min_interval), self.options.max_interval)
+        next_due = time.monotonic() + interval
+        if endpoints != self._pushed:
+            self._push(endpoints)
+        return next_due
 
     def _push(self, endpoints: list[Endpoint]) -> None:
         with self._deliver:

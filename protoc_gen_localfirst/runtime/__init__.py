@@ -37,6 +37,7 @@ from protoc_gen_localfirst.runtime.server.bootstrap import (
     start_server,
     unimplemented_stream,
 )
+from protoc_gen_localfirst.runtime.server.load import AdmissionControl
 from protoc_gen_localfirst.schema import (
     Idempotency,
     MethodInfo,
@@ -48,8 +49,9 @@ from protoc_gen_localfirst.schema import (
 __all__ = [
     "NODE_METADATA_KEY",
     "NO_RETRY",
-    "STRICT_LOCALITY",
     "RUNTIME_API",
+    "STRICT_LOCALITY",
+    "AdmissionControl",
     "AsyncClient",
     "AttemptRecord",
     "BaseObserver",

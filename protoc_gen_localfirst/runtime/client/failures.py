@@ -16,6 +16,7 @@ import grpc.aio
 
 from protoc_gen_localfirst.runtime.client.policy import NOT_PROCESSED_CODES
 from protoc_gen_localfirst.runtime.identity import DRAINING_KEY, OVERLOADED_KEY
+from protoc_gen_localfirst.runtime.wire.status import NOT_SENT
 
 PUSHBACK_KEY = "grpc-retry-pushback-ms"
 
@@ -28,7 +29,7 @@ DO_NOT_RETRY = -1.0
 # rejected unprocessed (RFC 9114: H3_REQUEST_REJECTED).
 _NOT_SENT_MARKERS = (
     "failed to connect to all addresses",
-    "HTTP/3 request not sent",
+    NOT_SENT,
     "H3_REQUEST_REJECTED",
 )
 

@@ -23,10 +23,10 @@ from protoc_gen_localfirst import __version__
 from protoc_gen_localfirst.runtime import wire
 from protoc_gen_localfirst.runtime.http3.connection import ConnectFailed, H3ClientProtocol
 from protoc_gen_localfirst.runtime.http3.options import H3Options
+from protoc_gen_localfirst.runtime.wire.status import NOT_SENT
 
 __all__ = ["NOT_SENT", "USER_AGENT", "CallChannel", "H3ClientCall"]
 
-NOT_SENT = "HTTP/3 request not sent"
 """Prefix of the details of failures before a request left this client: the
 runtime may retry those even for non-idempotent rpcs (see retry.provably_not_processed)."""
 

@@ -57,13 +57,16 @@ Everything this package registers is async.
 from __future__ import annotations
 
 import inspect
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from typing import Any, NoReturn, cast
 
 import grpc
 import grpc.aio
 
-from protoc_gen_localfirst.runtime.identity import DRAINING_KEY, NODE_METADATA_KEY
+from protoc_gen_localfirst.runtime.identity import DRAINING_KEY, NODE_METADATA_KEY, OVERLOADED_KEY
+from protoc_gen_localfirst.runtime.loadreport import LOAD_REPORT_KEY
+from protoc_gen_localfirst.runtime.server.load import ServerLoad
 from protoc_gen_localfirst.runtime.wire.status import METHOD_NOT_FOUND, SHUTTING_DOWN
 
 MetadataPairs = tuple[tuple[str, str | bytes], ...]
@@ -89,19 +92,32 @@ class AnnouncingContext(grpc.aio.ServicerContext[Any, Any]):
     """
 
     def __init__(
-        self, inner: grpc.aio.ServicerContext[Any, Any], node: str, alt_svc: str | None = None
+        self,
+        inner: grpc.aio.ServicerContext[Any, Any],
+        node: str,
+        alt_svc: str | None = None,
+        load: ServerLoad | None = None,
     ) -> None:
         self.inner = inner
         self.node = node
         self.alt_svc = alt_svc
+        self.load = load
         self._headers_sent = False
+        self._own_trailers: MetadataPairs = ()
         inner.set_trailing_metadata(self._trailers(()))
 
-    def _trailers(self, metadata: _Metadata | None) -> MetadataPairs:
+    def _trailers(self, metadata: _Metadata | None, *, report: bool = False) -> MetadataPairs:
         pairs = with_node(metadata, self.node)
-        if self.alt_svc is None or any(k.lower() == ALT_SVC_TRAILER for k, _ in pairs):
-            return pairs
-        return (*pairs, (ALT_SVC_TRAILER, self.alt_svc))
+        if self.alt_svc is not None and all(k.lower() != ALT_SVC_TRAILER for k, _ in pairs):
+            pairs = (*pairs, (ALT_SVC_TRAILER, self.alt_svc))
+        if report and self.load is not None:
+            pairs = (*pairs, (LOAD_REPORT_KEY, self.load.report()))
+        return pairs
+
+    def finish(self) -> None:
+        """The handler is done: final trailers, with the server's load as of now."""
+        if self.load is not None and not self.inner.done():
+            self.inner.set_trailing_metadata(self._trailers(self._own_trailers, report=True))
 
     def _headers(self, metadata: _Metadata | None) -> MetadataPairs:
         pairs = with_node(metadata, self.node)
@@ -138,7 +154,8 @@ class AnnouncingContext(grpc.aio.ServicerContext[Any, Any]):
         self._headers_sent = True
 
     def set_trailing_metadata(self, trailing_metadata: _Metadata) -> None:
-        self.inner.set_trailing_metadata(self._trailers(trailing_metadata))
+        self._own_trailers = tuple(trailing_metadata)
+        self.inner.set_trailing_metadata(self._trailers(self._own_trailers))
 
     async def write(self, message: Any) -> None:
         await self.announce()
@@ -150,10 +167,9 @@ class AnnouncingContext(grpc.aio.ServicerContext[Any, Any]):
         details: str = "",
         trailing_metadata: _Metadata = (),
     ) -> NoReturn:
-        pairs = tuple(trailing_metadata)
-        # grpc keeps the trailers already set (which include the node) when
-        # abort gets none; when it gets some, they replace them, so merge.
-        await self.inner.abort(code, details, self._trailers(pairs) if pairs else ())
+        pairs = tuple(trailing_metadata) or self._own_trailers
+        # Abort's trailers replace those set before: send them all, and the load.
+        await self.inner.abort(code, details, self._trailers(pairs, report=True))
 
     async def abort_with_status(self, status: grpc.Status) -> NoReturn:
         await self.abort(status.code, status.details, status.trailing_metadata)
@@ -221,51 +237,89 @@ _StreamBehaviour = Callable[[Any, Any], Any]
 
 
 def _announcing_unary(
-    behaviour: _UnaryBehaviour, node: str, alt_svc: Callable[[], str | None]
+    behaviour: _UnaryBehaviour,
+    node: str,
+    alt_svc: Callable[[], str | None],
+    load: ServerLoad | None,
 ) -> _UnaryBehaviour:
     async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        ctx = AnnouncingContext(context, node, alt_svc())
-        response = await behaviour(request, ctx)
-        if not ctx.headers_sent and not context.done():
-            code = context.code()
-            if code is not None and code != grpc.StatusCode.OK:
-                # set_code(...) + return: grpc would send empty headers and an
-                # empty message before the status; abort keeps it trailers-only.
-                await context.abort(code, context.details() or "")
-        # The node is in the trailers, sent in one batch with the response.
-        return response
+        if load is not None and not load.admit():
+            await _refuse(context, node, load)
+        started = time.monotonic()
+        try:
+            ctx = AnnouncingContext(context, node, alt_svc(), load)
+            response = await behaviour(request, ctx)
+            if not ctx.headers_sent and not context.done():
+                code = context.code()
+                if code is not None and code != grpc.StatusCode.OK:
+                    # set_code(...) + return: grpc would send empty headers and an
+                    # empty message before the status; abort keeps it trailers-only.
+                    await ctx.abort(code, context.details() or "")
+            # The node and the load go in the trailers, sent in one batch with the response.
+            ctx.finish()
+            return response
+        finally:
+            if load is not None:
+                load.release(time.monotonic() - started)
 
     return unary
 
 
 def _announcing_stream(
-    behaviour: _StreamBehaviour, node: str, alt_svc: Callable[[], str | None]
+    behaviour: _StreamBehaviour,
+    node: str,
+    alt_svc: Callable[[], str | None],
+    load: ServerLoad | None,
 ) -> _StreamBehaviour:
     if inspect.iscoroutinefunction(behaviour):
         # reader/writer style: the handler calls context.write itself.
         async def writer(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
-            ctx = AnnouncingContext(context, node, alt_svc())
-            await behaviour(request, ctx)
-            await ctx.announce_if_ok()
+            if load is not None and not load.admit():
+                await _refuse(context, node, load)
+            try:
+                ctx = AnnouncingContext(context, node, alt_svc(), load)
+                await behaviour(request, ctx)
+                await ctx.announce_if_ok()
+                ctx.finish()
+            finally:
+                if load is not None:
+                    load.release(None)
 
         return writer
 
     async def generator(
         request: Any, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[Any]:
-        ctx = AnnouncingContext(context, node, alt_svc())
-        responses = behaviour(request, ctx)
+        if load is not None and not load.admit():
+            await _refuse(context, node, load)
         try:
-            async for response in responses:
-                await ctx.announce()
-                yield response
+            ctx = AnnouncingContext(context, node, alt_svc(), load)
+            responses = behaviour(request, ctx)
+            try:
+                async for response in responses:
+                    await ctx.announce()
+                    yield response
+            finally:
+                aclose = getattr(responses, "aclose", None)
+                if aclose is not None:
+                    await aclose()
+            await ctx.announce_if_ok()
+            ctx.finish()
         finally:
-            aclose = getattr(responses, "aclose", None)
-            if aclose is not None:
-                await aclose()
-        await ctx.announce_if_ok()
+            if load is not None:
+                load.release(None)
 
     return generator
+
+
+async def _refuse(
+    context: grpc.aio.ServicerContext[Any, Any], node: str, load: ServerLoad
+) -> NoReturn:
+    """Admission control: answer UNAVAILABLE before the handler runs (trailers-only)."""
+    trailers = ((OVERLOADED_KEY, "true"), (LOAD_REPORT_KEY, load.report()))
+    await context.abort(
+        grpc.StatusCode.UNAVAILABLE, load.overload_details(), with_node(trailers, node)
+    )
 
 
 def _is_async(behaviour: object) -> bool:
@@ -280,37 +334,45 @@ def announcing_handler(
     handler: grpc.RpcMethodHandler[Any, Any],
     node: str,
     alt_svc: Callable[[], str | None] = _no_alt_svc,
+    load: ServerLoad | None = None,
 ) -> grpc.RpcMethodHandler[Any, Any]:
     """``handler`` with its async behaviour wrapped to announce ``node``.
 
     ``alt_svc()`` is read per call: the ``alt-svc`` value to advertise (see
-    the module docstring), or None.
+    the module docstring), or None. With ``load``, calls are counted (and
+    refused at the limit, if it has one) and trailers carry the load report.
     """
     des, ser = handler.request_deserializer, handler.response_serializer
     if handler.request_streaming and handler.response_streaming:
         if _is_async(handler.stream_stream):
             return grpc.stream_stream_rpc_method_handler(
-                _announcing_stream(cast(_StreamBehaviour, handler.stream_stream), node, alt_svc),
+                _announcing_stream(
+                    cast(_StreamBehaviour, handler.stream_stream), node, alt_svc, load
+                ),
                 des,
                 ser,
             )
     elif handler.request_streaming:
         if _is_async(handler.stream_unary):
             return grpc.stream_unary_rpc_method_handler(
-                _announcing_unary(cast(_UnaryBehaviour, handler.stream_unary), node, alt_svc),
+                _announcing_unary(cast(_UnaryBehaviour, handler.stream_unary), node, alt_svc, load),
                 des,
                 ser,
             )
     elif handler.response_streaming:
         if _is_async(handler.unary_stream):
             return grpc.unary_stream_rpc_method_handler(
-                _announcing_stream(cast(_StreamBehaviour, handler.unary_stream), node, alt_svc),
+                _announcing_stream(
+                    cast(_StreamBehaviour, handler.unary_stream), node, alt_svc, load
+                ),
                 des,
                 ser,
             )
     elif _is_async(handler.unary_unary):
         return grpc.unary_unary_rpc_method_handler(
-            _announcing_unary(cast(_UnaryBehaviour, handler.unary_unary), node, alt_svc), des, ser
+            _announcing_unary(cast(_UnaryBehaviour, handler.unary_unary), node, alt_svc, load),
+            des,
+            ser,
         )
     return handler
 
@@ -339,13 +401,15 @@ class NodeAnnouncer(grpc.aio.ServerInterceptor):
 
     _CACHE_LIMIT = 4096
 
-    def __init__(self, node: str) -> None:
+    def __init__(self, node: str, load: ServerLoad | None = None) -> None:
         self.node = node
+        self.load = load or ServerLoad()
+        """Calls in flight, admission control and load reports (shared by HTTP/2 and HTTP/3)."""
         self.alt_svc: str | None = None
         """``h3=":PORT"`` when the server also speaks HTTP/3 (set before it starts)."""
         self.refusing = False
         """Set while the server stops: new calls get UNAVAILABLE, health still answers."""
-        self._cache: dict[int, tuple[object, grpc.RpcMethodHandler[Any, Any]]] = {}
+        self._cache: dict[tuple[int, bool], tuple[object, grpc.RpcMethodHandler[Any, Any]]] = {}
         trailers = with_node((), node)
         self._not_found = _status_handler(grpc.StatusCode.UNIMPLEMENTED, METHOD_NOT_FOUND, trailers)
         self._refused = _status_handler(
@@ -362,18 +426,22 @@ class NodeAnnouncer(grpc.aio.ServerInterceptor):
         ],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler[Any, Any] | None:
-        if self.refusing and not handler_call_details.method.startswith(_HEALTH_PREFIX):
+        health = handler_call_details.method.startswith(_HEALTH_PREFIX)
+        if self.refusing and not health:
             return self._refused
         handler = await continuation(handler_call_details)
         if handler is None:
             return self._not_found
         # Generic handlers return the same handler object for every call of a
         # method, so wrap each one once.
-        cached = self._cache.get(id(handler))
+        # Health checks are neither counted nor refused: a busy replica is alive.
+        key = (id(handler), health)
+        cached = self._cache.get(key)
         if cached is not None and cached[0] is handler:
             return cached[1]
-        wrapped = announcing_handler(handler, self.node, self._get_alt_svc)
+        load = None if health else self.load
+        wrapped = announcing_handler(handler, self.node, self._get_alt_svc, load)
         if len(self._cache) >= self._CACHE_LIMIT:
             self._cache.clear()
-        self._cache[id(handler)] = (handler, wrapped)
+        self._cache[key] = (handler, wrapped)
         return wrapped

@@ -50,6 +50,7 @@ from protoc_gen_localfirst.runtime.server.handlers import (
 from protoc_gen_localfirst.runtime.server.health import HealthServicer
 from protoc_gen_localfirst.runtime.server.lifecycle import REFUSAL_WINDOW, Server
 from protoc_gen_localfirst.runtime.server.listen import BindError, add_port, format_address
+from protoc_gen_localfirst.runtime.server.load import ServerLoad
 from protoc_gen_localfirst.runtime.server.options import (
     DEFAULT_DRAIN_DELAY,
     DEFAULT_GRACE,
@@ -112,7 +113,8 @@ async def _start_server(bindings: Sequence[Binding], options: ServeOptions) -> S
     host = options.get("host", DEFAULT_HOST)
     node = own_node(options.get("node")) or socket.gethostname()
     health = HealthServicer()
-    announcer = NodeAnnouncer(node)
+    load = ServerLoad(options.get("admission"), metrics=options.get("load_metrics"))
+    announcer = NodeAnnouncer(node, load)
     server = grpc.aio.server(
         interceptors=[announcer, *options.get("interceptors", ())],
         options=grpc_options(options),
@@ -127,7 +129,7 @@ async def _start_server(bindings: Sequence[Binding], options: ServeOptions) -> S
     h3_server: H3Server | None = None
     h3_announcer: NodeAnnouncer | None = None
     if options.get("http3", False):
-        h3_announcer = NodeAnnouncer(node)
+        h3_announcer = NodeAnnouncer(node, load)
         h3_server = await _start_h3(server, generics, health, h3_announcer, bound, options)
         announcer.alt_svc = f'h3=":{bound}"'
     await server.start()

@@ -11,6 +11,7 @@ import grpc
 import grpc.aio
 
 from protoc_gen_localfirst.runtime.http3.options import QUIC_LIBRARIES, QuicLibrary
+from protoc_gen_localfirst.runtime.server.load import AdmissionControl, LoadMetrics
 from protoc_gen_localfirst.runtime.wire.framing import DEFAULT_MAX_MESSAGE_SIZE
 
 __all__ = ["ServeOptions", "check_options", "grpc_options"]
@@ -50,6 +51,16 @@ class ServeOptions(TypedDict, total=False):
     keyfile: PEM private key for HTTP/3.
     quic_library: ``"qh3"`` (default) or ``"aioquic"``: the QUIC stack under
         the HTTP/3 server (same API; benchmarks compare them).
+    admission: admission control, off by default (None). An int is a fixed
+        limit of calls running at once; ``AdmissionControl()`` adapts the
+        limit to the latency the server sees. Calls over the limit are
+        refused at once, unprocessed (UNAVAILABLE with the
+        ``localfirst-overloaded`` trailer), so clients send them elsewhere
+        instead of queueing until their deadline. Health checks are never
+        refused. Both transports share the count and the limit.
+    load_metrics: a function returning custom named metrics (``{"queue": 3.0}``)
+        added to the load report every response carries (ORCA
+        ``named_metrics``); keep it cheap, it runs once per response.
     """
 
     host: str
@@ -67,6 +78,8 @@ class ServeOptions(TypedDict, total=False):
     certfile: str | None
     keyfile: str | None
     quic_library: QuicLibrary
+    admission: AdmissionControl | int | None
+    load_metrics: LoadMetrics | None
 
 
 _KNOWN_OPTIONS = frozenset(ServeOptions.__annotations__)

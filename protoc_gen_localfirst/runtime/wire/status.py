@@ -26,6 +26,10 @@ METHOD_NOT_FOUND = "Method not found!"
 """grpc's own details text for an unknown method; kept for familiarity."""
 DEADLINE_EXCEEDED = "Deadline Exceeded"
 """grpc's details text for a call whose deadline passed."""
+NOT_SENT = "HTTP/3 request not sent"
+"""Start of the details of an HTTP/3 call that failed before its request left the
+client: clients read it as "provably not processed" (safe to send elsewhere)."""
+
 SHUTTING_DOWN = "server is shutting down; call another replica"
 """Details of the UNAVAILABLE a stopping server answers new or cut-off calls with."""
 

@@ -30,7 +30,7 @@ def h3_client(server: Server, tls: TlsFiles, **options: object) -> GreeterClient
 
 
 def h3_channel(client: GreeterClient, server: Server) -> H3Channel:
-    channel = client._channels[server.address]
+    channel = client.channels.active[server.address]
     assert isinstance(channel, H3Channel)
     return channel
 

@@ -37,7 +37,7 @@ async def test_every_kind_of_call_lands_on_the_callers_node(
         stream = [r async for r in client.lots_of_replies(HelloRequest(name="s", count=3))]
         client_stream = await client.lots_of_greetings(HelloRequest(name=n) for n in "xyz")
         bidi = [r async for r in client.bidi_hello(HelloRequest(name=n) for n in "pq")]
-        channels = list(client._channels.values())
+        channels = list(client.channels.active.values())
     replies = [unary, *stream, client_stream, *bidi]
     assert {(r.node, r.replica) for r in replies} == {("node-a", "greeter-a1")}
     assert client_stream.message == "Hello, x and y and z!"

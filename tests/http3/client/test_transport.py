@@ -100,7 +100,7 @@ def test_transport_memory_forgets_after_its_ttl() -> None:
 
 
 def auto_channel(client: GreeterClient, address: str) -> AutoChannel:
-    channel = client._channels[address]
+    channel = client.channels.active[address]
     assert isinstance(channel, AutoChannel)
     return channel
 

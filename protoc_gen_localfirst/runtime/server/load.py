@@ -1,0 +1,201 @@
+"""Server load: calls in flight, admission control, and the report every response carries.
+
+Sans-IO apart from reading the clock and the process's CPU time (both
+injected for tests). The node announcer (``announce``) asks ``admit()``
+before a handler runs and calls ``release()`` after; every response's
+trailers carry ``report()`` (``loadreport``: ORCA's ``OrcaLoadReport`` in
+``endpoint-load-metrics-bin``), on HTTP/2 and HTTP/3 alike, because both
+serve through the same handler wrappers.
+
+Admission control is off unless asked for (``serve(admission=...)``):
+
+- ``admission=8``: at most 8 calls run at once; the 9th is refused at once.
+- ``admission=AdmissionControl()``: the limit adapts (``AdaptiveLimit``).
+
+A refused call gets UNAVAILABLE before its handler ran, with the
+``localfirst-overloaded`` trailer: our clients send it to another replica
+at once, idempotent or not, and without spending their retry budget;
+other gRPC clients see a normal retryable UNAVAILABLE. Refusing at once
+beats queueing: a queued call waits until its deadline, and its handler
+still runs for nothing (grpc cancels it at the deadline).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from protoc_gen_localfirst.runtime.loadreport import LoadReport, encode
+
+log = logging.getLogger("protoc_gen_localfirst.server")
+
+LoadMetrics = Callable[[], Mapping[str, float]]
+"""A hook returning custom named metrics (e.g. queue depth) for every load report."""
+
+
+@dataclass(frozen=True)
+class AdmissionControl:
+    """An adaptive concurrency limit (TCP Vegas applied to calls, after Netflix's
+    concurrency-limits ``VegasLimit``).
+
+    The server keeps the lowest unary latency it saw recently as its no-load
+    latency. With the limit at ``L`` and the latest latency ``rtt``, about
+    ``L * (1 - no_load / rtt)`` calls are queueing rather than being worked
+    on. Fewer than ``alpha(L) = 3 log10 L`` queueing: the limit grows by one;
+    more than ``beta(L) = 6 log10 L``: it shrinks by one. So the limit
+    settles where a few calls wait, enough to keep the server busy, while
+    the rest is refused and served by other replicas. Only unary calls are
+    measured (a stream's duration says nothing about queueing).
+    """
+
+    initial_limit: int = 20
+    min_limit: int = 2
+    max_limit: int = 1000
+    probe_interval: float = 30.0
+    """Seconds after which the no-load latency is measured afresh (it may have changed)."""
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.min_limit <= self.initial_limit <= self.max_limit:
+            raise ValueError(
+                "AdmissionControl needs 1 <= min_limit <= initial_limit <= max_limit, got "
+                f"{self.min_limit}, {self.initial_limit}, {self.max_limit}"
+            )
+        if not (math.isfinite(self.probe_interval) and self.probe_interval > 0):
+            raise ValueError(
+                f"AdmissionControl.probe_interval must be > 0, got {self.probe_interval}"
+            )
+
+
+class AdaptiveLimit:
+    """The adaptive limit's state (see ``AdmissionControl``)."""
+
+    def __init__(self, settings: AdmissionControl, now: float) -> None:
+        self.settings = settings
+        self.limit = float(settings.initial_limit)
+        self._no_load: float | None = None
+        self._no_load_since = now
+
+    def sample(self, latency: float, in_flight: int, now: float) -> None:
+        """A unary call took ``latency`` seconds with ``in_flight`` calls running."""
+        settings = self.settings
+        if now - self._no_load_since > settings.probe_interval:
+            self._no_load, self._no_load_since = None, now
+        if self._no_load is None or latency < self._no_load:
+            self._no_load = latency
+        if latency <= 0:
+            return
+        queueing = self.limit * (1 - self._no_load / latency)
+        scale = math.log10(self.limit)
+        if queueing < 3 * scale:
+            if in_flight * 2 >= self.limit:  # grow only while the limit is what binds
+                self.limit = min(self.limit + 1, settings.max_limit)
+        elif queueing > 6 * scale:
+            self.limit = max(self.limit - 1, settings.min_limit)
+
+
+class ServerLoad:
+    """Calls in flight, the concurrency limit, and the load report of one server."""
+
+    def __init__(
+        self,
+        admission: AdmissionControl | int | None = None,
+        *,
+        metrics: LoadMetrics | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        cpu_clock: Callable[[], float] = time.process_time,
+        cpus: int | None = None,
+    ) -> None:
+        static = isinstance(admission, int) and not isinstance(admission, bool)
+        if not (admission is None or isinstance(admission, AdmissionControl) or static) or (
+            static and admission < 1  # type: ignore[operator]
+        ):
+            raise ValueError(
+                "admission must be None, a limit >= 1 (calls running at once) or"
+                f" AdmissionControl(), got {admission!r}"
+            )
+        self._clock = clock
+        self._cpu_clock = cpu_clock
+        self._cpus = cpus or os.cpu_count() or 1
+        self._metrics = metrics
+        self._static = admission if isinstance(admission, int) else None
+        now = clock()
+        self._adaptive = (
+            AdaptiveLimit(admission, now) if isinstance(admission, AdmissionControl) else None
+        )
+        self._lock = threading.Lock()
+        self.in_flight = 0
+        self.refused = 0
+        self._started = 0
+        self._window_start = now
+        self._window_cpu = cpu_clock()
+        self._rps = 0.0
+        self._cpu = 0.0
+
+    @property
+    def limit(self) -> int | None:
+        """The concurrency limit now, or None without admission control."""
+        if self._adaptive is not None:
+            return int(self._adaptive.limit)
+        return self._static
+
+    def admit(self) -> bool:
+        """Count a new call in, unless the server is at its limit (then it is refused)."""
+        limit = self.limit
+        with self._lock:
+            if limit is not None and self.in_flight >= limit:
+                self.refused += 1
+                return False
+            self.in_flight += 1
+            self._started += 1
+            return True
+
+    def release(self, latency: float | None) -> None:
+        """A call admitted by ``admit`` ended; ``latency`` for unary calls."""
+        with self._lock:
+            in_flight = self.in_flight
+            self.in_flight -= 1
+            if latency is not None and self._adaptive is not None:
+                self._adaptive.sample(latency, in_flight, self._clock())
+
+    def report(self) -> bytes:
+        """The serialized load report for a response going out now."""
+        self._roll_window()
+        custom: Mapping[str, float] = {}
+        if self._metrics is not None:
+            try:
+                custom = self._metrics()
+            except Exception:  # a broken hook must not break responses
+                log.exception("load_metrics hook failed; its metrics are left out")
+        return encode(
+            LoadReport(
+                in_flight=self.in_flight,
+                limit=self.limit,
+                cpu_utilization=self._cpu,
+                rps=self._rps,
+                metrics=custom,
+            )
+        )
+
+    def _roll_window(self) -> None:
+        """Every second: calls started per second and the CPU share over the last one."""
+        now = self._clock()
+        elapsed = now - self._window_start
+        if elapsed < 1.0:
+            return
+        cpu = self._cpu_clock()
+        with self._lock:
+            self._rps = self._started / elapsed
+            self._cpu = max(cpu - self._window_cpu, 0.0) / elapsed / self._cpus
+            self._started = 0
+            self._window_start, self._window_cpu = now, cpu
+
+    def overload_details(self) -> str:
+        return (
+            f"overloaded: {self.in_flight} calls in flight, limit {self.limit};"
+            " not processed, try another replica"
+        )

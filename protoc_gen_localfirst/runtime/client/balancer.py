@@ -212,8 +212,8 @@ class Balancer:
             return None
         ttl = self.locality.report_ttl
         local = [self._load[e.address].utilization(now, ttl) for e in tiers[0]]
-        if all(u is not None and u > 1.0 for u in local):
-            return SPILL_FULL
+        if all(u is not None for u in local):  # the servers' limits decide
+            return SPILL_FULL if all(u > 1.0 for u in local if u is not None) else None
         if self._chance() >= self._spill.local_share:
             return SPILL_SLOW
         return None
@@ -238,9 +238,9 @@ class Balancer:
             if latency is not None:
                 load.sample(latency, now, self.locality.latency_half_life)
                 if self.tier(endpoint) == 0:
-                    self._local_answered(latency)
+                    self._local_answered(latency, now)
 
-    def _local_answered(self, latency: float) -> None:
+    def _local_answered(self, latency: float, now: float) -> None:
         self._floor = latency if self._floor is None else min(self._floor, latency)
         local = [self._load[e.address].latency for e in self._tiers[0] if e.address in self._load]
         others = [
@@ -249,7 +249,7 @@ class Balancer:
             for e in group
             if e.address in self._load
         ]
-        self._spill.observe(_lowest(local), _lowest(others) if others else None, self._floor)
+        self._spill.observe(_lowest(local), _lowest(others) if others else None, self._floor, now)
 
     @property
     def local_share(self) -> float:

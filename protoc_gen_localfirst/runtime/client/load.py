@@ -51,18 +51,20 @@ class LocalityPolicy:
     spill: bool = True
     report_ttl: float = 2.0
     """Seconds a server's load report is trusted (a newer one replaces it)."""
-    latency_tolerance: float = 1.5
+    latency_tolerance: float = 1.25
     """The local tier keeps its share while its latency is at most this factor ..."""
-    latency_slack: float = 0.002
+    latency_slack: float = 0.001
     """... of the next tier's, plus this many seconds."""
     latency_half_life: float = 0.5
     """Seconds after which an old latency sample weighs half (peak EWMA)."""
     min_local_share: float = 0.05
     """The share the local tier keeps however slow it is, so its recovery is seen."""
     share_increase: float = 0.02
-    """Added to the kept share on each answer that was fast enough."""
+    """Added to the kept share when local answers are fast enough ..."""
     share_decrease: float = 0.8
-    """The kept share is multiplied by this on each answer that was too slow."""
+    """... and the share multiplied by this when they are too slow; either at most once
+    per local round trip, as TCP changes its window once per round trip (the answers
+    of one busy spell are one signal, not many)."""
 
     def __post_init__(self) -> None:
         for name in ("report_ttl", "latency_half_life"):
@@ -131,13 +133,19 @@ class SpillController:
     def __init__(self, policy: LocalityPolicy) -> None:
         self.policy = policy
         self.local_share = 1.0
+        self._changed_at = float("-inf")
 
-    def observe(self, local: float | None, next_tier: float | None, floor: float | None) -> None:
+    def observe(
+        self, local: float | None, next_tier: float | None, floor: float | None, now: float
+    ) -> None:
         """After a local answer: ``local``, ``next_tier`` latency EWMAs, ``floor`` the best seen."""
         reference = next_tier if next_tier is not None else floor
         if local is None or reference is None:
             return
         policy = self.policy
+        if now - self._changed_at < local:
+            return  # one change per local round trip: one busy spell is one signal
+        self._changed_at = now
         if local > reference * policy.latency_tolerance + policy.latency_slack:
             self.local_share = max(policy.min_local_share, self.local_share * policy.share_decrease)
         else:

@@ -46,16 +46,22 @@ class AdmissionControl:
     The server keeps the lowest unary latency it saw recently as its no-load
     latency. With the limit at ``L`` and the latest latency ``rtt``, about
     ``L * (1 - no_load / rtt)`` calls are queueing rather than being worked
-    on. Fewer than ``alpha(L) = 3 log10 L`` queueing: the limit grows by one;
-    more than ``beta(L) = 6 log10 L``: it shrinks by one. So the limit
-    settles where a few calls wait, enough to keep the server busy, while
-    the rest is refused and served by other replicas. Only unary calls are
-    measured (a stream's duration says nothing about queueing).
+    on. Fewer than ``min_queue`` (times ``log10 L`` once ``L`` > 10) queueing:
+    the limit grows by one; more than ``max_queue``: it shrinks by one. So the
+    limit settles where a call or two wait, enough to keep the server busy,
+    while the rest is refused at once and served by other replicas. Vegas
+    proper tolerates 3-6 queued calls; local-first wants the local replica's
+    latency close to its no-load latency, the other replicas take the rest.
+    While fewer than half the limit are in flight the limit does not move
+    (the load, not the limit, decides the latency then). Only unary calls
+    are measured (a stream's duration says nothing about queueing).
     """
 
     initial_limit: int = 20
     min_limit: int = 2
     max_limit: int = 1000
+    min_queue: float = 1.0
+    max_queue: float = 3.0
     probe_interval: float = 30.0
     """Seconds after which the no-load latency is measured afresh (it may have changed)."""
 
@@ -64,6 +70,11 @@ class AdmissionControl:
             raise ValueError(
                 "AdmissionControl needs 1 <= min_limit <= initial_limit <= max_limit, got "
                 f"{self.min_limit}, {self.initial_limit}, {self.max_limit}"
+            )
+        if not 0 <= self.min_queue < self.max_queue:
+            raise ValueError(
+                "AdmissionControl needs 0 <= min_queue < max_queue, got"
+                f" {self.min_queue}, {self.max_queue}"
             )
         if not (math.isfinite(self.probe_interval) and self.probe_interval > 0):
             raise ValueError(
@@ -87,14 +98,13 @@ class AdaptiveLimit:
             self._no_load, self._no_load_since = None, now
         if self._no_load is None or latency < self._no_load:
             self._no_load = latency
-        if latency <= 0:
-            return
+        if latency <= 0 or in_flight * 2 < self.limit:
+            return  # app-limited: the limit is not what binds, so latency says nothing of it
         queueing = self.limit * (1 - self._no_load / latency)
-        scale = math.log10(self.limit)
-        if queueing < 3 * scale:
-            if in_flight * 2 >= self.limit:  # grow only while the limit is what binds
-                self.limit = min(self.limit + 1, settings.max_limit)
-        elif queueing > 6 * scale:
+        scale = max(math.log10(self.limit), 1.0)
+        if queueing < settings.min_queue * scale:
+            self.limit = min(self.limit + 1, settings.max_limit)
+        elif queueing > settings.max_queue * scale:
             self.limit = max(self.limit - 1, settings.min_limit)
 
 

@@ -16,8 +16,30 @@ from __future__ import annotations
 _OBJECT = frozenset(dir(object))
 """``__init__``, ``__class__``, ...: every class has them (the set of the running Python)."""
 
-CLIENT_PUBLIC = frozenset({"close", "endpoint_order", "observers", "stats", "wait_for_endpoints"})
-"""Public attributes of the runtime's ``AsyncClient`` and ``SyncClient``.
+CLIENT_PUBLIC = frozenset(
+    {
+        "close",
+        "endpoint_order",
+        "observers",
+        "stats",
+        "wait_for_endpoints",
+        # set per instance in the client's __init__
+        "balancer",
+        "channels",
+        "events",
+        "node",
+        "prober",
+        "resolve_timeout",
+        "retry_buffer_limit",
+        "retry_policy",
+        "source",
+        "target",
+        "throttle",
+        "transport",
+    }
+)
+"""Public attributes of the runtime's ``AsyncClient`` and ``SyncClient``, of the
+classes and of their instances (an instance attribute would hide a method too).
 
 Private ones need no list: a client method name never starts with ``_`` (an
 rpc ``_Foo`` becomes ``rpc_foo``)."""

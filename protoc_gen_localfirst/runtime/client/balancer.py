@@ -251,6 +251,13 @@ class Balancer:
         ]
         self._spill.observe(_lowest(local), _lowest(others) if others else None, self._floor, now)
 
+    def reported(self, endpoint: Endpoint, report: LoadReport) -> None:
+        """A load report from outside a call (a health probe)."""
+        with self._lock:
+            load = self._load.get(endpoint.address)
+            if load is not None:
+                load.reported(report, self._clock(), finished_call=False)
+
     @property
     def local_share(self) -> float:
         """The share of calls the local tier keeps by the latency rule (1.0: all)."""

@@ -170,9 +170,10 @@ class ClientCore(Generic[ChannelT]):
             on_ejection=self.events.ejection,
             locality=locality,
         )
-        self._prober = (
+        self.prober = (
             NodeProber(
                 self.balancer.learn_node,
+                on_load=self.balancer.reported,
                 credentials=credentials,
                 channel_options=self._channel_options,
             )
@@ -217,8 +218,8 @@ class ClientCore(Generic[ChannelT]):
             self.events.endpoints_changed(old, new)
         self.channels.keep_only(ready)
         self._resolved.set()
-        if self._prober is not None:
-            self._prober.probe_unknown(new)
+        if self.prober is not None:
+            self.prober.probe_unknown(new)
 
     def _new_channel(self, endpoint: Endpoint) -> ChannelT:
         raise NotImplementedError
@@ -272,8 +273,8 @@ class ClientCore(Generic[ChannelT]):
 
     def _shutdown_discovery(self) -> list[ChannelT]:
         self.source.close()
-        if self._prober is not None:
-            self._prober.close()
+        if self.prober is not None:
+            self.prober.close()
         return self.channels.take_all()
 
 

@@ -105,12 +105,12 @@ class EndpointLoad:
             self.latency = self.latency * weight + latency * (1 - weight)
         self.sampled_at = now
 
-    def reported(self, report: LoadReport, now: float) -> None:
-        """A report from the answer of one of our calls (already not outstanding)."""
+    def reported(self, report: LoadReport, now: float, *, finished_call: bool = True) -> None:
+        """A report, from the answer of one of our calls (already not outstanding) or not."""
         self.report = report
         self.reported_at = now
-        # The reporting call is counted in in_flight but has ended.
-        self.others = max(report.in_flight - 1 - self.outstanding, 0)
+        # A reporting call is counted in in_flight but has ended.
+        self.others = max(report.in_flight - finished_call - self.outstanding, 0)
 
     def utilization(self, now: float, ttl: float) -> float | None:
         """Predicted in-flight/limit if one more call went there now; None if unknown."""

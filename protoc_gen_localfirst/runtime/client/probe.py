@@ -1,4 +1,4 @@
-"""Learn which node an endpoint runs on by asking it (I/O edge).
+"""Learn which node an endpoint runs on, and its load, by asking it (I/O edge).
 
 DNS gives addresses, not nodes. Our server bootstrap names its node in the
 ``localfirst-node`` response metadata of every call, health checks included, so
@@ -20,6 +20,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from protoc_gen_localfirst.runtime.discovery.endpoints import Endpoint
 from protoc_gen_localfirst.runtime.identity import announced_node
+from protoc_gen_localfirst.runtime.loadreport import LoadReport, from_trailers
 
 log = logging.getLogger("protoc_gen_localfirst.probe")
 
@@ -30,12 +31,14 @@ class NodeProber:
     def __init__(
         self,
         on_learned: Callable[[str, str], object],
+        on_load: Callable[[Endpoint, LoadReport], object] | None = None,
         *,
         credentials: grpc.ChannelCredentials | None = None,
         channel_options: Sequence[tuple[str, Any]] = (),
         timeout: float = 2.0,
     ) -> None:
         self._on_learned = on_learned
+        self._on_load = on_load
         self._credentials = credentials
         self._channel_options = tuple(channel_options)
         self._timeout = timeout
@@ -57,15 +60,17 @@ class NodeProber:
 
     def _probe(self, endpoint: Endpoint) -> None:
         try:
-            node = self.ask(endpoint)
+            node, load = self.ask(endpoint)
         finally:
             with self._lock:
                 self._probing.discard(endpoint.address)
         if node is not None:
             self._on_learned(endpoint.address, node)
+        if load is not None and self._on_load is not None:
+            self._on_load(endpoint, load)
 
-    def ask(self, endpoint: Endpoint) -> str | None:
-        """One health Check; the node named in its response headers, or None."""
+    def ask(self, endpoint: Endpoint) -> tuple[str | None, LoadReport | None]:
+        """One health Check: the node its response names and the load it reports (or None)."""
         target = endpoint.channel_target
         if self._credentials is None:
             channel = grpc.insecure_channel(target, options=self._channel_options)
@@ -78,11 +83,13 @@ class NodeProber:
                     health_pb2.HealthCheckRequest(), timeout=self._timeout
                 )
             except grpc.RpcError as error:
-                node = announced_node(_trailing(error))
+                trailers = _trailing(error)
+                node = announced_node(trailers)
                 if node is None:
                     log.debug("probe of %s failed: %s", endpoint.address, error)
-                return node
-            return announced_node([*call.initial_metadata(), *call.trailing_metadata()])
+                return node, from_trailers(trailers)
+            trailers = call.trailing_metadata()
+            return announced_node([*call.initial_metadata(), *trailers]), from_trailers(trailers)
 
     def close(self) -> None:
         with self._lock:

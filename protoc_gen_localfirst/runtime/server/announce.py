@@ -66,7 +66,7 @@ import grpc.aio
 
 from protoc_gen_localfirst.runtime.identity import DRAINING_KEY, NODE_METADATA_KEY, OVERLOADED_KEY
 from protoc_gen_localfirst.runtime.loadreport import LOAD_REPORT_KEY
-from protoc_gen_localfirst.runtime.server.load import ServerLoad
+from protoc_gen_localfirst.runtime.server.load import CallLoad, ServerLoad, UncountedLoad
 from protoc_gen_localfirst.runtime.wire.status import METHOD_NOT_FOUND, SHUTTING_DOWN
 
 MetadataPairs = tuple[tuple[str, str | bytes], ...]
@@ -96,7 +96,7 @@ class AnnouncingContext(grpc.aio.ServicerContext[Any, Any]):
         inner: grpc.aio.ServicerContext[Any, Any],
         node: str,
         alt_svc: str | None = None,
-        load: ServerLoad | None = None,
+        load: CallLoad | None = None,
     ) -> None:
         self.inner = inner
         self.node = node
@@ -240,7 +240,7 @@ def _announcing_unary(
     behaviour: _UnaryBehaviour,
     node: str,
     alt_svc: Callable[[], str | None],
-    load: ServerLoad | None,
+    load: CallLoad | None,
 ) -> _UnaryBehaviour:
     async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         if load is not None and not load.admit():
@@ -269,7 +269,7 @@ def _announcing_stream(
     behaviour: _StreamBehaviour,
     node: str,
     alt_svc: Callable[[], str | None],
-    load: ServerLoad | None,
+    load: CallLoad | None,
 ) -> _StreamBehaviour:
     if inspect.iscoroutinefunction(behaviour):
         # reader/writer style: the handler calls context.write itself.
@@ -313,7 +313,7 @@ def _announcing_stream(
 
 
 async def _refuse(
-    context: grpc.aio.ServicerContext[Any, Any], node: str, load: ServerLoad
+    context: grpc.aio.ServicerContext[Any, Any], node: str, load: CallLoad
 ) -> NoReturn:
     """Admission control: answer UNAVAILABLE before the handler runs (trailers-only)."""
     trailers = ((OVERLOADED_KEY, "true"), (LOAD_REPORT_KEY, load.report()))
@@ -334,7 +334,7 @@ def announcing_handler(
     handler: grpc.RpcMethodHandler[Any, Any],
     node: str,
     alt_svc: Callable[[], str | None] = _no_alt_svc,
-    load: ServerLoad | None = None,
+    load: CallLoad | None = None,
 ) -> grpc.RpcMethodHandler[Any, Any]:
     """``handler`` with its async behaviour wrapped to announce ``node``.
 
@@ -434,12 +434,12 @@ class NodeAnnouncer(grpc.aio.ServerInterceptor):
             return self._not_found
         # Generic handlers return the same handler object for every call of a
         # method, so wrap each one once.
-        # Health checks are neither counted nor refused: a busy replica is alive.
+        # Health checks carry the load report but are neither counted nor refused.
         key = (id(handler), health)
         cached = self._cache.get(key)
         if cached is not None and cached[0] is handler:
             return cached[1]
-        load = None if health else self.load
+        load = UncountedLoad(self.load) if health else self.load
         wrapped = announcing_handler(handler, self.node, self._get_alt_svc, load)
         if len(self._cache) >= self._CACHE_LIMIT:
             self._cache.clear()

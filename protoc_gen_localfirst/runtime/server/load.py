@@ -29,6 +29,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 from protoc_gen_localfirst.runtime.loadreport import LoadReport, encode
 
@@ -209,3 +210,35 @@ class ServerLoad:
             f"overloaded: {self.in_flight} calls in flight, limit {self.limit};"
             " not processed, try another replica"
         )
+
+
+class CallLoad(Protocol):
+    """What the handler wrappers need: ``ServerLoad``, or ``UncountedLoad`` for health checks."""
+
+    def admit(self) -> bool: ...
+
+    def release(self, latency: float | None) -> None: ...
+
+    def report(self) -> bytes: ...
+
+    def overload_details(self) -> str: ...
+
+
+class UncountedLoad:
+    """Health checks carry the load report but are neither counted nor refused:
+    a busy replica is alive, and a prober learns its load before sending calls."""
+
+    def __init__(self, load: ServerLoad) -> None:
+        self._load = load
+
+    def admit(self) -> bool:
+        return True
+
+    def release(self, latency: float | None) -> None:
+        pass
+
+    def report(self) -> bytes:
+        return self._load.report()
+
+    def overload_details(self) -> str:
+        return self._load.overload_details()

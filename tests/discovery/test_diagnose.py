@@ -24,7 +24,11 @@ def test_prints_endpoints_and_the_order_a_call_would_take() -> None:
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert "caller  node node-b, zone z1" in lines
-    assert "  127.0.0.3:1  node-c  z2    yes" in lines
+    rows = {line.split()[0]: line.split() for line in lines if line.startswith("  127.")}
+    # address, node, zone, ready, in flight, limit, CPU (unknown: --no-probe asks no server),
+    # share of first attempts (all to the caller's own node while it has room)
+    assert rows["127.0.0.3:1"] == ["127.0.0.3:1", "node-c", "z2", "yes", "?", "-", "?", "0%"]
+    assert rows["127.0.0.2:1"][-1] == "100%"
     order = lines[lines.index("a call from node-b tries, in order:") + 1 :]
     assert order == [
         "  1. 127.0.0.2:1 (node-b, z1)  same node",

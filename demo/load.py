@@ -1,4 +1,5 @@
-"""A steady stream of unary calls, recording who answered and when."""
+"""Load for the demo: a steady stream of unary calls (closed loop), recording who
+answered and when, and an open-loop schedule of calls (``OpenLoad``)."""
 
 from __future__ import annotations
 
@@ -104,3 +105,63 @@ class SteadyLoad:
                     return answer.at - since
             await asyncio.sleep(0.02)
         raise AssertionError(f"no matching reply within {timeout} s")
+
+
+class OpenLoad:
+    """SayHello calls started on a fixed schedule, ``rate`` per second for ``duration``
+    seconds, whether or not earlier calls have returned (open loop: a slow server
+    does not slow the load down, as with many independent callers).
+
+    A call that starts more than ``late`` seconds after its scheduled time is a
+    late start: the load generator, not the servers, was short of CPU.
+    """
+
+    def __init__(
+        self, client: Any, rate: float, duration: float, timeout: float = 1.0, late: float = 0.010
+    ) -> None:
+        self.client = client
+        self.rate = rate
+        self.duration = duration
+        self.timeout = timeout
+        self.late = late
+        self.answers: list[Answer] = []
+        self.late_starts = 0
+        self.elapsed = 0.0
+        """Seconds from the first scheduled start to the last actual one."""
+
+    @property
+    def calls(self) -> int:
+        return round(self.rate * self.duration)
+
+    async def run(self) -> Self:
+        from greeter.v1.greeter_pb2 import HelloRequest
+
+        loop = asyncio.get_running_loop()
+        tasks: list[asyncio.Task[None]] = []
+        start = loop.time()
+        for i in range(self.calls):
+            scheduled = start + i / self.rate
+            await asyncio.sleep(max(scheduled - loop.time(), 0))  # yields even when behind
+            if loop.time() - scheduled > self.late:
+                self.late_starts += 1
+            request = HelloRequest(name=f"open {i}")
+            tasks.append(asyncio.create_task(self._call(request)))
+        self.elapsed = loop.time() - start
+        await asyncio.gather(*tasks)
+        return self
+
+    async def _call(self, request: Any) -> None:
+        try:
+            reply = await self.client.say_hello(request, timeout=self.timeout)
+            self.answers.append(Answer(time.monotonic(), reply))
+        except grpc.RpcError as error:
+            self.answers.append(Answer(time.monotonic(), None, error))
+
+    @property
+    def failures(self) -> list[grpc.RpcError]:
+        return [a.error for a in self.answers if a.error is not None]
+
+    def share(self, node: str) -> float:
+        """The share of all calls answered by a replica on ``node``."""
+        on_node = sum(a.reply is not None and a.reply.node == node for a in self.answers)
+        return on_node / len(self.answers) if self.answers else 0.0

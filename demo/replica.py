@@ -8,6 +8,12 @@ With ``--http3 --certfile tls.crt --keyfile tls.key`` it also serves HTTP/3
 In a pod every flag has a default: 0.0.0.0:50051, node from $NODE_NAME and
 name from $POD_NAME (Downward API), the bootstrap's drain timing.
 
+``--capacity 4 --work-ms 20`` makes SayHello hold an ``asyncio.Semaphore(4)``
+around 20 ms of work (``asyncio.sleep``): at most 200 calls/s, the excess
+queues inside the server. ``--admission 6`` is ``serve(admission=6)``: a
+seventh call in flight is refused at once, unprocessed, with its load report.
+By default there is no limit and no work.
+
 The generated module (``greeter.v1.greeter_localfirst``) must be importable:
 put the directory protoc wrote into on PYTHONPATH. Tests and the demo start
 several of these as stand-ins for pods on different Kubernetes nodes.
@@ -43,11 +49,15 @@ class Greeter(GreeterServicer):
         *,
         executions_file: str | None = None,
         handler_delay: float = 0.0,
+        capacity: int | None = None,
+        work: float = 0.0,
     ) -> None:
         self.node = node
         self.replica = replica
         self.greeting = "Hello, {name}!"
         self.handler_delay = handler_delay
+        self.work = work
+        self._capacity = asyncio.Semaphore(capacity) if capacity else None
         # One O_APPEND write per execution, straight to the kernel: a line
         # survives SIGKILL the moment the handler has run.
         self._executions = (
@@ -72,6 +82,11 @@ class Greeter(GreeterServicer):
         self._executed("SayHello", request.name)
         if self.handler_delay:
             await asyncio.sleep(self.handler_delay)
+        if self._capacity is not None:
+            async with self._capacity:
+                await asyncio.sleep(self.work)
+        elif self.work:
+            await asyncio.sleep(self.work)
         return self._reply(request.name)
 
     async def LotsOfReplies(
@@ -144,7 +159,18 @@ def main() -> None:
         default=0.0,
         help="seconds SayHello works (after recording its execution) before replying",
     )
+    parser.add_argument(
+        "--capacity", type=int, help="SayHello calls working at once (default: no limit)"
+    )
+    parser.add_argument(
+        "--work-ms", type=float, default=0.0, help="milliseconds one SayHello works (default 0)"
+    )
+    parser.add_argument(
+        "--admission", type=int, help="serve(admission=N): refuse calls over N in flight"
+    )
     args = parser.parse_args()
+    if args.capacity is not None and args.capacity < 1:
+        parser.error("--capacity must be at least 1")
     logging.basicConfig(level=logging.INFO, format=f"[{args.name}] %(message)s")
     node = args.node or socket.gethostname()
     options: ServeOptions = {"host": args.host, "port": args.port, "node": node}
@@ -159,8 +185,15 @@ def main() -> None:
         options["certfile"] = args.certfile
         options["keyfile"] = args.keyfile
         options["quic_library"] = args.quic_library
+    if args.admission is not None:
+        options["admission"] = args.admission
     greeter = Greeter(
-        node, args.name, executions_file=args.executions_file, handler_delay=args.handler_delay
+        node,
+        args.name,
+        executions_file=args.executions_file,
+        handler_delay=args.handler_delay,
+        capacity=args.capacity,
+        work=args.work_ms / 1000,
     )
     asyncio.run(serve(greeter, **options))
 

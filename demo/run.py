@@ -13,7 +13,10 @@
 5. It restarts at the same address: calls return to it.
 6. Every replica is redeployed to new addresses and DNS is updated: the client
    re-resolves and follows, with no failed call.
-7. Everything down: the error says what was tried.
+7. More load than the local replica can take (open loop, 1.5x its capacity,
+   with admission control): it keeps what it can serve, the excess spills to
+   node-b, no call fails; strict local-first for contrast.
+8. Everything down: the error says what was tried.
 
 No root, no Kubernetes, no network beyond 127.0.0.0/8.
 """
@@ -35,10 +38,10 @@ from typing import Any
 
 import grpc
 
-from demo.cluster import REPO, ReplicaProcess, free_port
+from demo.cluster import REPO, ReplicaProcess, free_port, static_target
 from demo.dns_server import DemoDnsServer
-from demo.load import SteadyLoad
-from protoc_gen_localfirst.runtime import DnsOptions
+from demo.load import OpenLoad, SteadyLoad
+from protoc_gen_localfirst.runtime import STRICT_LOCALITY, DnsOptions
 
 OUT = REPO / ".demo"
 GEN = OUT / "gen"
@@ -46,6 +49,10 @@ PROTO = "greeter/v1/greeter.proto"
 OPTIONS_PROTO = "localfirst/options.proto"
 NAME = "greeter.demo"
 CALLS = 12
+BUSY_CAPACITY, BUSY_WORK_MS, BUSY_ADMISSION = 4, 20, 6
+BUSY_REPLICA = ["--capacity", str(BUSY_CAPACITY), "--work-ms", str(BUSY_WORK_MS),
+                "--admission", str(BUSY_ADMISSION)]  # fmt: skip
+BUSY_RATE, BUSY_SECONDS, STRICT_SECONDS = 300.0, 4.0, 2.0
 
 
 def say(text: str = "") -> None:
@@ -114,8 +121,10 @@ class Cluster:
         self.dns = DemoDnsServer({}, ttl=1)
         self.replicas: dict[str, ReplicaProcess] = {}
 
-    def start(self, name: str, node: str, host: str) -> ReplicaProcess:
-        replica = ReplicaProcess(name, node, host, GEN, port=self.port)
+    def start(
+        self, name: str, node: str, host: str, extra_args: Sequence[str] = ()
+    ) -> ReplicaProcess:
+        replica = ReplicaProcess(name, node, host, GEN, port=self.port, extra_args=extra_args)
         self.replicas[name] = replica.start(wait=False)
         return replica
 
@@ -137,6 +146,77 @@ class Cluster:
         for replica in self.replicas.values():
             replica.stop()
         self.dns.close()
+
+
+class Repeats(logging.Filter):
+    """Lets the first of identical log messages through and counts the rest."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: set[str] = set()
+        self.hidden = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if message in self.seen:
+            self.hidden += 1
+            return False
+        self.seen.add(message)
+        return True
+
+
+async def open_load(client: Any, pb2: Any, seconds: float) -> tuple[OpenLoad, dict[str, int]]:
+    """Warm up (connections, a load report from each replica), then BUSY_RATE calls/s
+    for ``seconds``; the load and the spills by reason during it."""
+    for i in range(20):
+        await client.say_hello(pb2.HelloRequest(name=f"warm-up {i}"), timeout=2.0)
+    before = client.stats.as_dict()
+    load = await OpenLoad(client, BUSY_RATE, seconds).run()
+    after = client.stats.as_dict()
+    spills = {k.removeprefix("spills_"): after[k] - before[k] for k in after if "spills_" in k}
+    return load, spills
+
+
+async def busy_local_replica(module: Any, pb2: Any, cluster: Cluster) -> int:
+    """Step 7: open-loop load from node-a above the local replica's capacity."""
+    say("\n== 7. more load than the local replica can take: it keeps what it can serve")
+    replicas = [("a3", "node-a", "127.0.0.27"), ("b5", "node-b", "127.0.0.28"),
+                ("b6", "node-b", "127.0.0.29")]  # fmt: skip
+    for name, node, host in replicas:
+        cluster.start(name, node, host, BUSY_REPLICA)
+    await asyncio.to_thread(cluster.wait, [name for name, _, _ in replicas])
+    say(f"  each works on {BUSY_CAPACITY} calls at once, {BUSY_WORK_MS} ms each (at most"
+        f" {BUSY_CAPACITY * 1000 // BUSY_WORK_MS} calls/s), and refuses calls over"
+        f" {BUSY_ADMISSION} in flight (serve(admission={BUSY_ADMISSION}))")  # fmt: skip
+    target = static_target([cluster.replicas[name] for name, _, _ in replicas])
+    say(f"  a second client on node-a, target {target}")
+    repeats = Repeats()
+    handler = logging.getLogger().handlers[0]
+    handler.addFilter(repeats)
+    try:
+        async with module.GreeterClient(target, node="node-a") as client:
+            load, spills = await open_load(client, pb2, BUSY_SECONDS)
+        async with module.GreeterClient(target, node="node-a", locality=STRICT_LOCALITY) as client:
+            strict, strict_spills = await open_load(client, pb2, STRICT_SECONDS)
+    finally:
+        handler.removeFilter(repeats)
+    if repeats.hidden:
+        say(f"  ({repeats.hidden} repeated client log lines not shown)")
+    say(f"  {load.calls} SayHello calls in {BUSY_SECONDS:g} s, open loop at {BUSY_RATE:g}/s"
+        f" (1.5x one replica), 1 s deadline: {len(load.failures)} failed")  # fmt: skip
+    say(
+        f"  answered by node-a's replica a3: {load.share('node-a'):.0%}; spills to node-b: "
+        + ", ".join(f"{reason} x{n}" for reason, n in spills.items())
+    )
+    say(
+        f"  load generator: {load.calls / load.elapsed:.0f} calls/s started,"
+        f" {load.late_starts + strict.late_starts} late start(s) (> 10 ms behind schedule)"
+    )
+    say(f"  strict local-first (locality=STRICT_LOCALITY), same load for {STRICT_SECONDS:g} s:"
+        f" every call goes to a3 first; {strict_spills['refused']} refused there went on to"
+        f" node-b (admission control), {len(strict.failures)} failed; without admission"
+        " control they would queue at a3 and miss their deadline")  # fmt: skip
+    return len(load.failures)
 
 
 async def main() -> int:
@@ -214,7 +294,9 @@ async def main() -> int:
             failures += len(load.failures)
             show_order(client)
 
-            say("\n== 7. stop every replica: the error names what was tried")
+            failures += await busy_local_replica(module, pb2, cluster)
+
+            say("\n== 8. stop every replica: the error names what was tried")
             for name in list(cluster.replicas):
                 cluster.kill(name)
             try:

@@ -4,6 +4,7 @@ Run as a user runs it (a subprocess): the tests do not import the demo."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -14,7 +15,7 @@ from tests.support.cluster import REPO
 pytestmark = pytest.mark.integration
 
 
-def test_demo_shows_local_first_failover_return_and_redeploy() -> None:
+def test_demo_shows_local_first_failover_return_redeploy_and_spill() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "demo.run"],
         cwd=REPO, capture_output=True, text=True, timeout=180, check=False,
@@ -26,4 +27,11 @@ def test_demo_shows_local_first_failover_return_and_redeploy() -> None:
     assert "  after restart: a1 (node-a) x12" in out
     assert "failed; after the old replicas stopped: a2 (node-a) x" in out
     assert "UNAVAILABLE: /greeter.v1.Greeter/SayHello: all 4 attempts failed; tried " in out
+    busy = re.search(r"SayHello calls in .* 1 s deadline: (\d+) failed\n", out)
+    assert busy and busy.group(1) == "0", out
+    share = re.search(r"answered by node-a's replica a3: (\d+)%; spills to node-b: (.*)\n", out)
+    assert share, out
+    assert 40 <= int(share.group(1)) < 100, share.group(0)
+    spills = sum(int(n) for n in re.findall(r" x(\d+)", share.group(2)))
+    assert spills > 0, share.group(0)
     assert out.rstrip().endswith("failed calls while replicas were up: 0")

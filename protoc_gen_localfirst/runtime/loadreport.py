@@ -1,10 +1,15 @@
 """Per-call load reports: what a server tells its clients about its load (sans-IO).
 
-The format is gRPC's ORCA (gRFC A51): an ``xds.data.orca.v3.OrcaLoadReport``
-serialized into the ``endpoint-load-metrics-bin`` response trailer. Other
-ORCA-aware clients (grpc-java, grpc-go, Envoy) can read it; our client reads
-reports from any ORCA server. Where ORCA has no field, named metrics carry
-ours:
+The format is gRPC's ORCA (gRFC A51): an ``xds.data.orca.v3.OrcaLoadReport``,
+serialized into a response trailer. gRFC A51 names that trailer
+``endpoint-load-metrics-bin``, but grpc's core library owns the name: a
+Python server that sets it has it silently dropped (checked with grpcio
+1.85), and a client's core consumes it without showing it to the
+application. So our servers send the same message under
+``localfirst-load-bin``, on HTTP/2 and HTTP/3 alike, and our client reads
+either name (the ORCA one reaches it from servers whose trailers grpc core
+does not filter, e.g. over our HTTP/3 transport). Where ORCA has no field,
+named metrics carry ours:
 
 - ``application_utilization``: calls in flight / concurrency limit (when the
   server has a limit), the number the client's spill-over compares with 1;
@@ -24,6 +29,7 @@ with an application that imports xds-protos itself.
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,8 +37,11 @@ from typing import Any
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import DecodeError
 
-LOAD_REPORT_KEY = "endpoint-load-metrics-bin"
-"""gRFC A51's trailer for per-call load reports."""
+LOAD_REPORT_KEY = "localfirst-load-bin"
+"""The trailer our servers put their load report in (see the module docstring)."""
+
+ORCA_REPORT_KEY = "endpoint-load-metrics-bin"
+"""gRFC A51's name for it, which grpc core reserves for itself."""
 
 IN_FLIGHT_METRIC = "localfirst.in_flight"
 LIMIT_METRIC = "localfirst.limit"
@@ -106,6 +115,9 @@ def decode(data: bytes) -> LoadReport | None:
     except (DecodeError, RuntimeWarning):
         return None
     named = dict(message.named_metrics)
+    numbers = (message.cpu_utilization, message.application_utilization, *named.values())
+    if not all(math.isfinite(value) for value in numbers):
+        return None  # not a report we can act on (NaN or infinite load)
     in_flight = named.pop(IN_FLIGHT_METRIC, None)
     limit = named.pop(LIMIT_METRIC, None)
     if in_flight is None:  # not one of ours: express its utilization per 100
@@ -123,7 +135,7 @@ def decode(data: bytes) -> LoadReport | None:
 def from_trailers(trailers: Any) -> LoadReport | None:
     """The load report among response trailers (key, value) pairs, if there is one."""
     for key, value in trailers or ():
-        if key == LOAD_REPORT_KEY and isinstance(value, bytes):
+        if key in (LOAD_REPORT_KEY, ORCA_REPORT_KEY) and isinstance(value, bytes):
             return decode(value)
     return None
 

@@ -311,11 +311,6 @@ def test_endpoint_utilization_counts_other_clients_and_our_calls() -> None:
 
 # --- LocalityPolicy validation ---------------------------------------------------------
 
-_NOT_NAMED = (
-    "LocalityPolicy.__post_init__ raises 'LocalityPolicy shares must be in (0, 1]' for"
-    " min_local_share and share_decrease: the message names neither field"
-)
-
 
 @pytest.mark.parametrize(
     ("field", "value"),
@@ -329,31 +324,17 @@ _NOT_NAMED = (
         ("latency_tolerance", 0.5),
         ("latency_tolerance", math.nan),
         ("latency_slack", -0.001),
-        pytest.param(
-            "min_local_share", 0.0, marks=pytest.mark.xfail(strict=True, reason=_NOT_NAMED)
-        ),
-        pytest.param(
-            "min_local_share", 1.5, marks=pytest.mark.xfail(strict=True, reason=_NOT_NAMED)
-        ),
-        pytest.param(
-            "share_decrease", 1.0, marks=pytest.mark.xfail(strict=True, reason=_NOT_NAMED)
-        ),
-        pytest.param(
-            "share_decrease", 0.0, marks=pytest.mark.xfail(strict=True, reason=_NOT_NAMED)
-        ),
+        pytest.param("min_local_share", 0.0),
+        pytest.param("min_local_share", 1.5),
+        pytest.param("share_decrease", 1.0),
+        pytest.param("share_decrease", 0.0),
         pytest.param(
             "share_increase",
             -0.1,
-            marks=pytest.mark.xfail(
-                strict=True, reason="share_increase is not validated: a negative one is accepted"
-            ),
         ),
         pytest.param(
             "share_increase",
             math.nan,
-            marks=pytest.mark.xfail(
-                strict=True, reason="share_increase is not validated: NaN is accepted"
-            ),
         ),
     ],
 )
@@ -411,13 +392,6 @@ def test_a_refused_call_goes_to_the_next_tier_at_once_and_counts_a_spill() -> No
     assert events.stats.spills_refused == 1 and events.stats.spills == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="call.py _report_endpoint: an overloaded refusal (UNAVAILABLE with trailers) is"
-    " treated as NOT_PROCESSED and calls balancer.record_connection_failure: the local replica"
-    " is ejected ('is unreachable', discovery refresh), so it gets no first attempts for"
-    " 0.5 s and more on consecutive refusals",
-)
 def test_a_refusal_does_not_eject_the_refusing_replica() -> None:
     balancer = make_balancer()
     call = _call(balancer, ClientEvents())
@@ -427,12 +401,6 @@ def test_a_refusal_does_not_eject_the_refusing_replica() -> None:
     assert not balancer.is_ejected(LOCAL)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="EndpointLoad.reported subtracts the reporting call from in_flight, but a refused"
-    " call was never admitted (load.admit() does not count it): a refusal's report"
-    " (in_flight == limit) makes the replica look one call short of full",
-)
 def test_a_refusals_report_shows_the_replica_full() -> None:
     clock = FakeClock()
     balancer = make_balancer(clock=clock)

@@ -153,14 +153,6 @@ def _named(name: str, value: float) -> bytes:
     return data
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="loadreport.decode calls round() on values it reads: NaN raises ValueError and"
-    " infinity OverflowError instead of decode returning None; a client whose server sends"
-    " such a trailer gets that exception from an OK call (call.py _attempt_ended ->"
-    " from_trailers), and the balancer's outstanding count for the endpoint is never"
-    " decremented",
-)
 @pytest.mark.parametrize(
     "data",
     [

@@ -220,12 +220,6 @@ async def test_refused_calls_are_answered_next_door_and_never_ran_locally(make: 
     [
         pytest.param(
             kind,
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="over HTTP/2 no load report reaches the client: grpcio drops the"
-                " endpoint-load-metrics-bin trailer (see tests/server/test_load.py), so the"
-                " 'full' rule never fires and the call is refused by node-a instead",
-            ),
         )
         for kind in ("async", "sync")
     ]
@@ -259,13 +253,6 @@ async def test_a_report_showing_the_local_replica_full_spills_the_next_call(make
 
 
 @pytest.mark.parametrize("make", ["async"], indirect=True)
-@pytest.mark.xfail(
-    strict=True,
-    reason="call.py CallState._report_endpoint treats an overloaded refusal like a"
-    " connection failure: Balancer.record_connection_failure ejects node-a ('is"
-    " unreachable', a discovery refresh, stats.ejections), so node-a gets no first attempts"
-    " for 0.5 s or more although it is up and serving",
-)
 async def test_a_refusal_does_not_eject_the_local_replica(make: Make) -> None:
     setup = await make(admission=1)
     caller, local = setup.caller, setup.local

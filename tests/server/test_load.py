@@ -66,13 +66,15 @@ def test_a_static_limit_admits_up_to_the_limit_and_refuses_beyond() -> None:
     assert report_of(load) == LoadReport(in_flight=3, limit=3)
 
 
-def test_without_admission_every_call_is_admitted() -> None:
+def test_without_admission_every_call_is_admitted_and_the_estimate_is_reported() -> None:
     load = ServerLoad(clock=FakeClock(), cpu_clock=FakeClock(0.0))
-    assert load.limit is None
+    assert not load.enforced
+    assert load.limit == AdmissionControl().initial_limit  # the adaptive estimate, not enforced
     assert all(load.admit() for _ in range(1000))
     assert (load.in_flight, load.refused) == (1000, 0)
     decoded = report_of(load)
-    assert (decoded.in_flight, decoded.limit, decoded.utilization) == (1000, None, None)
+    assert (decoded.in_flight, decoded.limit) == (1000, 20)
+    assert decoded.utilization == 50.0  # far over the estimate: clients keep their calls away
 
 
 @pytest.mark.parametrize("admission", [0, -1, True, False, "8", 2.5])
@@ -231,16 +233,6 @@ class CountingEcho(Echo):
 Connect = Callable[[Server], grpc.aio.Channel]
 
 
-_GRPCIO_DROPS_ORCA = pytest.mark.xfail(
-    strict=True,
-    reason="grpcio's clients (grpc core, aio and blocking alike) consume the"
-    " endpoint-load-metrics-bin trailer as ORCA backend metrics and leave it out of"
-    " trailing_metadata(): the server sends it (test_the_server_sends_the_report_on_http2)"
-    " but no grpcio client, ours over HTTP/2 included, can read it",
-)
-H2_WITHOUT_REPORTS = pytest.param("h2", marks=_GRPCIO_DROPS_ORCA)
-
-
 @pytest.fixture(params=["h2", "h3"])
 async def transport(
     request: pytest.FixtureRequest,
@@ -330,7 +322,7 @@ async def test_a_call_over_the_limit_is_refused_at_once_unprocessed(
     assert echo.says == ["block", "after"]
 
 
-@pytest.mark.parametrize("transport", [H2_WITHOUT_REPORTS, "h3"], indirect=True)
+@pytest.mark.parametrize("transport", ["h2", "h3"], indirect=True)
 async def test_a_refusal_and_the_answers_carry_load_reports(
     transport: tuple[StartServer, Connect],
 ) -> None:
@@ -351,7 +343,7 @@ async def test_a_refusal_and_the_answers_carry_load_reports(
     assert (answer.in_flight, answer.limit) == (1, 1)  # itself, as it finished
 
 
-@pytest.mark.parametrize("transport", [H2_WITHOUT_REPORTS, "h3"], indirect=True)
+@pytest.mark.parametrize("transport", ["h2", "h3"], indirect=True)
 async def test_every_ok_response_carries_a_load_report(
     transport: tuple[StartServer, Connect],
 ) -> None:
@@ -376,7 +368,7 @@ async def test_every_ok_response_carries_a_load_report(
         assert await call.code() == grpc.StatusCode.OK
         decoded = load_report(await call.trailing_metadata())
         assert decoded.in_flight == 1  # this call, nothing else running
-        assert decoded.limit is None  # no admission control
+        assert decoded.limit == 20  # no admission control: the (initial) capacity estimate
         assert decoded.metrics == {"queue": 7.0}
 
 

@@ -224,9 +224,17 @@ class Balancer:
             load.outstanding += 1
 
     def attempt_ended(
-        self, endpoint: Endpoint, latency: float | None, report: LoadReport | None
+        self,
+        endpoint: Endpoint,
+        latency: float | None,
+        report: LoadReport | None,
+        *,
+        ran: bool = True,
     ) -> None:
-        """An attempt ended: its latency (unary answers only) and the server's load report."""
+        """An attempt ended: its latency (unary answers only) and the server's load report.
+
+        ``ran``: whether the server counted the call in its report (not so for a refusal).
+        """
         with self._lock:
             load = self._load.get(endpoint.address)
             if load is None:
@@ -234,17 +242,19 @@ class Balancer:
             load.outstanding = max(load.outstanding - 1, 0)
             now = self._clock()
             if report is not None:
-                load.reported(report, now)
+                load.reported(report, now, finished_call=ran)
             if latency is not None:
-                load.sample(latency, now, self.locality.latency_half_life)
+                load.sample(latency, now, self.locality)
                 if self.tier(endpoint) == 0:
                     self._local_answered(latency, now)
 
     def _local_answered(self, latency: float, now: float) -> None:
         self._floor = latency if self._floor is None else min(self._floor, latency)
-        local = [self._load[e.address].latency for e in self._tiers[0] if e.address in self._load]
+        local = [
+            self._load[e.address].mean_latency for e in self._tiers[0] if e.address in self._load
+        ]
         others = [
-            self._load[e.address].latency
+            self._load[e.address].mean_latency
             for group in self._tiers[1:2]
             for e in group
             if e.address in self._load

@@ -261,12 +261,14 @@ class CallState:
         if headers_arrived(error) or not replayable:
             self.committed = True
         failure = Failure.of(error)
-        self._attempt_ended(attempt, failure.trailers, answered=False)
+        # A refused call never ran there: its report does not count it.
+        self._attempt_ended(attempt, failure.trailers, answered=False, ran=not failure.overloaded)
         if failure.overloaded:
             self.settings.events.spill(self.method, SPILL_REFUSED)
         self.records.append(AttemptRecord(attempt.endpoint, failure.code, failure.details))
         deadline_passed = self._deadline_passed()
-        self._report_endpoint(attempt.endpoint, failure.code, deadline_passed)
+        if not failure.overloaded:  # a busy replica is not a broken one: no ejection
+            self._report_endpoint(attempt.endpoint, failure.code, deadline_passed)
         retryable, throttled = self._retryable(failure, deadline_passed)
         if throttled:
             self.settings.events.throttled(self.method)
@@ -285,11 +287,11 @@ class CallState:
         self._attempt_ended(attempt, None, answered=False)
 
     def _attempt_ended(
-        self, attempt: Attempt, trailers: Metadata | None, *, answered: bool
+        self, attempt: Attempt, trailers: Metadata | None, *, answered: bool, ran: bool = True
     ) -> None:
         latency = self._clock() - attempt.started_at if answered and self._unary else None
         report = from_trailers(trailers) if trailers else None
-        self.settings.balancer.attempt_ended(attempt.endpoint, latency, report)
+        self.settings.balancer.attempt_ended(attempt.endpoint, latency, report, ran=ran)
 
     def _learn_node(self, endpoint: Endpoint, metadata: Metadata | None) -> None:
         """Servers name their node in response metadata: keep the balancer's view right."""

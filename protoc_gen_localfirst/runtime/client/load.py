@@ -12,8 +12,10 @@ zone, then the rest), from two signals:
    goes to the next tier at once (reason ``full``). A server that refuses a
    call for overload (admission control) proves it was not processed, and
    the call moves on at once (reason ``refused``, counted by the call).
-2. **What this client sees**, for servers without a limit: a peak-EWMA of
-   each endpoint's latency. While the local replica answers no slower than
+2. **What this client sees**, for servers without a limit: an EWMA of each
+   endpoint's latency (a short half-life, so a queue shows within tens of
+   calls while a lone slow answer barely moves it). While the local replica
+   answers no slower than
    the next tier (within ``latency_tolerance`` and ``latency_slack``: the
    cross-node round trip is not overload), it keeps everything; when it
    gets slower, the share it keeps shrinks multiplicatively, and grows back
@@ -29,6 +31,7 @@ times latency (Finagle's and Linkerd's cost).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from protoc_gen_localfirst.runtime.loadreport import LoadReport
@@ -55,8 +58,10 @@ class LocalityPolicy:
     """The local tier keeps its share while its latency is at most this factor ..."""
     latency_slack: float = 0.001
     """... of the next tier's, plus this many seconds."""
-    latency_half_life: float = 0.5
-    """Seconds after which an old latency sample weighs half (peak EWMA)."""
+    latency_half_life: float = 0.03
+    """Seconds after which an old latency sample weighs half (the spill rule's EWMA)."""
+    cost_half_life: float = 0.5
+    """The same for the peak EWMA that ranks endpoints within a tier."""
     min_local_share: float = 0.05
     """The share the local tier keeps however slow it is, so its recovery is seen."""
     share_increase: float = 0.02
@@ -67,14 +72,21 @@ class LocalityPolicy:
     of one busy spell are one signal, not many)."""
 
     def __post_init__(self) -> None:
-        for name in ("report_ttl", "latency_half_life"):
+        for name in ("report_ttl", "latency_half_life", "cost_half_life"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
                 raise ValueError(f"LocalityPolicy.{name} must be a finite number > 0, got {value}")
-        if not (self.latency_tolerance >= 1 and self.latency_slack >= 0):
-            raise ValueError("LocalityPolicy.latency_tolerance must be >= 1, latency_slack >= 0")
-        if not (0 < self.min_local_share <= 1 and 0 < self.share_decrease < 1):
-            raise ValueError("LocalityPolicy shares must be in (0, 1]")
+        checks: dict[str, tuple[Callable[[float], bool], str]] = {
+            "latency_tolerance": (lambda v: 1 <= v < math.inf, ">= 1"),
+            "latency_slack": (lambda v: 0 <= v < math.inf, ">= 0"),
+            "min_local_share": (lambda v: 0 < v <= 1, "in (0, 1]"),
+            "share_increase": (lambda v: 0 < v <= 1, "in (0, 1]"),
+            "share_decrease": (lambda v: 0 < v < 1, "in (0, 1)"),
+        }
+        for name, (valid, accepted) in checks.items():
+            value = getattr(self, name)
+            if not valid(value):  # NaN fails every comparison
+                raise ValueError(f"LocalityPolicy.{name} must be {accepted}, got {value!r}")
 
 
 STRICT_LOCALITY = LocalityPolicy(spill=False)
@@ -83,26 +95,42 @@ STRICT_LOCALITY = LocalityPolicy(spill=False)
 class EndpointLoad:
     """What this client knows about one endpoint's load."""
 
-    __slots__ = ("latency", "others", "outstanding", "report", "reported_at", "sampled_at")
+    __slots__ = (
+        "latency",
+        "mean_latency",
+        "others",
+        "outstanding",
+        "report",
+        "reported_at",
+        "sampled_at",
+    )
 
     def __init__(self) -> None:
         self.outstanding = 0
         """Attempts of this client in flight to the endpoint."""
         self.latency: float | None = None
-        """Peak-EWMA of unary attempt latency, seconds."""
+        """Peak-EWMA of unary attempt latency, seconds (ranks endpoints of a tier)."""
+        self.mean_latency: float | None = None
+        """Plain EWMA of the same (the spill rule: sustained, not one slow answer)."""
         self.sampled_at = 0.0
         self.report: LoadReport | None = None
         self.reported_at = 0.0
         self.others = 0
         """Calls of other clients in flight at the endpoint when it last reported."""
 
-    def sample(self, latency: float, now: float, half_life: float) -> None:
-        """Peak-EWMA: a slower sample counts at once, faster ones decay in."""
+    def sample(self, latency: float, now: float, policy: LocalityPolicy) -> None:
+        """Both EWMAs; in the peak one a slower sample counts at once, faster ones decay in."""
+        elapsed = now - self.sampled_at
         if self.latency is None or latency >= self.latency:
             self.latency = latency
         else:
-            weight = 0.5 ** ((now - self.sampled_at) / half_life)
+            weight = 0.5 ** (elapsed / policy.cost_half_life)
             self.latency = self.latency * weight + latency * (1 - weight)
+        if self.mean_latency is None:
+            self.mean_latency = latency
+        else:
+            weight = 0.5 ** (elapsed / policy.latency_half_life)
+            self.mean_latency = self.mean_latency * weight + latency * (1 - weight)
         self.sampled_at = now
 
     def reported(self, report: LoadReport, now: float, *, finished_call: bool = True) -> None:

@@ -4,13 +4,17 @@ Sans-IO apart from reading the clock and the process's CPU time (both
 injected for tests). The node announcer (``announce``) asks ``admit()``
 before a handler runs and calls ``release()`` after; every response's
 trailers carry ``report()`` (``loadreport``: ORCA's ``OrcaLoadReport`` in
-``endpoint-load-metrics-bin``), on HTTP/2 and HTTP/3 alike, because both
+``localfirst-load-bin``), on HTTP/2 and HTTP/3 alike, because both
 serve through the same handler wrappers.
 
-Admission control is off unless asked for (``serve(admission=...)``):
+The limit is always there: with ``serve(admission=8)`` it is 8; otherwise
+it adapts to the latency the server sees (``AdaptiveLimit``). Reports carry
+it either way, and clients keep their calls off a replica whose reported
+calls in flight reach it. Whether calls over it are also refused is
+admission control, off unless asked for:
 
 - ``admission=8``: at most 8 calls run at once; the 9th is refused at once.
-- ``admission=AdmissionControl()``: the limit adapts (``AdaptiveLimit``).
+- ``admission=AdmissionControl()``: the adaptive limit is enforced.
 
 A refused call gets UNAVAILABLE before its handler ran, with the
 ``localfirst-overloaded`` trailer: our clients send it to another replica
@@ -134,9 +138,13 @@ class ServerLoad:
         self._cpus = cpus or os.cpu_count() or 1
         self._metrics = metrics
         self._static = admission if isinstance(admission, int) else None
+        self.enforced = admission is not None
+        """Whether calls over the limit are refused (else the limit is only reported)."""
         now = clock()
-        self._adaptive = (
-            AdaptiveLimit(admission, now) if isinstance(admission, AdmissionControl) else None
+        # Without admission control the adaptive estimate still runs: it is the
+        # capacity the load reports give, which clients spill by.
+        self._estimate = AdaptiveLimit(
+            admission if isinstance(admission, AdmissionControl) else AdmissionControl(), now
         )
         self._lock = threading.Lock()
         self.in_flight = 0
@@ -148,17 +156,17 @@ class ServerLoad:
         self._cpu = 0.0
 
     @property
-    def limit(self) -> int | None:
-        """The concurrency limit now, or None without admission control."""
-        if self._adaptive is not None:
-            return int(self._adaptive.limit)
-        return self._static
+    def limit(self) -> int:
+        """The concurrency limit now: enforced with admission control, else estimated."""
+        if self._static is not None:
+            return self._static
+        return int(self._estimate.limit)
 
     def admit(self) -> bool:
         """Count a new call in, unless the server is at its limit (then it is refused)."""
         limit = self.limit
         with self._lock:
-            if limit is not None and self.in_flight >= limit:
+            if self.enforced and self.in_flight >= limit:
                 self.refused += 1
                 return False
             self.in_flight += 1
@@ -170,8 +178,8 @@ class ServerLoad:
         with self._lock:
             in_flight = self.in_flight
             self.in_flight -= 1
-            if latency is not None and self._adaptive is not None:
-                self._adaptive.sample(latency, in_flight, self._clock())
+            if latency is not None and self._static is None:
+                self._estimate.sample(latency, in_flight, self._clock())
 
     def report(self) -> bytes:
         """The serialized load report for a response going out now."""

@@ -6,22 +6,22 @@ it can serve and the excess, not everything, spills to the next tier (same
 zone, then the rest), from two signals:
 
 1. **What the server reports** (``loadreport``, on every response): calls in
-   flight and its concurrency limit. Reports are shared truth across every
-   client process on the node: when the local replica's last report, plus
-   the calls this client started since, reaches its limit, the next call
-   goes to the next tier at once (reason ``full``). A server that refuses a
-   call for overload (admission control) proves it was not processed, and
-   the call moves on at once (reason ``refused``, counted by the call).
-2. **What this client sees**, for servers without a limit: an EWMA of each
-   endpoint's latency (a short half-life, so a queue shows within tens of
-   calls while a lone slow answer barely moves it). While the local replica
-   answers no slower than
-   the next tier (within ``latency_tolerance`` and ``latency_slack``: the
-   cross-node round trip is not overload), it keeps everything; when it
-   gets slower, the share it keeps shrinks multiplicatively, and grows back
-   additively once it is fast again (AIMD, like TCP's congestion window), so
-   many uncoordinated clients converge instead of oscillating together
-   (reason ``slow``).
+   flight and a concurrency limit (enforced with admission control, else the
+   capacity the server estimates from its latency). Reports are shared truth
+   across every client process on the node: when the local replica's last
+   report, plus the calls this client started since, reaches the limit, the
+   next call goes to the next tier at once (reason ``full``). A server that
+   refuses a call for overload proves it was not processed, and the call
+   moves on at once (reason ``refused``, counted by the call).
+2. **What this client sees**, for servers that send no reports: an EWMA of
+   each endpoint's latency (a short half-life, so a queue shows within tens
+   of calls while a lone slow answer barely moves it). While the local
+   replica answers no slower than the next tier (within
+   ``latency_tolerance`` and ``latency_slack``: the cross-node round trip is
+   not overload), it keeps everything; when it gets slower, the share it
+   keeps shrinks multiplicatively, and grows back additively once it is fast
+   again (AIMD, like TCP's congestion window), so many uncoordinated clients
+   converge instead of oscillating together (reason ``slow``).
 
 Within a tier the less loaded of two candidates goes first (power of two
 choices), by predicted utilization when reported, else by outstanding calls

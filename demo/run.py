@@ -296,7 +296,8 @@ async def main() -> int:
 
             failures += await busy_local_replica(module, pb2, cluster)
 
-            say("\n== 8. stop every replica: the error names what was tried")
+            say("\n== 8. stop every replica: the call keeps trying until its deadline (nothing")
+            say("   was sent: connections refused), then the error names what was tried")
             for name in list(cluster.replicas):
                 cluster.kill(name)
             try:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import grpc
 import grpc.aio
 import pytest
@@ -11,6 +13,7 @@ from protoc_gen_localfirst.runtime.client.balancer import Balancer
 from protoc_gen_localfirst.runtime.client.call import (
     PREVIOUS_ATTEMPTS_KEY,
     Attempt,
+    AwaitEndpoints,
     CallSettings,
     CallState,
     GiveUp,
@@ -54,6 +57,8 @@ def make_call(
     endpoints: tuple[Endpoint, ...] = (LOCAL, OTHER),
     throttle: RetryThrottle | None = None,
     clock: Clock | None = None,
+    refresh: Callable[[], None] = lambda: None,
+    unsent_patience: float = 5.0,
 ) -> tuple[CallState, ClientEvents]:
     policy = policy or RetryPolicy(initial_backoff=0.1, max_backoff=1.0)
     info = MethodInfo("t.S", "M", MethodKind.UNARY_UNARY, StringValue, StringValue, idempotency)
@@ -67,12 +72,24 @@ def make_call(
         events=events,
         throttle=throttle,
         no_endpoints_reason=lambda: "t has no ready endpoints",
+        refresh=refresh,
+        unsent_patience=unsent_patience,
     )
     return CallState(settings, timeout=timeout, clock=clock or Clock()), events
 
 
 def attempt(call: CallState) -> Attempt:
     action = call.next_action()
+    assert isinstance(action, Attempt), action
+    return action
+
+
+def attempt_after_waits(call: CallState, clock: Clock) -> Attempt:
+    """The next attempt, the clock moved past any backoff before it."""
+    action = call.next_action()
+    while isinstance(action, Wait):
+        clock.now += action.seconds or 0.0
+        action = call.next_action()
     assert isinstance(action, Attempt), action
     return action
 
@@ -226,3 +243,73 @@ def test_hedges_stop_at_max_attempts_and_then_wait_for_those_in_flight() -> None
         attempt(call)
         clock.now += 0.05
     assert call.next_action() == Wait(None)
+
+
+# -- transparent retries (gRFC A6: the request never left the client) ----------------
+
+REFUSED = "failed to connect to all addresses; last error: UNAVAILABLE: Connection refused"
+
+
+def test_an_unsent_attempt_is_retried_for_any_method_and_not_counted() -> None:
+    clock = Clock()
+    policy = RetryPolicy(max_attempts=1, initial_backoff=0.01, max_backoff=0.01)
+    call, events = make_call(policy=policy, clock=clock)  # unknown idempotency, no retries
+    call.attempt_failed(attempt(call), error(details=REFUSED, trailers=()))
+    wait = call.next_action()
+    assert isinstance(wait, Wait)  # backoff, then the next endpoint
+    clock.now += wait.seconds or 0.0
+    second = attempt(call)
+    assert second.endpoint == OTHER
+    call.attempt_succeeded(second)
+    assert events.stats.attempts == 2
+
+
+def test_unsent_attempts_spend_no_retry_budget() -> None:
+    throttle = RetryThrottle(RetryThrottling(max_tokens=2, token_ratio=0.1))
+    call, _ = make_call(throttle=throttle)
+    call.attempt_failed(attempt(call), error(details=REFUSED, trailers=()))
+    assert throttle.tokens == 2 and not isinstance(call.next_action(), GiveUp)
+
+
+def test_when_every_endpoint_refuses_the_call_waits_for_new_endpoints() -> None:
+    clock = Clock()
+    refreshes: list[int] = []
+    call, _ = make_call(clock=clock, timeout=2.0, refresh=lambda: refreshes.append(1))
+    for _ in range(2):  # LOCAL, then OTHER: every known endpoint
+        first = attempt(call)
+        call.attempt_failed(first, error(details=REFUSED, trailers=()))
+        action = call.next_action()
+        if isinstance(action, Wait):
+            clock.now += action.seconds or 0.0
+            continue
+    assert isinstance(action, AwaitEndpoints)
+    assert refreshes == [1]  # re-resolve at once, past the source's rate limit
+    assert 0 < action.seconds <= 2.0 and action.version == call.settings.balancer.version
+    fresh = Endpoint("10.0.0.9", 1, node="node-a")
+    call.settings.balancer.update([fresh])  # discovery answered with a new address
+    assert attempt(call).endpoint == fresh
+
+
+def test_unsent_attempts_stop_at_the_deadline_naming_every_endpoint() -> None:
+    clock = Clock()
+    call, _ = make_call(clock=clock, timeout=0.5)
+    call.attempt_failed(attempt(call), error(details=REFUSED, trailers=()))
+    second = attempt_after_waits(call, clock)
+    clock.now += 0.6
+    call.attempt_failed(second, error(details=REFUSED, trailers=()))
+    verdict = call.next_action()
+    assert isinstance(verdict, GiveUp) and verdict.error.code() == grpc.StatusCode.DEADLINE_EXCEEDED  # type: ignore[attr-defined]
+    details = verdict.error.details() or ""  # type: ignore[attr-defined]
+    assert "10.0.0.1:1" in details and "10.0.0.2:1" in details
+
+
+def test_without_a_deadline_unsent_attempts_give_up_after_the_patience() -> None:
+    clock = Clock()
+    call, _ = make_call(clock=clock, timeout=None, unsent_patience=1.0)
+    call.attempt_failed(attempt(call), error(details=REFUSED, trailers=()))
+    second = attempt_after_waits(call, clock)
+    clock.now += 1.5
+    call.attempt_failed(second, error(details=REFUSED, trailers=()))
+    verdict = call.next_action()
+    assert isinstance(verdict, GiveUp)
+    assert "no endpoint could be reached after 2 attempts" in (verdict.error.details() or "")  # type: ignore[attr-defined]

@@ -34,7 +34,7 @@ class ManualSource(EndpointSource):
         assert self.listener is not None
         self.listener(endpoints)
 
-    def request_refresh(self) -> None:
+    def request_refresh(self, *, force: bool = False) -> None:
         self.refreshes += 1
 
     def close(self) -> None:

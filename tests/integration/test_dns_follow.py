@@ -172,7 +172,9 @@ def test_endpoints_command_shows_learned_nodes_and_order(pods: Pods) -> None:
     lines = result.stdout.splitlines()
     assert lines[0] == f"target  {pods.dns_target}  (DnsSource)"
     port = pods.port
-    assert f"  127.0.0.51:{port}  node-a  -     yes" in lines
+    rows = {line.split()[0]: line.split() for line in lines if line.startswith("  127.")}
+    # address, node, zone, ready, then the load each replica reported to a health check
+    assert rows[f"127.0.0.51:{port}"][:5] == [f"127.0.0.51:{port}", "node-a", "-", "yes", "0"]
     order = lines[lines.index("a call from node-b tries, in order:") + 1 :]
     assert len(order) == 3
     assert {o.split(" ")[3] for o in order[:2]} == {f"127.0.0.52:{port}", f"127.0.0.53:{port}"}

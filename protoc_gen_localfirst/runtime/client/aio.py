@@ -7,6 +7,7 @@ cancelling. What to do next is always the call state machine's answer.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, TypeAlias, TypeVar, Unpack
@@ -14,8 +15,19 @@ from typing import TYPE_CHECKING, Any, Self, TypeAlias, TypeVar, Unpack
 import grpc
 import grpc.aio
 
-from protoc_gen_localfirst.runtime.client.call import Attempt, CallState, GiveUp, Wait
-from protoc_gen_localfirst.runtime.client.core import CallOptions, ClientCore, Requests
+from protoc_gen_localfirst.runtime.client.call import (
+    Attempt,
+    AwaitEndpoints,
+    CallState,
+    GiveUp,
+    Wait,
+)
+from protoc_gen_localfirst.runtime.client.core import (
+    ENDPOINT_POLL,
+    CallOptions,
+    ClientCore,
+    Requests,
+)
 from protoc_gen_localfirst.runtime.client.replay import AsyncRequestReplay, SingleRequest
 from protoc_gen_localfirst.runtime.discovery.endpoints import Endpoint
 from protoc_gen_localfirst.schema import MethodInfo, RequestT, ResponseT
@@ -142,6 +154,12 @@ class AsyncClient(ClientCore[grpc.aio.Channel]):
         replay = AsyncRequestReplay(requests, self.retry_buffer_limit)
         return self._stream_responses(method, options, replay)
 
+    async def _await_endpoints(self, action: AwaitEndpoints) -> Any:
+        started = time.monotonic()
+        while self._endpoints_unchanged(action, started):
+            await asyncio.sleep(ENDPOINT_POLL)
+        return _FAILED
+
     # -- unary responses ---------------------------------------------------------------
 
     async def _unary_response(self, call: CallState, requests: Requests) -> Any:
@@ -159,6 +177,8 @@ class AsyncClient(ClientCore[grpc.aio.Channel]):
                         continue
                 elif isinstance(action, Wait):
                     response = await _wait(action, hedges)
+                elif isinstance(action, AwaitEndpoints):
+                    response = await self._await_endpoints(action)
                 else:
                     action.raise_error()
                 if response is not _FAILED:
@@ -204,6 +224,8 @@ class AsyncClient(ClientCore[grpc.aio.Channel]):
             action = call.next_action()
             if isinstance(action, Wait):
                 await asyncio.sleep(action.seconds or 0.0)
+            elif isinstance(action, AwaitEndpoints):
+                await self._await_endpoints(action)
             elif isinstance(action, GiveUp):
                 action.raise_error()
             else:

@@ -102,6 +102,9 @@ class Balancer:
         self._chance = chance
         self._load: dict[str, EndpointLoad] = {}
         self._spill = SpillController(self.locality)
+        self._ready_before: set[str] = set()
+        self.version = 0
+        """Counts changes of the ready endpoint set (calls waiting for new endpoints watch it)."""
         self._floor: float | None = None
         """The lowest latency the local tier showed: its no-load round trip."""
         self.update(endpoints)
@@ -125,6 +128,9 @@ class Balancer:
             ready = {e.address for e in self._ready}
             self._health = {a: h for a, h in self._health.items() if a in ready}
             self._load = {a: self._load.get(a) or EndpointLoad() for a in present}
+            if ready != self._ready_before:
+                self._ready_before = ready
+                self.version += 1
 
     def learn_node(self, address: str, node: str) -> bool:
         """The server at ``address`` says it runs on ``node``; True if that is news."""

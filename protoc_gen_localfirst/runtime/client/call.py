@@ -14,7 +14,16 @@ Actions:
 - ``Attempt``: start this attempt (endpoint, timeout, metadata).
 - ``Wait(seconds)``: sleep that long, or, while hedged attempts are in flight,
   wait until one of them ends or ``seconds`` pass (None: until one ends).
+- ``AwaitEndpoints(seconds, version)``: every known endpoint failed to
+  connect and discovery was asked to re-resolve; wait until the balancer's
+  endpoint set changes from ``version`` or ``seconds`` pass.
 - ``GiveUp(error)``: raise ``error``; no further attempt will be made.
+
+Transparent retries (gRFC A6): an attempt that never left the client (no
+connection, HTTP/3 request not sent, stream refused) is retried whatever the
+method's idempotency and policy, with backoff, without counting against
+``max_attempts`` or the retry budget, until the deadline (or, without one,
+for ``unsent_patience`` seconds).
 
 A success needs no action: the driver returns the response it holds (and
 cancels other hedged attempts still in flight).
@@ -81,6 +90,14 @@ class Wait:
 
 
 @dataclass(frozen=True, slots=True)
+class AwaitEndpoints:
+    """Wait for the endpoint set to change from ``version``, at most ``seconds``."""
+
+    seconds: float
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
 class GiveUp:
     """Raise ``error`` (``from cause`` when it replaces the attempt's own error)."""
 
@@ -93,7 +110,7 @@ class GiveUp:
         raise self.error from self.cause
 
 
-Action = Attempt | Wait | GiveUp
+Action = Attempt | Wait | AwaitEndpoints | GiveUp
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +125,10 @@ class CallSettings:
     events: ClientEvents
     throttle: RetryThrottle | None
     no_endpoints_reason: Callable[[], str]
+    refresh: Callable[[], None] = lambda: None
+    """Ask discovery to re-resolve now, past its rate limit."""
+    unsent_patience: float = 5.0
+    """Seconds a call without deadline keeps retrying attempts that could not be sent."""
 
 
 class CallState:
@@ -146,6 +167,15 @@ class CallState:
         """Hedged calls: further attempts may still be sent."""
         self._next_hedge_at = 0.0
         self._last: _Verdict | None = None
+        self._index = 0
+        """Position in ``_order`` of the next attempt's endpoint."""
+        self._transparent = 0
+        """Failed attempts that never left the client (not counted in ``max_attempts``)."""
+        self._unsent_since: float | None = None
+        self._unreachable: set[str] = set()
+        self._await: AwaitEndpoints | None = None
+        self._replan = False
+        self._refreshed = False
         self._unary = settings.info.kind.value == "unary_unary"
         settings.events.call_started()
         if spill is not None:
@@ -159,6 +189,13 @@ class CallState:
             return self._verdict
         if self.hedging:
             return self._next_hedged()
+        if self._await is not None:
+            action, self._await, self._replan = self._await, None, True
+            return action
+        if self._replan:  # after waiting for discovery: the endpoint set as it is now
+            self._order, _ = self.settings.balancer.plan()
+            self._index, self._replan = 0, False
+            self._unreachable.clear()
         if self._backoff is not None:
             wait, self._backoff = self._backoff, None
             if wait > 0:
@@ -203,7 +240,8 @@ class CallState:
                     attempts=(),
                 )
             )
-        endpoint = self._order[self.started % len(self._order)]
+        endpoint = self._order[self._index % len(self._order)]
+        self._index += 1
         self.started += 1
         self.in_flight += 1
         self.settings.balancer.attempt_started(endpoint)
@@ -276,6 +314,8 @@ class CallState:
         self._last = verdict = _Verdict(failure, retryable, throttled)
         if self.hedging:
             self._after_hedge_failure(verdict)
+        elif failure.not_sent and not self.committed:
+            self._retry_unsent(attempt, verdict)
         elif not retryable:
             self._verdict = self._give_up(verdict)
         else:
@@ -319,6 +359,8 @@ class CallState:
 
     def _retryable(self, failure: Failure, deadline_passed: bool) -> tuple[bool, bool]:
         """(may another attempt follow, was it refused only by throttling)."""
+        if failure.not_sent and not self.committed and not deadline_passed:
+            return True, False  # transparent: any method, any policy, no retry budget spent
         codes = self.settings.retryable_codes
         throttle = self.settings.throttle
         # A stopping server's refusal is not overload: it does not drain the
@@ -339,7 +381,36 @@ class CallState:
             return False, True
         return retryable, False
 
-    def _schedule_retry(self, verdict: _Verdict) -> None:
+    def _retry_unsent(self, attempt: Attempt, verdict: _Verdict) -> None:
+        """gRFC A6 transparent retry: the request never left; try again until time runs out."""
+        self._transparent += 1
+        now = self._clock()
+        if self._unsent_since is None:
+            self._unsent_since = now
+        out_of_time = self._deadline_passed(now) or (
+            self._deadline is None and now - self._unsent_since >= self.settings.unsent_patience
+        )
+        if out_of_time:
+            self._verdict = self._give_up(verdict)
+            return
+        self._unreachable.add(attempt.endpoint.address)
+        if self._unreachable >= {e.address for e in self._order}:
+            # Every known endpoint refused: the set is stale. Re-resolve now, and
+            # wait (within the deadline) for it to change before trying again.
+            if not self._refreshed:
+                self._refreshed = True
+                self.settings.refresh()
+            remaining = (
+                self._deadline - now
+                if self._deadline is not None
+                else self.settings.unsent_patience - (now - self._unsent_since)
+            )
+            self._await = AwaitEndpoints(remaining, self.settings.balancer.version)
+            self._unreachable.clear()
+            return
+        self._schedule_retry(verdict, counted=False)
+
+    def _schedule_retry(self, verdict: _Verdict, *, counted: bool = True) -> None:
         """Back off (pushback, else full jitter), unless attempts or time run out."""
         if verdict.failure.overloaded:  # refused unprocessed: the next endpoint may take it now
             wait, pushed = 0.0, False
@@ -350,7 +421,8 @@ class CallState:
             self._backoff_retries += 1
             wait = self.policy.wait_strategy(retry_state(self._backoff_retries))
             pushed = False
-        stop = self.policy.stop_strategy(retry_state(len(self.records)))
+        attempts = len(self.records) - self._transparent
+        stop = counted and self.policy.stop_strategy(retry_state(attempts))
         if stop or (self._deadline is not None and self._clock() + wait >= self._deadline):
             self._verdict = self._give_up(verdict)
             return
@@ -390,7 +462,9 @@ class CallState:
             summary = f"retries throttled (too many recent failures) after {tried}"
         elif not verdict.retryable:
             return GiveUp(failure.error)  # the service's answer
-        elif len(self.records) >= self.policy.max_attempts:
+        elif failure.not_sent:
+            summary = f"no endpoint could be reached after {tried}"
+        elif len(self.records) - self._transparent >= self.policy.max_attempts:
             summary = f"all {tried} failed"
         else:
             summary = f"gave up after {tried}: backoff would pass the deadline"

@@ -13,13 +13,19 @@ call's sans-IO state machine (``call.CallState``), which the drivers in
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypedDict, TypeVar
 
 import grpc
 
 from protoc_gen_localfirst.runtime.client.balancer import Balancer, EjectionPolicy
-from protoc_gen_localfirst.runtime.client.call import CallSettings, CallState, Metadata
+from protoc_gen_localfirst.runtime.client.call import (
+    AwaitEndpoints,
+    CallSettings,
+    CallState,
+    Metadata,
+)
 from protoc_gen_localfirst.runtime.client.channels import ChannelPool
 from protoc_gen_localfirst.runtime.client.load import LocalityPolicy
 from protoc_gen_localfirst.runtime.client.observers import CallObserver, ClientEvents, ClientStats
@@ -60,7 +66,11 @@ DEFAULT_CHANNEL_OPTIONS: dict[str, Any] = {
 }
 
 DEFAULT_RESOLVE_TIMEOUT = 5.0
-"""How long a call without a deadline waits for the first endpoint set."""
+"""How long a call without a deadline waits for the first endpoint set, and keeps
+retrying attempts that could not be sent (no endpoint reachable)."""
+
+ENDPOINT_POLL = 0.005
+"""Seconds between looks at the endpoint set while a call waits for it to change."""
 
 
 class CallOptions(TypedDict):
@@ -254,6 +264,8 @@ class ClientCore(Generic[ChannelT]):
             events=self.events,
             throttle=self.throttle,
             no_endpoints_reason=self._no_endpoints_reason,
+            refresh=lambda: self.source.request_refresh(force=True),
+            unsent_patience=self.resolve_timeout,
         )
         if retry is None:
             self._settings[id(method)] = settings
@@ -263,6 +275,11 @@ class ClientCore(Generic[ChannelT]):
         self.channels.close_idle_retired()
         settings = self._call_settings(method, options["retry"])
         return CallState(settings, timeout=options["timeout"], metadata=options["metadata"])
+
+    def _endpoints_unchanged(self, action: AwaitEndpoints, started: float) -> bool:
+        """While a call waits for discovery: still the same endpoint set, and time left."""
+        in_time = time.monotonic() - started < action.seconds
+        return in_time and self.balancer.version == action.version
 
     def _first_resolution_wait(self, options: CallOptions) -> float | None:
         """How long a call must wait for discovery's first answer (None: it has come)."""

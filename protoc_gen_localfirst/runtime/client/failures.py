@@ -50,6 +50,9 @@ class Failure:
     """The server refused it unprocessed: at its concurrency limit (admission control)."""
     not_processed: bool
     """The request provably never reached a handler (see ``provably_not_processed``)."""
+    not_sent: bool
+    """The attempt never left the client (no connection, HTTP/3 not sent, stream refused)
+    for a reason that may pass (not a TLS refusal): gRFC A6's transparent retry case."""
 
     @classmethod
     def of(cls, error: grpc.RpcError) -> Failure:
@@ -64,6 +67,7 @@ class Failure:
             draining=any(key == DRAINING_KEY for key, _ in trailers),
             overloaded=any(key == OVERLOADED_KEY for key, _ in trailers),
             not_processed=_not_processed(code, details, trailers),
+            not_sent=_transient_unsent(code, details),
         )
 
 
@@ -84,9 +88,20 @@ def provably_not_processed(error: grpc.RpcError) -> bool:
 def _not_processed(
     code: grpc.StatusCode, details: str, trailers: Sequence[tuple[str, Any]]
 ) -> bool:
-    if code not in NOT_PROCESSED_CODES:
-        return False
-    return any(marker in details for marker in _NOT_SENT_MARKERS) or len(trailers) > 0
+    return _not_sent(code, details) or (code in NOT_PROCESSED_CODES and len(trailers) > 0)
+
+
+def _not_sent(code: grpc.StatusCode, details: str) -> bool:
+    return code in NOT_PROCESSED_CODES and any(marker in details for marker in _NOT_SENT_MARKERS)
+
+
+# TLS refusals (a certificate that does not verify, a handshake alert): the request
+# was not sent either, but trying again will not change the certificate.
+_SECURITY_MARKERS = ("TLS alert", "Ssl handshake failed", "CERTIFICATE_VERIFY_FAILED")
+
+
+def _transient_unsent(code: grpc.StatusCode, details: str) -> bool:
+    return _not_sent(code, details) and not any(m in details for m in _SECURITY_MARKERS)
 
 
 def pushback(trailers: Sequence[tuple[str, Any]]) -> float | None:

@@ -15,8 +15,19 @@ from typing import Any, Self, Unpack
 
 import grpc
 
-from protoc_gen_localfirst.runtime.client.call import Attempt, CallState, GiveUp, Wait
-from protoc_gen_localfirst.runtime.client.core import CallOptions, ClientCore, Requests
+from protoc_gen_localfirst.runtime.client.call import (
+    Attempt,
+    AwaitEndpoints,
+    CallState,
+    GiveUp,
+    Wait,
+)
+from protoc_gen_localfirst.runtime.client.core import (
+    ENDPOINT_POLL,
+    CallOptions,
+    ClientCore,
+    Requests,
+)
 from protoc_gen_localfirst.runtime.client.replay import SingleRequest, SyncRequestReplay
 from protoc_gen_localfirst.runtime.discovery.endpoints import Endpoint
 from protoc_gen_localfirst.schema import MethodInfo, RequestT, ResponseT
@@ -124,6 +135,11 @@ class SyncClient(ClientCore[grpc.Channel]):
         replay = SyncRequestReplay(requests, self.retry_buffer_limit)
         return self._stream_responses(method, options, replay)
 
+    def _await_endpoints(self, action: AwaitEndpoints) -> None:
+        started = time.monotonic()
+        while self._endpoints_unchanged(action, started):
+            time.sleep(ENDPOINT_POLL)
+
     # -- unary responses ---------------------------------------------------------------
 
     def _unary_response(self, call: CallState, requests: Requests) -> Any:
@@ -140,6 +156,9 @@ class SyncClient(ClientCore[grpc.Channel]):
                     action = Wait(None)
                 if isinstance(action, GiveUp):
                     action.raise_error()
+                if isinstance(action, AwaitEndpoints):
+                    self._await_endpoints(action)
+                    continue
                 response = self._wait(call, action, attempts, requests)
                 if response is not _FAILED:
                     return response
@@ -181,6 +200,8 @@ class SyncClient(ClientCore[grpc.Channel]):
             action = call.next_action()
             if isinstance(action, Wait):
                 time.sleep(action.seconds or 0.0)
+            elif isinstance(action, AwaitEndpoints):
+                self._await_endpoints(action)
             elif isinstance(action, GiveUp):
                 action.raise_error()
             else:

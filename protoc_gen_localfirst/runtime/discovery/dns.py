@@ -186,9 +186,11 @@ class DnsSource(EndpointSource):
         )
         self._thread.start()
 
-    def request_refresh(self) -> None:
+    def request_refresh(self, *, force: bool = False) -> None:
         with self._cond:
             self._refresh_requested = True
+            if force:  # past the rate limit: the next lookup starts now
+                self._last_failure_refresh = None
             self._cond.notify_all()
 
     def close(self) -> None:

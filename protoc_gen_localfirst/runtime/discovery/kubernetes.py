@@ -304,10 +304,10 @@ class KubernetesSource(EndpointSource):
             )
             self._thread.start()
 
-    def request_refresh(self) -> None:
+    def request_refresh(self, *, force: bool = False) -> None:
         fallback = self._fallback
         if fallback is not None:
-            fallback.request_refresh()
+            fallback.request_refresh(force=force)
 
     def close(self) -> None:
         with self._lock:

@@ -40,8 +40,9 @@ class EndpointSource(ABC):
         Must not block on I/O: sources that resolve or watch do it in a thread.
         """
 
-    def request_refresh(self) -> None:
-        """An endpoint just failed: re-resolve soon. Rate limited by the source.
+    def request_refresh(self, *, force: bool = False) -> None:
+        """An endpoint just failed: re-resolve soon. Rate limited by the source,
+        unless ``force`` (every known endpoint failed to connect: a client asks once).
 
         The default does nothing (sources that watch already hear of changes).
         """

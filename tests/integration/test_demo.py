@@ -26,7 +26,9 @@ def test_demo_shows_local_first_failover_return_redeploy_and_spill() -> None:
     assert "  failover: " in out and "FAILED" not in out
     assert "  after restart: a1 (node-a) x12" in out
     assert "failed; after the old replicas stopped: a2 (node-a) x" in out
-    assert "DEADLINE_EXCEEDED: /greeter.v1.Greeter/SayHello: deadline of 2.0s exceeded after " in out
+    assert (
+        "DEADLINE_EXCEEDED: /greeter.v1.Greeter/SayHello: deadline of 2.0s exceeded after " in out
+    )
     busy = re.search(r"SayHello calls in .* 1 s deadline: (\d+) failed\n", out)
     assert busy and busy.group(1) == "0", out
     share = re.search(r"answered by node-a's replica a3: (\d+)%; spills to node-b: (.*)\n", out)

@@ -405,7 +405,9 @@ class CallState:
                 if self._deadline is not None
                 else self.settings.unsent_patience - (now - self._unsent_since)
             )
-            self._await = AwaitEndpoints(remaining, self.settings.balancer.version)
+            # At most a backoff's length: a replica may come back at the same address.
+            wait = min(remaining, self.policy.max_backoff)
+            self._await = AwaitEndpoints(wait, self.settings.balancer.version)
             self._unreachable.clear()
             return
         self._schedule_retry(verdict, counted=False)

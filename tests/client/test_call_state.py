@@ -197,9 +197,7 @@ def test_no_endpoints_fails_at_once_with_the_reason() -> None:
     call, _ = make_call(endpoints=())
     verdict = call.next_action()
     assert isinstance(verdict, GiveUp) and isinstance(verdict.error, CallFailedError)
-    assert "t has no ready endpoints; tried no endpoint was tried" in (
-        verdict.error.details() or ""
-    )
+    assert "t has no ready endpoints; no endpoint was tried" in (verdict.error.details() or "")
 
 
 HEDGED = RetryPolicy(max_attempts=3, hedging_delay=0.05)

@@ -12,6 +12,7 @@ call's sans-IO state machine (``call.CallState``), which the drivers in
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Sequence
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypedDict, TypeVar
 
 import grpc
 
+from protoc_gen_localfirst.runtime.client import validation
 from protoc_gen_localfirst.runtime.client.balancer import Balancer, EjectionPolicy
 from protoc_gen_localfirst.runtime.client.call import (
     AwaitEndpoints,
@@ -147,15 +149,38 @@ class ClientCore(Generic[ChannelT]):
         resolve_timeout: float = DEFAULT_RESOLVE_TIMEOUT,
         source: EndpointSource | None = None,
         transport: Transport = "h2",
-        ca_file: str | None = None,
+        ca_file: str | os.PathLike[str] | None = None,
         insecure_skip_verify: bool = False,
         h3_options: H3Options | None = None,
         throttling: RetryThrottling | bool = True,
         observers: Sequence[CallObserver] = (),
         locality: LocalityPolicy | None = None,
     ) -> None:
-        self.transport: Transport = self._checked_transport(transport)
-        self._ca_file = ca_file
+        self.transport = self._checked_transport(validation.check_transport_type(transport))
+        validation.check_client_options(
+            transport=self.transport,
+            h3_available="h3" in self._transports,
+            target=target,
+            node=node,
+            zone=zone,
+            retry=retry,
+            credentials=credentials,
+            channel_options=channel_options,
+            ejection=ejection,
+            retry_buffer_limit=retry_buffer_limit,
+            dns=dns,
+            kubernetes=kubernetes,
+            probe_nodes=probe_nodes,
+            resolve_timeout=resolve_timeout,
+            source=source,
+            ca_file=ca_file,
+            insecure_skip_verify=insecure_skip_verify,
+            h3_options=h3_options,
+            throttling=throttling,
+            observers=observers,
+            locality=locality,
+        )
+        self._ca_file = None if ca_file is None else os.fspath(ca_file)
         self._insecure_skip_verify = insecure_skip_verify
         self._h3_options = h3_options
         self.target = target
@@ -272,6 +297,7 @@ class ClientCore(Generic[ChannelT]):
         return settings
 
     def _new_call(self, method: MethodInfo[Any, Any], options: CallOptions) -> CallState:
+        validation.check_call_options(options)
         self.channels.close_idle_retired()
         settings = self._call_settings(method, options["retry"])
         return CallState(settings, timeout=options["timeout"], metadata=options["metadata"])

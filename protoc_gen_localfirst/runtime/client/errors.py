@@ -41,8 +41,10 @@ class CallFailedError(grpc.aio.AioRpcError):
         attempts: Sequence[AttemptRecord],
         trailing_metadata: grpc.aio.Metadata | None = None,
     ) -> None:
-        tried = "; ".join(a.describe() for a in attempts) or "no endpoint was tried"
-        details = f"{method}: {summary}; tried {tried}"
+        tried = "; ".join(a.describe() for a in attempts)
+        details = f"{method}: {summary}; " + (
+            f"tried {tried}" if tried else "no endpoint was tried"
+        )
         super().__init__(
             code,
             grpc.aio.Metadata(),

@@ -3,18 +3,20 @@ defaults, their validation, and the grpc server options they become."""
 
 from __future__ import annotations
 
+import math
 import os
-from collections.abc import Sequence
+import ssl
+from collections.abc import Iterable, Sequence
 from typing import Any, TypedDict
 
 import grpc
 import grpc.aio
 
-from protoc_gen_localfirst.runtime.http3.options import QUIC_LIBRARIES, QuicLibrary
+from protoc_gen_localfirst.runtime.http3.options import QUIC_LIBRARIES, QuicLibrary, read_pem_file
 from protoc_gen_localfirst.runtime.server.load import AdmissionControl, LoadMetrics
 from protoc_gen_localfirst.runtime.wire.framing import DEFAULT_MAX_MESSAGE_SIZE
 
-__all__ = ["ServeOptions", "check_options", "grpc_options"]
+__all__ = ["ServeOptions", "check_options", "check_tls_files", "grpc_options"]
 
 DEFAULT_HOST = "[::]"
 DEFAULT_PORT = 50051
@@ -75,8 +77,8 @@ class ServeOptions(TypedDict, total=False):
     handle_signals: bool
     interceptors: Sequence[grpc.aio.ServerInterceptor]
     http3: bool
-    certfile: str | None
-    keyfile: str | None
+    certfile: str | os.PathLike[str] | None
+    keyfile: str | os.PathLike[str] | None
     quic_library: QuicLibrary
     admission: AdmissionControl | int | None
     load_metrics: LoadMetrics | None
@@ -85,46 +87,129 @@ class ServeOptions(TypedDict, total=False):
 _KNOWN_OPTIONS = frozenset(ServeOptions.__annotations__)
 
 
+CERTFILE_ACCEPTED = "a PEM certificate chain, leaf first"
+KEYFILE_ACCEPTED = "a PEM file with the certificate's unencrypted private key"
+
+
 def check_options(options: ServeOptions) -> None:
+    """Check every option of ``serve``/``start_server`` before anything listens.
+
+    Errors name the option, the value given and what the option accepts:
+    ``TypeError`` for an unknown option or a value of the wrong type,
+    ``ValueError`` for one out of range or a file that cannot be used.
+    ``admission`` is checked by ``ServerLoad``.
+    """
     unknown = sorted(set(options) - _KNOWN_OPTIONS)
     if unknown:
         raise TypeError(
             f"unknown server option(s) {', '.join(unknown)}; "
             f"known: {', '.join(sorted(_KNOWN_OPTIONS))}"
         )
+    _check_types(options)
     for key in ("drain_delay", "grace", "max_connection_age_grace"):
-        value = options.get(key)
-        if value is not None and value < 0:  # type: ignore[operator]
-            raise ValueError(f"{key} must be >= 0, got {value!r}")
-    age = options.get("max_connection_age")
-    if age is not None and age <= 0:
-        raise ValueError(f"max_connection_age must be > 0 or None, got {age!r}")
+        if key in options:
+            _check_seconds(key, options[key], zero=True)
+    if options.get("max_connection_age") is not None:
+        _check_seconds("max_connection_age", options["max_connection_age"], zero=False)
     size = options.get("max_message_size")
     if size is not None and size <= 0:
-        raise ValueError(f"max_message_size must be > 0, got {size!r}")
+        raise ValueError(f"max_message_size={size!r}: not > 0 (bytes, an int > 0)")
     port = options.get("port")
     if port is not None and not 0 <= port <= 65535:
-        raise ValueError(f"port must be in 0..65535, got {port!r}")
+        raise ValueError(f"port={port!r}: out of range (an int in 0..65535; 0 picks a free port)")
     library = options.get("quic_library", "qh3")
     if library not in QUIC_LIBRARIES:
         raise ValueError(
-            f"quic_library must be one of {', '.join(QUIC_LIBRARIES)}, got {library!r}"
+            f"quic_library={library!r}: not supported (one of {', '.join(QUIC_LIBRARIES)})"
         )
     if options.get("http3", False):
-        missing = [k for k in ("certfile", "keyfile") if not options.get(k)]
+        missing = [k for k in ("certfile", "keyfile") if options.get(k) is None]
         if missing:
             raise ValueError(
                 f"http3=True needs {' and '.join(missing)}: QUIC always uses TLS "
                 "(a certificate chain and its private key, PEM files)"
             )
-        for path, key in (
-            (options.get("certfile"), "certfile"),
-            (options.get("keyfile"), "keyfile"),
-        ):
-            if path is not None and not os.path.isfile(path):
-                raise ValueError(f"{key} {path!r} is not a readable file")
-    elif options.get("certfile") or options.get("keyfile"):
-        raise ValueError("certfile/keyfile are for HTTP/3; pass http3=True too")
+        check_tls_files(options.get("certfile"), options.get("keyfile"))
+    else:
+        for key in ("certfile", "keyfile"):
+            if options.get(key) is not None:
+                raise ValueError(
+                    f"{key}={options.get(key)!r}: only used by HTTP/3; pass http3=True too "
+                    "(HTTP/2 TLS takes server_credentials=grpc.ssl_server_credentials(...))"
+                )
+
+
+_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
+    "host": ((str,), "a str (e.g. '[::]' or '127.0.0.1')"),
+    "port": ((int,), "an int (0..65535; 0 picks a free port)"),
+    "node": ((str, type(None)), "a str or None (None: $NODE_NAME, else the host name)"),
+    "max_message_size": ((int,), "an int (bytes, > 0)"),
+    "server_credentials": (
+        (grpc.ServerCredentials, type(None)),
+        "grpc.ServerCredentials or None (grpc.ssl_server_credentials(...))",
+    ),
+    "handle_signals": ((bool,), "a bool (True or False)"),
+    "http3": ((bool,), "a bool (True or False)"),
+    "quic_library": ((str,), f"a str (one of {', '.join(QUIC_LIBRARIES)})"),
+}
+"""Options whose type a plain ``isinstance`` decides (bools are not ints here)."""
+
+
+def _check_types(options: ServeOptions) -> None:
+    for key, (types, accepted) in _TYPES.items():
+        if key not in options:
+            continue
+        value = options[key]  # type: ignore[literal-required]
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            raise TypeError(f"{key}={value!r}: not {accepted}")
+    interceptors = options.get("interceptors", ())
+    if isinstance(interceptors, str | bytes) or not isinstance(interceptors, Iterable):
+        raise TypeError(f"interceptors={interceptors!r}: not a list (grpc.aio.ServerInterceptor)")
+    for index, interceptor in enumerate(interceptors):
+        if not isinstance(interceptor, grpc.aio.ServerInterceptor):
+            raise TypeError(
+                f"interceptors[{index}]={interceptor!r}: not a grpc.aio.ServerInterceptor"
+            )
+    metrics = options.get("load_metrics")
+    if metrics is not None and not callable(metrics):
+        raise TypeError(
+            f"load_metrics={metrics!r}: not callable (a function returning "
+            "{'name': number, ...}, or None)"
+        )
+
+
+def _check_seconds(key: str, value: object, *, zero: bool) -> None:
+    accepted = f"seconds, a finite number {'>=' if zero else '>'} 0" + (
+        "" if zero else ", or None for never"
+    )
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{key}={value!r}: not a number ({accepted})")
+    if not math.isfinite(value):
+        raise ValueError(f"{key}={value!r}: not a finite number ({accepted})")
+    if value < 0 or (value == 0 and not zero):
+        raise ValueError(f"{key}={value!r}: {'negative' if value < 0 else 'zero'} ({accepted})")
+
+
+def check_tls_files(certfile: object, keyfile: object) -> None:
+    """HTTP/3's ``certfile`` holds certificates, ``keyfile`` a private key, and they match."""
+    read_pem_file("certfile", certfile, "certificate", CERTFILE_ACCEPTED)
+    read_pem_file("keyfile", keyfile, "private key", KEYFILE_ACCEPTED)
+    assert isinstance(certfile, str | os.PathLike) and isinstance(keyfile, str | os.PathLike)
+    where = f"certfile={os.fspath(certfile)!r}, keyfile={os.fspath(keyfile)!r}"
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(
+            certfile, keyfile, password=lambda: b""
+        )
+    except ssl.SSLError as error:
+        if error.reason == "KEY_VALUES_MISMATCH":
+            raise ValueError(
+                f"{where}: the private key is not the certificate's key "
+                f"({CERTFILE_ACCEPTED}, and {KEYFILE_ACCEPTED})"
+            ) from None
+        raise ValueError(
+            f"{where}: cannot be loaded: {error.reason or error} "
+            f"({CERTFILE_ACCEPTED}, and {KEYFILE_ACCEPTED})"
+        ) from None
 
 
 def grpc_options(options: ServeOptions) -> list[tuple[str, Any]]:

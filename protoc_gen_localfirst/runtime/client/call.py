@@ -425,7 +425,12 @@ class CallState:
             pushed = False
         attempts = len(self.records) - self._transparent
         stop = counted and self.policy.stop_strategy(retry_state(attempts))
-        if stop or (self._deadline is not None and self._clock() + wait >= self._deadline):
+        if not counted and self._deadline is not None:
+            # Unsent: keep trying to the end, so the call fails only when its deadline does.
+            wait = min(wait, max(self._deadline - self._clock(), 0.0))
+        elif self._deadline is not None and self._clock() + wait >= self._deadline:
+            stop = True
+        if stop:
             self._verdict = self._give_up(verdict)
             return
         self._backoff = wait

@@ -156,30 +156,10 @@ class ClientCore(Generic[ChannelT]):
         observers: Sequence[CallObserver] = (),
         locality: LocalityPolicy | None = None,
     ) -> None:
+        given = {name: value for name, value in locals().items() if name != "self"}
         self.transport = self._checked_transport(validation.check_transport_type(transport))
-        validation.check_client_options(
-            transport=self.transport,
-            h3_available="h3" in self._transports,
-            target=target,
-            node=node,
-            zone=zone,
-            retry=retry,
-            credentials=credentials,
-            channel_options=channel_options,
-            ejection=ejection,
-            retry_buffer_limit=retry_buffer_limit,
-            dns=dns,
-            kubernetes=kubernetes,
-            probe_nodes=probe_nodes,
-            resolve_timeout=resolve_timeout,
-            source=source,
-            ca_file=ca_file,
-            insecure_skip_verify=insecure_skip_verify,
-            h3_options=h3_options,
-            throttling=throttling,
-            observers=observers,
-            locality=locality,
-        )
+        given["transport"] = self.transport
+        validation.check_client_options(h3_available="h3" in self._transports, **given)
         self._ca_file = None if ca_file is None else os.fspath(ca_file)
         self._insecure_skip_verify = insecure_skip_verify
         self._h3_options = h3_options
@@ -205,17 +185,17 @@ class ClientCore(Generic[ChannelT]):
             on_ejection=self.events.ejection,
             locality=locality,
         )
-        self.prober = (
-            NodeProber(
-                self.balancer.learn_node,
-                on_load=self.balancer.reported,
-                credentials=credentials,
-                channel_options=self._channel_options,
-            )
-            if probe_nodes
-            else None
-        )
+        self.prober = self._node_prober(credentials) if probe_nodes else None
         self.source.start(self._on_endpoints)
+
+    def _node_prober(self, credentials: grpc.ChannelCredentials | None) -> NodeProber:
+        """Health checks that learn new endpoints' nodes and load (over HTTP/2)."""
+        return NodeProber(
+            self.balancer.learn_node,
+            on_load=self.balancer.reported,
+            credentials=credentials,
+            channel_options=self._channel_options,
+        )
 
     def _checked_transport(self, transport: Transport) -> Transport:
         if transport not in self._transports:
@@ -267,8 +247,9 @@ class ClientCore(Generic[ChannelT]):
             reason = f"no endpoints resolved yet for {self.target}"
         else:
             reason = f"{self.target} currently has no ready endpoints"
-        if self.source.last_error:
-            reason = f"{reason}: {self.source.last_error}"
+        error = self.source.last_error
+        if error:  # sources start their errors with the target: say it once
+            reason = f"{reason}: {error.removeprefix(f'{self.target}: ')}"
         return reason
 
     def _call_settings(
@@ -297,7 +278,7 @@ class ClientCore(Generic[ChannelT]):
         return settings
 
     def _new_call(self, method: MethodInfo[Any, Any], options: CallOptions) -> CallState:
-        validation.check_call_options(options)
+        """The call's state machine; ``options`` were checked by ``_first_resolution_wait``."""
         self.channels.close_idle_retired()
         settings = self._call_settings(method, options["retry"])
         return CallState(settings, timeout=options["timeout"], metadata=options["metadata"])
@@ -308,7 +289,9 @@ class ClientCore(Generic[ChannelT]):
         return in_time and self.balancer.version == action.version
 
     def _first_resolution_wait(self, options: CallOptions) -> float | None:
-        """How long a call must wait for discovery's first answer (None: it has come)."""
+        """Check the call's options; how long it must wait for discovery's first answer
+        (None: it has come). Each driver's ``_begin`` calls this first."""
+        validation.check_call_options(options)
         if self._resolved.is_set():
             return None
         timeout = options["timeout"]

@@ -15,6 +15,7 @@ from protoc_gen_localfirst.runtime.wire import (
     MessageTooLarge,
     TruncatedMessage,
     WireError,
+    check_send_size,
     encode_message,
 )
 
@@ -56,6 +57,31 @@ def test_oversized_prefix_fails_before_the_body() -> None:
     assert decoder.buffered == 0
     with pytest.raises(MessageTooLarge):  # poisoned
         decoder.feed(b"")
+
+
+def test_size_errors_are_worded_as_grpc_words_them() -> None:
+    with pytest.raises(MessageTooLarge) as received:
+        MessageDecoder(max_message_size=10, side="SERVER").feed(b"\x00\x00\x00\x00\x0b")
+    assert received.value.message == "SERVER: Received message larger than max (11 vs. 10)"
+    assert (received.value.length, received.value.limit, received.value.sent) == (11, 10, False)
+    with pytest.raises(MessageTooLarge) as sent:
+        check_send_size(11, 10, side="CLIENT")
+    assert sent.value.message == "CLIENT: Sent message larger than max (11 vs. 10)"
+    assert sent.value.status == grpc.StatusCode.RESOURCE_EXHAUSTED and sent.value.sent
+    assert str(MessageTooLarge(11, 10)) == "Received message larger than max (11 vs. 10)"
+
+
+def test_send_size_check_allows_the_limit_and_no_limit() -> None:
+    check_send_size(10, 10)
+    check_send_size(10**9, None)
+
+
+def test_decompressed_size_error_names_the_side() -> None:
+    data = gzip.compress(b"x" * 1000)
+    decoder = MessageDecoder(max_message_size=500, encoding="gzip", side="CLIENT")
+    with pytest.raises(MessageTooLarge) as info:
+        decoder.feed(encode_message(data, compressed=True))
+    assert info.value.message.startswith("CLIENT: Received message larger than max (")
 
 
 def test_exact_max_size_is_fine() -> None:

@@ -33,9 +33,20 @@ Behaviour (gRFC G2, as grpc-dotnet implements it):
   message the sender waits while more than ``SEND_HIGH_WATER`` bytes of the stream
   are still queued (QUIC flow/congestion control), so a fast producer never
   buffers without bound.
+* **Message limits**, worded as grpc's: a request over
+  ``grpc.max_send_message_length`` (default unlimited) fails with
+  RESOURCE_EXHAUSTED ``CLIENT: Sent message larger than max (N vs. M)``; a
+  single request is checked before connecting (the server never sees it),
+  a streamed one when its message comes (the stream is reset). A server
+  refusing a request over its limit answers at once (``SERVER: Received
+  ...``) and sends STOP_SENDING; the client then resets the rest of its
+  request (RFC 9000 3.5), so a refused stream closes on both sides and its
+  stream credit comes back. Whenever the response ends before the request
+  was all sent, the request side is reset with H3_NO_ERROR (RFC 9114 4.1).
 * **Responses**: ``wire.MessageDecoder`` across DATA frames;
   ``max_receive_message_length`` (grpc's channel option, default 4 MiB) is
-  checked on the length prefix: RESOURCE_EXHAUSTED, stream reset. Trailers or
+  checked on the length prefix: RESOURCE_EXHAUSTED (``CLIENT: Received
+  message larger than max (N vs. M)``), stream reset. Trailers or
   trailers-only give the status; a stream that ends without ``grpc-status``
   maps its HTTP status; a reset by the server maps its HTTP/3 error code.
 * **TLS** is mandatory: the server certificate is verified against

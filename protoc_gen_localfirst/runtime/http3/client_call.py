@@ -88,7 +88,7 @@ class H3ClientCall:
         self._initial: asyncio.Future[grpc.aio.Metadata] = self._loop.create_future()
         self._done: asyncio.Future[None] = self._loop.create_future()
         self._messages: asyncio.Queue[Any] = asyncio.Queue()
-        self._decoder = wire.MessageDecoder(channel.max_receive_message_length)
+        self._decoder = wire.MessageDecoder(channel.max_receive_message_length, side="CLIENT")
         self._response: Any = _END
         self._code = grpc.StatusCode.UNKNOWN
         self._details = ""
@@ -215,12 +215,18 @@ class H3ClientCall:
 
     async def _run(self, request: Any) -> None:
         try:
+            # A single request is serialized and checked against the send
+            # limit before any connection or stream: one over the limit fails
+            # the call at once, and the server never hears of it.
+            frame = None if self._client_streaming else self._frame(request)
             await self._start()
             if self._connection is None or self._stream_id is None:
                 return
-            await self._send(request)
+            await self._send(request if frame is None else frame)
         except asyncio.CancelledError:
             pass
+        except wire.MessageTooLarge as error:
+            self.abort(error.status, error.message)
         except Exception as error:  # becomes the call's status
             if not self._done.done():
                 log.debug("HTTP/3 call %s failed while sending", self._path, exc_info=True)
@@ -262,28 +268,24 @@ class H3ClientCall:
         self._connection = connection
 
     def _frame(self, request: Any) -> bytes:
+        """``request`` serialized and framed; ``MessageTooLarge`` over the send limit."""
         data = self._serializer(request)
-        limit = self._channel.max_send_message_length
-        if limit is not None and len(data) > limit:
-            raise _TooLarge(f"Sent message larger than max ({len(data)} vs. {limit})")
+        wire.check_send_size(len(data), self._channel.max_send_message_length, side="CLIENT")
         return wire.encode_message(data)
 
     async def _send(self, request: Any) -> None:
+        """Send the framed single request, or the items of a request iterator."""
         connection, stream_id = self._connection, self._stream_id
         assert connection is not None and stream_id is not None
-        try:
-            if not self._client_streaming:
-                connection.send_data(stream_id, self._frame(request), end_stream=True)
-                return
-            if isinstance(request, AsyncIterable):
-                async for item in request:
-                    await self._send_one(connection, stream_id, item)
-            else:
-                for item in request:
-                    await self._send_one(connection, stream_id, item)
-        except _TooLarge as error:
-            self.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(error))
+        if not self._client_streaming:
+            connection.send_data(stream_id, request, end_stream=True)
             return
+        if isinstance(request, AsyncIterable):
+            async for item in request:
+                await self._send_one(connection, stream_id, item)
+        else:
+            for item in request:
+                await self._send_one(connection, stream_id, item)
         if not self._done.done():
             connection.send_data(stream_id, b"", end_stream=True)
 
@@ -355,7 +357,3 @@ class H3ClientCall:
         if self._http_status == 200:
             code = grpc.StatusCode.UNKNOWN
         self._finish(code, f"stream ended without grpc-status (HTTP {self._http_status})")
-
-
-class _TooLarge(Exception):
-    pass

@@ -69,6 +69,17 @@ class _ClientH3Connection(H3Connection):
             settings = {key: value for key, value in settings.items() if key not in ignored}
         super()._validate_settings(settings)
 
+    def sending_aborted(self, stream_id: int) -> None:
+        """We reset our side of ``stream_id``: drop the stream's state once the peer's side ended.
+
+        qh3 keeps a stream until both directions ended, and it learns of our
+        end only from ``send_data(end_stream=True)``, not from a reset.
+        """
+        stream = self._stream.get(stream_id)
+        if stream is not None:
+            stream.sending_ended = True
+            self._maybe_cleanup_stream(stream)
+
 
 class H3ClientProtocol(QuicConnectionProtocol):
     """A client QUIC connection speaking HTTP/3; see the module docstring."""
@@ -79,6 +90,8 @@ class H3ClientProtocol(QuicConnectionProtocol):
         self._listeners: dict[int, StreamListener] = {}
         self._writers: dict[int, asyncio.Future[None]] = {}
         self._send_stopped: set[int] = set()
+        self._send_ended: set[int] = set()
+        """Streams whose request ended (FIN queued, or our side reset)."""
         self._credit_waiters: list[asyncio.Future[None]] = []
         self._handshake: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.ended: str | None = None
@@ -95,6 +108,19 @@ class H3ClientProtocol(QuicConnectionProtocol):
     @property
     def active_streams(self) -> int:
         return len(self._listeners)
+
+    @property
+    def held_streams(self) -> dict[str, int]:
+        """Request streams still held, per layer: calls, HTTP/3 state, open QUIC streams.
+
+        All zero once every call ended and the server closed its sides (tests
+        watch this for leaks; an open QUIC stream also holds the server's
+        MAX_STREAMS credit).
+        """
+        core = getattr(self._quic, "_core", None)
+        quic = int(core.active_local_streams[0]) if core is not None else 0
+        http = sum(1 for stream_id in self._http._stream if stream_id % 4 == 0)
+        return {"calls": len(self._listeners), "http3": http, "quic": quic}
 
     async def wait_handshake(self) -> None:
         await asyncio.shield(self._handshake)
@@ -132,9 +158,11 @@ class H3ClientProtocol(QuicConnectionProtocol):
         """Queue one DATA frame; a no-op once the stream or connection is gone."""
         if self.ended is not None or stream_id not in self._listeners:
             return
-        if stream_id in self._send_stopped:
+        if stream_id in self._send_stopped or stream_id in self._send_ended:
             return  # the server asked us to stop sending (STOP_SENDING): drop the rest
         self._http.send_data(stream_id, data, end_stream)
+        if end_stream:
+            self._send_ended.add(stream_id)
         self._transmit_soon()
 
     async def wait_writable(self, stream_id: int) -> None:
@@ -154,17 +182,22 @@ class H3ClientProtocol(QuicConnectionProtocol):
         """RESET_STREAM + STOP_SENDING: we neither send nor want more on ``stream_id``."""
         if self._listeners.pop(stream_id, None) is None:
             return
-        self._forget(stream_id)
-        if self.ended is not None:
-            return
-        for abort in (self._quic.reset_stream, self._quic.stop_stream):
+        if self.ended is None:
             with contextlib.suppress(Exception):  # that side of the stream already ended
-                abort(stream_id, error_code)
-        self._transmit_soon()
+                self._quic.stop_stream(stream_id, error_code)
+            self._end_sending(stream_id, error_code, always=True)
+        self._forget(stream_id)
 
     def finish_stream(self, stream_id: int) -> None:
-        """The call is over (status received): forget the stream."""
-        self._listeners.pop(stream_id, None)
+        """The call is over (status received): forget the stream.
+
+        If the request was not all sent (the server answered early, e.g. it
+        refused a message over its limit), our side is reset with
+        H3_NO_ERROR (RFC 9114 4.1): unsent data is dropped and the stream
+        closes, so the server's stream credit (MAX_STREAMS) comes back.
+        """
+        if self._listeners.pop(stream_id, None) is not None and self.ended is None:
+            self._end_sending(stream_id, ErrorCode.H3_NO_ERROR)
         self._forget(stream_id)
 
     def shutdown(self) -> None:
@@ -191,7 +224,10 @@ class H3ClientProtocol(QuicConnectionProtocol):
             listener = self._listeners.get(stream_id) if stream_id is not None else None
             if listener is not None:
                 if isinstance(http_event, h3_events.StopSending):
+                    # RFC 9000 3.5: answer STOP_SENDING with RESET_STREAM (its code);
+                    # the response may still come and is read to its end.
                     self._send_stopped.add(http_event.stream_id)
+                    self._end_sending(http_event.stream_id, http_event.error_code)
                     self._wake_writer(http_event.stream_id)
                 listener.h3_event(http_event)
         self._check_closing()
@@ -233,8 +269,23 @@ class H3ClientProtocol(QuicConnectionProtocol):
         if closing is not None and self.ended is None:
             self._end(_termination_reason(closing, handshaking=not self._handshake.done()))
 
+    def _end_sending(self, stream_id: int, error_code: int, *, always: bool = False) -> None:
+        """Reset our side of ``stream_id`` unless the whole request went out.
+
+        ``always``: reset even then (a cancelled call: the server must stop too).
+        """
+        all_sent = stream_id in self._send_ended and self._quic.get_send_buffer_size(stream_id) == 0
+        if all_sent and not always:
+            return
+        self._send_ended.add(stream_id)
+        with contextlib.suppress(Exception):  # our side already ended
+            self._quic.reset_stream(stream_id, error_code)
+        self._http.sending_aborted(stream_id)
+        self._transmit_soon()
+
     def _forget(self, stream_id: int) -> None:
         self._send_stopped.discard(stream_id)
+        self._send_ended.discard(stream_id)
         self._wake_writer(stream_id)
 
     def _wake_writer(self, stream_id: int) -> None:

@@ -3,7 +3,7 @@
 ``load_quic_library`` imports only the library asked for and gathers the
 classes and helpers the server uses (``QuicLib``); ``stream_errors_h3`` makes
 its ``H3Connection`` reset one stream for malformed request headers instead
-of closing the connection; ``send_backlog`` is a stream's untransmitted bytes.
+of closing the connection (and lets the server drop a finished stream's state); ``send_backlog`` is a stream's untransmitted bytes.
 """
 
 from __future__ import annotations
@@ -87,6 +87,19 @@ def stream_errors_h3(lib: QuicLib) -> Any:
 
     class _StreamErrorsH3(lib.H3Connection):  # type: ignore[misc, name-defined]
         on_stream_error: Callable[[int, str], None] = staticmethod(lambda sid, why: None)
+
+        def forget_stream(self, stream_id: int) -> None:
+            """Drop the per-stream state of a request the server is done with.
+
+            The libraries keep it until both directions ended; when the
+            server answered before the request ended (a message over the
+            limit, an early status) it drops the rest of the request before
+            the library sees it, so the library would keep it for good.
+            A stream blocked on QPACK stays (the decoder still refers to it).
+            """
+            stream = self._stream.get(stream_id)
+            if stream is not None and not stream.blocked:
+                del self._stream[stream_id]
 
         def handle_event(self, event: Any) -> list[Any]:
             done = bool(getattr(self, "_is_done", False))

@@ -50,7 +50,14 @@ tests watch for leaks.
   (trailers-only, with grpc-status INTERNAL), then STOP_SENDING(H3_NO_ERROR).
 * Bad framing in DATA (compressed flag without grpc-encoding, truncated
   message at end of stream) -> INTERNAL; a length prefix over
-  ``max_message_size`` -> RESOURCE_EXHAUSTED; both end the handler.
+  ``max_message_size`` -> RESOURCE_EXHAUSTED (``SERVER: Received message
+  larger than max (N vs. M)``, as grpc words it) at once, before the body
+  arrives; both end the handler, the status goes out and the rest of the
+  request is refused (STOP_SENDING(H3_NO_ERROR)) and dropped. A response
+  message over ``max_message_size`` -> RESOURCE_EXHAUSTED (``SERVER: Sent
+  message larger than max (N vs. M)``), for unary and streamed responses.
+* A call's HTTP/3 stream state is dropped with the call (``forget``), also
+  when the request had not ended: late request data is ignored anyway.
 
 Backpressure
 ------------

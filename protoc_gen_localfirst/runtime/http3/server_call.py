@@ -39,6 +39,7 @@ from protoc_gen_localfirst.runtime.wire import (
     build_response_headers,
     build_trailers,
     build_trailers_only,
+    check_send_size,
     encode_message,
 )
 
@@ -88,7 +89,7 @@ class H3ServerCall:
         self.peer = conn.peer
         self.headers_sent = False
         self.max_message_size = conn.max_message_size
-        self._decoder = MessageDecoder(self.max_message_size, head.encoding)
+        self._decoder = MessageDecoder(self.max_message_size, head.encoding, side="SERVER")
         self._messages: collections.deque[bytes] = collections.deque()
         self._queued_bytes = 0
         self._queue_limit = max(4 * self.max_message_size, 16 * 1024 * 1024)
@@ -133,11 +134,7 @@ class H3ServerCall:
 
     async def send_message(self, data: bytes) -> None:
         self._check_open()
-        if len(data) > self.max_message_size:
-            raise WireError(
-                f"response message larger than max ({len(data)} vs. {self.max_message_size})",
-                status=grpc.StatusCode.RESOURCE_EXHAUSTED,
-            )
+        check_send_size(len(data), self.max_message_size, side="SERVER")
         if not self.headers_sent:
             await self.send_headers(())
         self.conn.h3.send_data(self.stream_id, encode_message(data), end_stream=False)
@@ -333,11 +330,7 @@ class H3ServerCall:
         if context.final_code not in (None, grpc.StatusCode.OK):
             return None
         data = serialize(result)
-        if len(data) > self.max_message_size:
-            raise WireError(
-                f"response message larger than max ({len(data)} vs. {self.max_message_size})",
-                status=grpc.StatusCode.RESOURCE_EXHAUSTED,
-            )
+        check_send_size(len(data), self.max_message_size, side="SERVER")
         return bytes(data)
 
     def _finish(

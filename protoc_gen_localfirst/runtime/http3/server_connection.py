@@ -124,6 +124,13 @@ class H3ConnectionHandler:
         self._progress.set()
         self._progress = asyncio.Event()
 
+    @property
+    def held_streams(self) -> dict[str, int]:
+        """Request streams still held, per layer: calls and HTTP/3 state (tests watch this)."""
+        streams = getattr(self.h3, "_stream", {})
+        http = sum(1 for stream_id in streams if stream_id % 4 == 0)
+        return {"calls": len(self.calls), "http3": http}
+
     # --- used by calls ---------------------------------------------------------
 
     @property
@@ -150,6 +157,7 @@ class H3ConnectionHandler:
 
     def reset_stream(self, stream_id: int, error_code: int) -> None:
         self._remember_finished(stream_id)
+        self._forget_h3_stream(stream_id)
         if self.closed:
             return
         with contextlib.suppress(Exception):
@@ -162,6 +170,7 @@ class H3ConnectionHandler:
         if self.calls.get(call.stream_id) is call:
             del self.calls[call.stream_id]
             self._remember_finished(call.stream_id)
+            self._forget_h3_stream(call.stream_id)
         if not self.calls:
             self._idle.set()
 
@@ -194,6 +203,13 @@ class H3ConnectionHandler:
         self.progress()
 
     # --- internals -----------------------------------------------------------------
+
+    def _forget_h3_stream(self, stream_id: int) -> None:
+        """Our side of the stream is done and later request data is dropped
+        (``quic_event``): the HTTP/3 layer need not keep the stream either."""
+        forget_stream = getattr(self.h3, "forget_stream", None)
+        if forget_stream is not None:
+            forget_stream(stream_id)
 
     def _remember_finished(self, stream_id: int) -> None:
         self._finished[stream_id] = None
@@ -243,4 +259,5 @@ class H3ConnectionHandler:
                 self.quic.stop_stream(stream_id, H3Error.NO_ERROR)
         except Exception as send_error:  # noqa: BLE001 - stream or connection already gone
             _LOG.debug("cannot refuse stream %d: %s", stream_id, send_error)
+        self._forget_h3_stream(stream_id)
         self.transmit()

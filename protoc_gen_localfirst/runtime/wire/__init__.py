@@ -18,10 +18,12 @@ Framing (PROTOCOL-HTTP2 "Length-Prefixed-Message")::
 
     encode_message(data: bytes, *, compressed: bool = False) -> bytes
     MessageDecoder(max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
-                   encoding: str | None = None)
+                   encoding: str | None = None, *, side: str | None = None)
         .feed(data: bytes) -> list[bytes]   # complete messages, in order
         .end() -> None                      # at end of stream: raises on a partial message
         .buffered -> int                    # bytes held for an incomplete message
+    check_send_size(length: int, limit: int | None, *, side=None) -> None
+                                            # raises MessageTooLarge (sent=True)
 
 Requests::
 
@@ -51,7 +53,9 @@ Errors: ``WireError(message, status=..., http_status=200, h3_error=None)``.
 ``h3_error`` set means "the stream is malformed: reset it with this HTTP/3
 error code"; otherwise answer with ``status`` (trailers-only, with
 ``http_status`` as ``:status``). ``MessageTooLarge`` (RESOURCE_EXHAUSTED) and
-``TruncatedMessage`` (INTERNAL) are subclasses for the framing cases.
+``TruncatedMessage`` (INTERNAL) are subclasses for the framing cases; size
+errors read as grpc's (``SERVER: Received message larger than max (N vs. M)``,
+``CLIENT: Sent ...``; ``side`` gives the prefix).
 """
 
 from protoc_gen_localfirst.runtime.wire.framing import (
@@ -59,6 +63,7 @@ from protoc_gen_localfirst.runtime.wire.framing import (
     MessageDecoder,
     MessageTooLarge,
     TruncatedMessage,
+    check_send_size,
     encode_message,
 )
 from protoc_gen_localfirst.runtime.wire.headers import (
@@ -119,6 +124,7 @@ __all__ = [
     "build_response_headers",
     "build_trailers",
     "build_trailers_only",
+    "check_send_size",
     "decode_grpc_message",
     "decode_metadata",
     "decode_timeout",

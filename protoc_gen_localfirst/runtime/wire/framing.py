@@ -5,7 +5,9 @@
 any size back into messages, enforcing a maximum message size on the prefix
 (the body is never buffered) and decompressing ``gzip``/``deflate``.
 ``MessageTooLarge`` (RESOURCE_EXHAUSTED) and ``TruncatedMessage`` (INTERNAL)
-are the framing errors.
+are the framing errors; ``check_send_size`` is the sender's limit check.
+Size errors are worded as grpc words them (``SERVER: Received message larger
+than max (N vs. M)``), with N the message's length without its prefix.
 """
 
 from __future__ import annotations
@@ -23,15 +25,25 @@ PREFIX_LENGTH = 5
 
 
 class MessageTooLarge(WireError):
-    """A message's length prefix exceeds the maximum: RESOURCE_EXHAUSTED."""
+    """A message over the maximum size: RESOURCE_EXHAUSTED.
 
-    def __init__(self, length: int, limit: int) -> None:
+    ``side`` (``"SERVER"``/``"CLIENT"``, or None) says who refused it and
+    ``sent`` whether it was to be sent (else received), as in grpc's
+    ``CLIENT: Sent message larger than max (N vs. M)``.
+    """
+
+    def __init__(
+        self, length: int, limit: int, *, side: str | None = None, sent: bool = False
+    ) -> None:
+        prefix = f"{side}: " if side else ""
+        verb = "Sent" if sent else "Received"
         super().__init__(
-            f"received message larger than max ({length} vs. {limit})",
+            f"{prefix}{verb} message larger than max ({length} vs. {limit})",
             status=grpc.StatusCode.RESOURCE_EXHAUSTED,
         )
         self.length = length
         self.limit = limit
+        self.sent = sent
 
 
 class TruncatedMessage(WireError):
@@ -52,7 +64,13 @@ def encode_message(data: bytes, *, compressed: bool = False) -> bytes:
     return (b"\x01" if compressed else b"\x00") + len(data).to_bytes(4, "big") + data
 
 
-def _decompress(encoding: str, data: bytes, limit: int | None) -> bytes:
+def check_send_size(length: int, limit: int | None, *, side: str | None = None) -> None:
+    """Raise ``MessageTooLarge`` (sent) if a ``length``-byte message is over ``limit``."""
+    if limit is not None and length > limit:
+        raise MessageTooLarge(length, limit, side=side, sent=True)
+
+
+def _decompress(encoding: str, data: bytes, limit: int | None, side: str | None) -> bytes:
     if encoding == "gzip":
         wbits = 31
     elif encoding == "deflate":
@@ -68,7 +86,7 @@ def _decompress(encoding: str, data: bytes, limit: int | None) -> bytes:
     except zlib.error as error:
         raise WireError(f"cannot decompress {encoding} message: {error}") from None
     if limit is not None and len(out) > limit:
-        raise MessageTooLarge(len(out), limit)
+        raise MessageTooLarge(len(out), limit, side=side)
     return out
 
 
@@ -83,15 +101,19 @@ class MessageDecoder:
     ``grpc-encoding`` (``encoding`` None or ``"identity"``) raises
     ``WireError`` INTERNAL; ``gzip`` and ``deflate`` are decompressed, other
     encodings raise UNIMPLEMENTED. After an error the decoder is poisoned:
-    every later ``feed``/``end`` raises the same error.
+    every later ``feed``/``end`` raises the same error. ``side`` names the
+    receiver in size errors (``"SERVER"``/``"CLIENT"``).
     """
 
     def __init__(
         self,
         max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
         encoding: str | None = None,
+        *,
+        side: str | None = None,
     ) -> None:
         self.max_message_size = max_message_size
+        self.side = side
         self.encoding = None if encoding in (None, "identity") else encoding
         self._buffer = bytearray()
         self._error: WireError | None = None
@@ -115,7 +137,7 @@ class MessageDecoder:
                 if flag == 1 and self.encoding is None:
                     raise WireError("compressed message without grpc-encoding")
                 if self.max_message_size is not None and length > self.max_message_size:
-                    raise MessageTooLarge(length, self.max_message_size)
+                    raise MessageTooLarge(length, self.max_message_size, side=self.side)
                 end = PREFIX_LENGTH + length
                 if len(self._buffer) < end:
                     break
@@ -123,7 +145,7 @@ class MessageDecoder:
                 del self._buffer[:end]
                 if flag == 1:
                     assert self.encoding is not None
-                    body = _decompress(self.encoding, body, self.max_message_size)
+                    body = _decompress(self.encoding, body, self.max_message_size, self.side)
                 messages.append(body)
         except WireError as error:
             self._error = error

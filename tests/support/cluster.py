@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -181,6 +182,46 @@ class Pods:
         )
         self.running[name] = replica.start()
         return replica
+
+    def start_many(self, *pods: tuple[str, str, str]) -> list[ReplicaProcess]:
+        """Start several pods ``(name, node, host)`` at once; return once each is SERVING."""
+        replicas = []
+        for name, node, host in pods:
+            args = list(self.extra_args)
+            if self.count_executions:
+                self.executions[name] = self.log_dir / f"{name}.executions"
+                args += ["--executions-file", str(self.executions[name])]
+            replica = ReplicaProcess(
+                name, node, host, port=self.port, extra_args=args, log_dir=self.log_dir
+            )
+            self.running[name] = replica.start(wait=False)
+            replicas.append(replica)
+        for replica in replicas:
+            replica.wait_serving()
+        return replicas
+
+    def kill_at_once(
+        self, *names: str, sig: signal.Signals = signal.SIGKILL
+    ) -> tuple[float, float]:
+        """Send ``sig`` to every named pod, then wait for each to exit (like ``stop``).
+
+        Returns ``time.monotonic()`` read just before the first signal was sent
+        and once the last process was reaped: each died in between, so a call
+        that was in flight on one of them started before the second and ended
+        after the first.
+        """
+        replicas = [self.running.pop(name) for name in names]
+        processes = [r.process for r in replicas]
+        assert all(p is not None for p in processes), f"not all of {names} are running"
+        sent = time.monotonic()
+        for process in processes:
+            assert process is not None
+            process.send_signal(sig)
+        for replica, process in zip(replicas, processes, strict=True):
+            assert process is not None
+            process.wait(20.0)
+            replica.process = None
+        return sent, time.monotonic()
 
     def publish(self, *names: str) -> None:
         if self._publish is not None:

@@ -253,3 +253,15 @@ def count_executions(files: dict[str, Path], method: str = "SayHello") -> Execut
         per_replica[replica] = n
     duplicates = {rid: n for rid, n in counts.items() if n > 1}
     return Executions(per_replica, sum(counts.values()), duplicates)
+
+
+def execution_counts(files: dict[str, Path], method: str = "SayHello") -> collections.Counter[str]:
+    """How often each request id of ``method`` ran, across every replica's file."""
+    counts: collections.Counter[str] = collections.Counter()
+    for path in files.values():
+        if path.exists():
+            for line in path.read_text().splitlines():
+                name, _, request_id = line.partition(" ")
+                if name == method:
+                    counts[request_id] += 1
+    return counts

@@ -48,15 +48,6 @@ REDEPLOY_ROUNDS = int(os.environ.get("CHAOS_REDEPLOY_ROUNDS", "20"))
 KILL_ROUNDS = int(os.environ.get("CHAOS_KILL_ROUNDS", "3"))
 KILL_AFTER_PUBLISH = 0.3
 
-HEDGED_UNSENT_BUG = (
-    "runtime: hedged calls (WhoAmI: NO_SIDE_EFFECTS with hedging_delay) get no transparent "
-    "retries. CallState.attempt_failed sends every failure of a hedged call to "
-    "_after_hedge_failure before the not_sent branch (_retry_unsent), so attempts that never "
-    "left the client count against max_attempts (_next_hedged: started < max_attempts), "
-    "without backoff, re-resolution (settings.refresh) or AwaitEndpoints: when the client "
-    "still holds only the crashed set, WhoAmI fails within ~50 ms of a 2 s deadline with "
-    "'no endpoint could be reached after 4 attempts; tried ... Connection refused'"
-)
 
 Pod = tuple[str, str, str]  # name, node, host
 ADDRESS_SETS: tuple[tuple[Pod, ...], tuple[Pod, ...]] = (
@@ -237,7 +228,6 @@ def test_crash_during_redeploy(
 
 
 @pytest.mark.timeout(REDEPLOY_TIMEOUT)
-@pytest.mark.xfail(strict=True, reason=HEDGED_UNSENT_BUG)
 def test_crash_during_redeploy_fails_no_idempotent_call(redeploy_run: RedeployRun) -> None:
     """The same run: no WhoAmI (NO_SIDE_EFFECTS) fails."""
     failed = redeploy_run.outcome.whoami_failed

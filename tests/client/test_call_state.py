@@ -85,9 +85,9 @@ def attempt(call: CallState) -> Attempt:
 
 
 def attempt_after_waits(call: CallState, clock: Clock) -> Attempt:
-    """The next attempt, the clock moved past any backoff before it."""
+    """The next attempt, the clock moved past any backoff (or wait for endpoints) before it."""
     action = call.next_action()
-    while isinstance(action, Wait):
+    while isinstance(action, Wait | AwaitEndpoints):
         clock.now += action.seconds or 0.0
         action = call.next_action()
     assert isinstance(action, Attempt), action
@@ -311,3 +311,25 @@ def test_without_a_deadline_unsent_attempts_give_up_after_the_patience() -> None
     verdict = call.next_action()
     assert isinstance(verdict, GiveUp)
     assert "no endpoint could be reached after 2 attempts" in (verdict.error.details() or "")  # type: ignore[attr-defined]
+
+
+def test_hedged_calls_retry_unsent_attempts_transparently_too() -> None:
+    clock = Clock()
+    refreshes: list[int] = []
+    quick = RetryPolicy(max_attempts=3, hedging_delay=0.05, initial_backoff=0.01, max_backoff=0.05)
+    call, _ = make_call(
+        policy=quick,
+        idempotency=Idempotency.NO_SIDE_EFFECTS,
+        clock=clock,
+        timeout=2.0,
+        refresh=lambda: refreshes.append(1),
+    )
+    for _ in range(2):  # LOCAL, then OTHER refuse the connection
+        call.attempt_failed(attempt_after_waits(call, clock), error(details=REFUSED, trailers=()))
+    action = call.next_action()
+    assert isinstance(action, AwaitEndpoints) and refreshes == [1]
+    call.settings.balancer.update([Endpoint("10.0.0.9", 1, node="node-a")])
+    for _ in range(quick.max_attempts):  # none of the refused attempts counted
+        call.attempt_failed(attempt_after_waits(call, clock), error(details=REFUSED, trailers=()))
+        assert clock.now < 102.0  # (the clock starts at 100: within the 2 s deadline)
+    assert not isinstance(call.next_action(), GiveUp)  # still trying, within the deadline

@@ -176,6 +176,8 @@ class CallState:
         self._await: AwaitEndpoints | None = None
         self._replan = False
         self._refreshed = False
+        self._not_before = 0.0
+        """Hedged calls: no attempt before this time (backoff after an unsent attempt)."""
         self._unary = settings.info.kind.value == "unary_unary"
         settings.events.call_started()
         if spill is not None:
@@ -187,15 +189,15 @@ class CallState:
         """The next thing the driver should do (see the module docstring)."""
         if self._verdict is not None:
             return self._verdict
-        if self.hedging:
-            return self._next_hedged()
-        if self._await is not None:
+        if self._await is not None and self.in_flight == 0:
             action, self._await, self._replan = self._await, None, True
             return action
         if self._replan:  # after waiting for discovery: the endpoint set as it is now
             self._order, _ = self.settings.balancer.plan()
             self._index, self._replan = 0, False
             self._unreachable.clear()
+        if self.hedging:
+            return self._next_hedged()
         if self._backoff is not None:
             wait, self._backoff = self._backoff, None
             if wait > 0:
@@ -212,9 +214,13 @@ class CallState:
         (those in flight still may answer).
         """
         now = self._clock()
-        can_send = self._more and self.started < self.policy.max_attempts
+        counted = self.started - self._transparent
+        can_send = self._more and counted < self.policy.max_attempts and self._await is None
         can_send = can_send and not self._deadline_passed(now)
-        if can_send and (self.in_flight == 0 or now >= self._next_hedge_at):
+        due = self.in_flight == 0 or now >= self._next_hedge_at
+        if can_send and due and now < self._not_before:  # backing off after an unsent attempt
+            return Wait(self._not_before - now)
+        if can_send and due:
             throttle = self.settings.throttle
             if self.started > 0 and throttle is not None and not throttle.allows_retry():
                 self._more = can_send = False
@@ -312,10 +318,10 @@ class CallState:
             self.settings.events.throttled(self.method)
         self._pushback = None if failure.pushback == DO_NOT_RETRY else failure.pushback
         self._last = verdict = _Verdict(failure, retryable, throttled)
-        if self.hedging:
-            self._after_hedge_failure(verdict)
-        elif failure.not_sent and not self.committed:
+        if failure.not_sent and not self.committed:
             self._retry_unsent(attempt, verdict)
+        elif self.hedging:
+            self._after_hedge_failure(verdict)
         elif not retryable:
             self._verdict = self._give_up(verdict)
         else:
@@ -391,7 +397,10 @@ class CallState:
             self._deadline is None and now - self._unsent_since >= self.settings.unsent_patience
         )
         if out_of_time:
-            self._verdict = self._give_up(verdict)
+            if self.hedging:
+                self._more = False  # hedges in flight may still answer
+            else:
+                self._verdict = self._give_up(verdict)
             return
         self._unreachable.add(attempt.endpoint.address)
         if self._unreachable >= {e.address for e in self._order}:
@@ -409,6 +418,11 @@ class CallState:
             wait = min(remaining, self.policy.max_backoff)
             self._await = AwaitEndpoints(wait, self.settings.balancer.version)
             self._unreachable.clear()
+            return
+        if self.hedging:
+            self._backoff_retries += 1
+            backoff = self.policy.wait_strategy(retry_state(self._backoff_retries))
+            self._not_before = now + backoff
             return
         self._schedule_retry(verdict, counted=False)
 

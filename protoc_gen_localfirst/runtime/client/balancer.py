@@ -28,6 +28,9 @@ from protoc_gen_localfirst.runtime.loadreport import LoadReport
 
 log = logging.getLogger("protoc_gen_localfirst.balancer")
 
+REPORT_INTERVAL = 0.002
+"""Seconds between load reports an endpoint's answers are read for (the rest are skipped)."""
+
 
 @dataclass(frozen=True)
 class EjectionPolicy:
@@ -266,6 +269,15 @@ class Balancer:
             if e.address in self._load
         ]
         self._spill.observe(_lowest(local), _lowest(others) if others else None, self._floor, now)
+
+    def wants_report(self, endpoint: Endpoint) -> bool:
+        """Whether a new load report of ``endpoint`` is worth decoding now.
+
+        Reports come with every answer; decoding one costs a few microseconds,
+        and one per ``REPORT_INTERVAL`` per endpoint keeps the view fresh.
+        """
+        load = self._load.get(endpoint.address)
+        return load is not None and self._clock() - load.reported_at >= REPORT_INTERVAL
 
     def reported(self, endpoint: Endpoint, report: LoadReport) -> None:
         """A load report from outside a call (a health probe)."""

@@ -336,8 +336,11 @@ class CallState:
         self, attempt: Attempt, trailers: Metadata | None, *, answered: bool, ran: bool = True
     ) -> None:
         latency = self._clock() - attempt.started_at if answered and self._unary else None
-        report = from_trailers(trailers) if trailers else None
-        self.settings.balancer.attempt_ended(attempt.endpoint, latency, report, ran=ran)
+        balancer = self.settings.balancer
+        # A refusal's report (the replica is full) always counts; others at most every 2 ms.
+        fresh = trailers and (not ran or balancer.wants_report(attempt.endpoint))
+        report = from_trailers(trailers) if fresh else None
+        balancer.attempt_ended(attempt.endpoint, latency, report, ran=ran)
 
     def _learn_node(self, endpoint: Endpoint, metadata: Metadata | None) -> None:
         """Servers name their node in response metadata: keep the balancer's view right."""

@@ -104,8 +104,37 @@ def invalid_utf8_field(message: Message, path: str = "") -> str | None:
     """The path of the first string field that is not valid UTF-8, or None.
 
     descriptor.proto and plugin.proto are proto2, whose parser does not check
-    UTF-8; protobuf then hands out ``bytes`` where ``str`` is promised.
+    UTF-8; protobuf then hands out ``bytes`` where ``str`` is promised. A quick
+    walk without paths first (a request holds tens of thousands of fields);
+    the path is worked out only when something is wrong.
     """
+    if _all_utf8(message):
+        return None
+    return _first_invalid(message, path)
+
+
+_STRING = FieldDescriptor.TYPE_STRING
+_MESSAGE = FieldDescriptor.TYPE_MESSAGE
+
+
+def _all_utf8(message: Message) -> bool:
+    for field, value in message.ListFields():
+        kind = field.type
+        if kind == _STRING:
+            if isinstance(value, bytes):
+                return False
+            if not isinstance(value, str) and any(isinstance(v, bytes) for v in value):
+                return False
+        elif kind == _MESSAGE:
+            if isinstance(value, Message):
+                if not _all_utf8(value):
+                    return False
+            elif not all(_all_utf8(item) for item in value):
+                return False
+    return True
+
+
+def _first_invalid(message: Message, path: str) -> str | None:
     for field, value in message.ListFields():
         name = f"{path}.{field.name}" if path else field.name
         # Repeated fields hold containers (``label`` is gone in protobuf 7,
@@ -117,7 +146,7 @@ def invalid_utf8_field(message: Message, path: str = "") -> str | None:
             if field.type == FieldDescriptor.TYPE_STRING and not isinstance(item, str):
                 return where
             if field.type == FieldDescriptor.TYPE_MESSAGE:
-                found = invalid_utf8_field(item, where)
+                found = _first_invalid(item, where)
                 if found is not None:
                     return found
     return None

@@ -203,42 +203,60 @@ def check_ca_file(ca_file: object) -> None:
         ) from None
 
 
-def check_client_options(
-    *,
-    transport: str,
-    h3_available: bool,
-    target: object,
-    node: object,
-    zone: object,
-    retry: object,
-    credentials: object,
-    channel_options: object,
-    ejection: object,
-    retry_buffer_limit: object,
-    dns: object,
-    kubernetes: object,
-    probe_nodes: object,
-    resolve_timeout: object,
-    source: object,
-    ca_file: object,
-    insecure_skip_verify: object,
-    h3_options: object,
-    throttling: object,
-    observers: object,
-    locality: object,
-) -> None:
+def check_client_options(*, transport: str, h3_available: bool, **given: object) -> None:
     """Every constructor option of ``AsyncClient``/``SyncClient`` (``transport`` already valid).
 
-    ``h3_available`` is False for the blocking client (HTTP/2 only).
+    ``given`` holds the constructor's keywords by name; ``h3_available`` is
+    False for the blocking client (HTTP/2 only).
     """
-    if source is None:
-        _check_type("target", target, (str,), "a str (e.g. 'dns:///NAME:PORT')")
-    _check_optional("source", source, EndpointSource, "an EndpointSource")
-    for name, value in (("node", node), ("zone", zone)):
+    _check_objects(given)
+    _check_values(given)
+    check_channel_options(given["channel_options"])
+    _check_transport_options(
+        transport,
+        h3_available,
+        given["credentials"],
+        given["probe_nodes"],
+        given["ca_file"],
+        given["insecure_skip_verify"],
+        given["h3_options"],
+    )
+
+
+def _check_objects(given: dict[str, object]) -> None:
+    """Options that must be objects of one type (or None)."""
+    if given["source"] is None:
+        _check_type("target", given["target"], (str,), "a str (e.g. 'dns:///NAME:PORT')")
+    _check_optional("source", given["source"], EndpointSource, "an EndpointSource")
+    for name in ("node", "zone"):
+        value = given[name]
         if value is not None and not isinstance(value, str):
             raise TypeError(f"{name}={value!r}: not a str (a name, or None for the default)")
-    _check_optional("retry", retry, RetryPolicy)
-    _check_optional("ejection", ejection, EjectionPolicy)
+    _check_optional("retry", given["retry"], RetryPolicy)
+    _check_optional("ejection", given["ejection"], EjectionPolicy)
+    _check_optional("dns", given["dns"], DnsOptions)
+    _check_optional("kubernetes", given["kubernetes"], KubernetesOptions)
+    _check_optional("locality", given["locality"], LocalityPolicy)
+    _check_optional("h3_options", given["h3_options"], H3Options)
+    _check_optional(
+        "credentials", given["credentials"], grpc.ChannelCredentials, "grpc.ssl_channel_credentials"
+    )
+    throttling = given["throttling"]
+    if not isinstance(throttling, bool | RetryThrottling):
+        raise TypeError(
+            f"throttling={throttling!r}: not a RetryThrottling or bool "
+            "(True: the default bucket, False: off, or RetryThrottling(...))"
+        )
+    observers = given["observers"]
+    if isinstance(observers, str | bytes) or not isinstance(observers, Iterable):
+        raise TypeError(
+            f"observers={observers!r}: not a list of CallObserver (e.g. [LoggingObserver()])"
+        )
+
+
+def _check_values(given: dict[str, object]) -> None:
+    """Flags, numbers and durations."""
+    ejection = given["ejection"]
     if isinstance(ejection, EjectionPolicy):
         for field in ("base_time", "max_time"):
             _check_seconds(
@@ -247,34 +265,15 @@ def check_client_options(
                 "seconds, a finite number >= 0",
                 zero=True,
             )
-    _check_optional("dns", dns, DnsOptions)
-    _check_optional("kubernetes", kubernetes, KubernetesOptions)
-    _check_optional("locality", locality, LocalityPolicy)
-    _check_optional("h3_options", h3_options, H3Options)
-    _check_optional(
-        "credentials", credentials, grpc.ChannelCredentials, "grpc.ssl_channel_credentials"
-    )
-    _check_bool("probe_nodes", probe_nodes)
-    _check_bool("insecure_skip_verify", insecure_skip_verify)
-    if not isinstance(throttling, bool | RetryThrottling):
-        raise TypeError(
-            f"throttling={throttling!r}: not a RetryThrottling or bool "
-            "(True: the default bucket, False: off, or RetryThrottling(...))"
-        )
-    if isinstance(observers, str | bytes) or not isinstance(observers, Iterable):
-        raise TypeError(
-            f"observers={observers!r}: not a list of CallObserver (e.g. [LoggingObserver()])"
-        )
+    _check_bool("probe_nodes", given["probe_nodes"])
+    _check_bool("insecure_skip_verify", given["insecure_skip_verify"])
+    limit = given["retry_buffer_limit"]
     limit_accepted = "bytes, an int >= 0"
-    if isinstance(retry_buffer_limit, bool) or not isinstance(retry_buffer_limit, int):
-        raise TypeError(f"retry_buffer_limit={retry_buffer_limit!r}: not an int ({limit_accepted})")
-    if retry_buffer_limit < 0:
-        raise ValueError(f"retry_buffer_limit={retry_buffer_limit!r}: negative ({limit_accepted})")
-    _check_seconds("resolve_timeout", resolve_timeout, "seconds, a finite number > 0")
-    check_channel_options(channel_options)
-    _check_transport_options(
-        transport, h3_available, credentials, probe_nodes, ca_file, insecure_skip_verify, h3_options
-    )
+    if isinstance(limit, bool) or not isinstance(limit, int):
+        raise TypeError(f"retry_buffer_limit={limit!r}: not an int ({limit_accepted})")
+    if limit < 0:
+        raise ValueError(f"retry_buffer_limit={limit!r}: negative ({limit_accepted})")
+    _check_seconds("resolve_timeout", given["resolve_timeout"], "seconds, a finite number > 0")
 
 
 def _check_transport_options(

@@ -46,7 +46,7 @@ import grpc.aio
 
 from bench.run import machine
 from bench.stats import Latency, closed_loop
-from bench.tracked import TrackedLoad, count_executions
+from tests.support.load import Load, count_executions
 from demo.cluster import REPO, ReplicaProcess, free_port
 from tests.support.dnsmasq import Dnsmasq
 
@@ -187,7 +187,7 @@ async def failover_once(variant: str, log_dir: Path) -> dict[str, Any]:
     with replicas(log_dir, *specs) as group:
         client = FAILOVER_VARIANTS[variant](group)
         try:
-            load = TrackedLoad(client.call, workers=4, pause=0.002, timeout=CALL_TIMEOUT)
+            load = Load(client.call, workers=4, pause=0.002, timeout=CALL_TIMEOUT)
             async with load:
                 await load.wait_for(lambda c: c.replica == "a1", since=0)
                 await asyncio.sleep(1.0)
@@ -231,7 +231,7 @@ async def redeploy_once(variant: str, log_dir: Path, window: float) -> dict[str,
         )
         new_names = {n for n, _, _ in new}
         try:
-            load = TrackedLoad(client.call, workers=4, pause=0.01, timeout=CALL_TIMEOUT)
+            load = Load(client.call, workers=4, pause=0.01, timeout=CALL_TIMEOUT)
             async with load:
                 await load.wait_for(lambda c: c.ok, since=0)
                 await asyncio.sleep(1.0)

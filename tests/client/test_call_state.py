@@ -24,6 +24,7 @@ from protoc_gen_localfirst.runtime.client.observers import ClientEvents
 from protoc_gen_localfirst.runtime.client.policy import RetryPolicy, allowed_codes, hedges
 from protoc_gen_localfirst.runtime.client.throttling import RetryThrottle, RetryThrottling
 from protoc_gen_localfirst.runtime.discovery.endpoints import Endpoint
+from protoc_gen_localfirst.runtime.identity import DRAINING_KEY as DRAINING
 from protoc_gen_localfirst.schema import Idempotency, MethodInfo, MethodKind
 
 LOCAL = Endpoint("10.0.0.1", 1, node="node-a")
@@ -333,3 +334,14 @@ def test_hedged_calls_retry_unsent_attempts_transparently_too() -> None:
         call.attempt_failed(attempt_after_waits(call, clock), error(details=REFUSED, trailers=()))
         assert clock.now < 102.0  # (the clock starts at 100: within the 2 s deadline)
     assert not isinstance(call.next_action(), GiveUp)  # still trying, within the deadline
+
+
+def test_when_every_endpoint_is_stopping_the_call_waits_for_new_endpoints() -> None:
+    clock = Clock()
+    draining = error(
+        details="server is shutting down", trailers=(*NODE_TRAILER, (DRAINING, "true"))
+    )
+    call, _ = make_call(clock=clock, timeout=2.0, policy=RetryPolicy(max_attempts=2))
+    for _ in range(2):  # both endpoints refuse: they are stopping (a rolling update)
+        call.attempt_failed(attempt_after_waits(call, clock), draining)
+    assert isinstance(call.next_action(), AwaitEndpoints)  # not "all 2 attempts failed"

@@ -318,7 +318,7 @@ class CallState:
             self.settings.events.throttled(self.method)
         self._pushback = None if failure.pushback == DO_NOT_RETRY else failure.pushback
         self._last = verdict = _Verdict(failure, retryable, throttled)
-        if failure.not_sent and not self.committed:
+        if failure.not_taken and not self.committed:
             self._retry_unsent(attempt, verdict)
         elif self.hedging:
             self._after_hedge_failure(verdict)
@@ -368,7 +368,7 @@ class CallState:
 
     def _retryable(self, failure: Failure, deadline_passed: bool) -> tuple[bool, bool]:
         """(may another attempt follow, was it refused only by throttling)."""
-        if failure.not_sent and not self.committed and not deadline_passed:
+        if failure.not_taken and not self.committed and not deadline_passed:
             return True, False  # transparent: any method, any policy, no retry budget spent
         codes = self.settings.retryable_codes
         throttle = self.settings.throttle
@@ -391,7 +391,8 @@ class CallState:
         return retryable, False
 
     def _retry_unsent(self, attempt: Attempt, verdict: _Verdict) -> None:
-        """gRFC A6 transparent retry: the request never left; try again until time runs out."""
+        """gRFC A6 transparent retry: the request never left (or a stopping server
+        refused it unprocessed); try again until time runs out."""
         self._transparent += 1
         now = self._clock()
         if self._unsent_since is None:
@@ -407,7 +408,7 @@ class CallState:
             return
         self._unreachable.add(attempt.endpoint.address)
         if self._unreachable >= {e.address for e in self._order}:
-            # Every known endpoint refused: the set is stale. Re-resolve now, and
+            # Every known endpoint refused or is stopping: the set is stale. Re-resolve now, and
             # wait (within the deadline) for it to change before trying again.
             if not self._refreshed:
                 self._refreshed = True
@@ -486,7 +487,7 @@ class CallState:
             summary = f"retries throttled (too many recent failures) after {tried}"
         elif not verdict.retryable:
             return GiveUp(failure.error)  # the service's answer
-        elif failure.not_sent:
+        elif failure.not_taken:
             summary = f"no endpoint could be reached after {tried}"
         elif len(self.records) - self._transparent >= self.policy.max_attempts:
             summary = f"all {tried} failed"

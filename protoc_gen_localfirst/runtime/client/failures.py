@@ -54,6 +54,12 @@ class Failure:
     """The attempt never left the client (no connection, HTTP/3 not sent, stream refused)
     for a reason that may pass (not a TLS refusal): gRFC A6's transparent retry case."""
 
+    @property
+    def not_taken(self) -> bool:
+        """Never sent, or refused by a stopping server before it ran ("call another
+        replica"): either way no replica has it, and waiting for others is safe."""
+        return self.not_sent or (self.draining and self.not_processed)
+
     @classmethod
     def of(cls, error: grpc.RpcError) -> Failure:
         code, details = status_of(error)

@@ -46,9 +46,9 @@ import grpc.aio
 
 from bench.run import machine
 from bench.stats import Latency, closed_loop
-from tests.support.load import Load, count_executions
 from demo.cluster import REPO, ReplicaProcess, free_port
 from tests.support.dnsmasq import Dnsmasq
+from tests.support.load import Load, count_executions
 
 GENERATED = REPO / "generated"
 sys.path.insert(0, str(GENERATED))

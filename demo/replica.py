@@ -2,8 +2,9 @@
 
     python -m demo.replica --host 127.0.0.21 --port 50051 --node node-a --name greeter-a1
 
-With ``--http3 --certfile tls.crt --keyfile tls.key`` it also serves HTTP/3
-(QUIC) on the same port number, over UDP.
+``--certfile tls.crt --keyfile tls.key`` puts it on TLS; ``--http3`` (needs
+them) also serves HTTP/3 (QUIC) on the same port number, over UDP;
+``--client-ca-file ca.crt`` requires client certificates (mTLS, HTTP/2 only).
 
 In a pod every flag has a default: 0.0.0.0:50051, node from $NODE_NAME and
 name from $POD_NAME (Downward API), the bootstrap's drain timing.
@@ -143,8 +144,15 @@ def main() -> None:
     parser.add_argument(
         "--http3", action="store_true", help="also serve HTTP/3 (UDP, same port); needs TLS files"
     )
-    parser.add_argument("--certfile", help="PEM certificate chain for HTTP/3 (leaf first)")
-    parser.add_argument("--keyfile", help="PEM private key for HTTP/3")
+    parser.add_argument(
+        "--certfile",
+        help="PEM certificate chain, leaf first: TLS on every listener (re-read when it changes)",
+    )
+    parser.add_argument("--keyfile", help="PEM private key of --certfile (unencrypted)")
+    parser.add_argument(
+        "--client-ca-file",
+        help="PEM CA certificates: require client certificates they sign (mTLS; HTTP/2 only)",
+    )
     parser.add_argument(
         "--quic-library", choices=("qh3", "aioquic"), default="qh3", help="QUIC stack for HTTP/3"
     )
@@ -178,12 +186,18 @@ def main() -> None:
         options["drain_delay"] = args.drain_delay
     if args.grace is not None:
         options["grace"] = args.grace
+    # Passed only when given; serve() checks the combinations (a key without
+    # a certificate, client CAs with HTTP/3, ...) and says what is wrong.
+    if args.certfile is not None:
+        options["certfile"] = args.certfile
+    if args.keyfile is not None:
+        options["keyfile"] = args.keyfile
+    if args.client_ca_file is not None:
+        options["client_ca_file"] = args.client_ca_file
     if args.http3:
         if not (args.certfile and args.keyfile):
             parser.error("--http3 needs --certfile and --keyfile (QUIC always uses TLS)")
         options["http3"] = True
-        options["certfile"] = args.certfile
-        options["keyfile"] = args.keyfile
         options["quic_library"] = args.quic_library
     if args.admission is not None:
         options["admission"] = args.admission

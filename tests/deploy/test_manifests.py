@@ -6,8 +6,11 @@ strict mode (unknown fields are errors), against two pinned schema versions:
 installed package bundles. The schemas ship inside the package; one test runs
 the validator with sockets disabled to prove it needs no network.
 
+kubernetes-validate has no schemas for cert-manager's kinds: those objects
+(certificates.yaml) are checked in test_tls.py, as is the TLS wiring.
+
 The rest are semantic checks the schemas cannot express: Downward API env,
-gRPC probes on the served port, RBAC scope, Service/Deployment label
+probes on the served port, RBAC scope, Service/Deployment label
 agreement, drain arithmetic against the server's own constants, and a static
 look at the Dockerfile (no Docker engine here to build it).
 """
@@ -57,8 +60,28 @@ def manifest_files() -> list[Path]:
 def load_all() -> list[dict[str, Any]]:
     docs: list[dict[str, Any]] = []
     for path in manifest_files():
-        docs.extend(doc for doc in yaml.safe_load_all(path.read_text()) if doc)
+        docs.extend(load_file(path))
     return docs
+
+
+def load_file(path: Path) -> list[dict[str, Any]]:
+    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
+
+
+CERT_MANAGER_GROUP = "cert-manager.io"
+
+
+def is_cert_manager(doc: dict[str, Any]) -> bool:
+    return str(doc["apiVersion"]).split("/")[0] == CERT_MANAGER_GROUP
+
+
+def core_manifest_files() -> list[Path]:
+    """The manifests kubernetes-validate has schemas for (no cert-manager objects)."""
+    return [p for p in manifest_files() if not any(is_cert_manager(d) for d in load_file(p))]
+
+
+def core_docs() -> list[dict[str, Any]]:
+    return [d for p in core_manifest_files() for d in load_file(p)]
 
 
 def one(kind: str, name: str | None = None) -> dict[str, Any]:
@@ -143,6 +166,14 @@ def test_kustomization_lists_every_manifest() -> None:
     assert {p.name for p in manifest_files()} == on_disk
 
 
+def test_every_object_is_validated_by_one_checker() -> None:
+    """A file holds only core kinds (kubernetes-validate) or only cert-manager's (test_tls)."""
+    for path in manifest_files():
+        kinds = {is_cert_manager(d) for d in load_file(path)}
+        assert len(kinds) == 1, f"{path.name} mixes cert-manager and core objects"
+    assert core_manifest_files() and len(core_manifest_files()) < len(manifest_files())
+
+
 @pytest.mark.parametrize("version", [MIN_KUBERNETES, "newest"])
 def test_manifests_validate_strict(version: str) -> None:
     if version == "newest":
@@ -150,14 +181,14 @@ def test_manifests_validate_strict(version: str) -> None:
     from kubernetes_validate.version import __version__  # type: ignore[import-untyped]
 
     print(f"kubernetes-validate {__version__}: schemas for Kubernetes {version}")
-    files = manifest_files()
+    files = core_manifest_files()
     result = validate("--strict", "-k", version, *files)
-    assert_all_passed(result, expected_passes=len(load_all()))
+    assert_all_passed(result, expected_passes=len(core_docs()))
 
 
 def test_validation_needs_no_network() -> None:
-    result = validate("--strict", "-k", MIN_KUBERNETES, *manifest_files(), offline=True)
-    assert_all_passed(result, expected_passes=len(load_all()))
+    result = validate("--strict", "-k", MIN_KUBERNETES, *core_manifest_files(), offline=True)
+    assert_all_passed(result, expected_passes=len(core_docs()))
 
 
 def test_validator_rejects_a_misspelled_field(tmp_path: Path) -> None:
@@ -267,10 +298,11 @@ def test_grpc_port_and_probes() -> None:
     assert int(flag(container["args"], "--port")) == 50051
     readiness = container["readinessProbe"]
     liveness = container["livenessProbe"]
-    assert readiness["grpc"] == {"port": 50051, "service": ""}
-    assert liveness["grpc"]["port"] == 50051
     for probe in (readiness, liveness):
-        assert set(probe) & {"httpGet", "tcpSocket", "exec"} == set()
+        # The port serves TLS only (test_tls.py): kubelet's grpc probe is
+        # plaintext and would never pass. A TCP connect to the served port.
+        assert set(probe) & {"httpGet", "grpc", "exec"} == set()
+        assert probe["tcpSocket"]["port"] in ("grpc", 50051)
         assert 1 <= probe["periodSeconds"] <= 30
     # A draining pod answers NOT_SERVING; liveness must not kill it before the drain ends.
     grace = one("Deployment", "greeter")["spec"]["template"]["spec"][
@@ -325,10 +357,15 @@ def test_headless_service_selects_the_pods() -> None:
     pod_labels = one("Deployment", "greeter")["spec"]["template"]["metadata"]["labels"]
     assert spec["selector"].items() <= pod_labels.items()
     assert spec["selector"] == one("Deployment", "greeter")["spec"]["selector"]["matchLabels"]
-    (port,) = spec["ports"]
-    assert port["name"] == "grpc" and port["port"] == 50051
-    assert port["targetPort"] in {p["name"] for p in greeter_container()["ports"]}
-    assert port["appProtocol"] == "kubernetes.io/h2c"
+    ports = {p["name"]: p for p in spec["ports"]}
+    container_ports = {p["name"]: p for p in greeter_container()["ports"]}
+    assert ports["grpc"]["port"] == 50051 and ports["grpc"]["protocol"] == "TCP"
+    # gRPC over TLS: HTTP/2 over TLS, not h2c (HTTP/2 without TLS) any more.
+    assert ports["grpc"]["appProtocol"] == "https"
+    for port in ports.values():
+        target = container_ports[port["targetPort"]]
+        assert target["containerPort"] == port["port"]
+        assert target.get("protocol", "TCP") == port.get("protocol", "TCP")
 
 
 def test_pod_disruption_budget_selects_the_pods() -> None:

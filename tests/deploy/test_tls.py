@@ -26,7 +26,7 @@ import sys
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-import jsonschema
+import jsonschema  # installed with kubernetes-validate (a dev dependency)
 import pytest
 import yaml  # type: ignore[import-untyped]  # no types-PyYAML in dev deps
 

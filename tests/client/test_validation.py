@@ -78,7 +78,7 @@ def test_ca_file_type() -> None:
 async def test_a_good_ca_file_as_str_or_path_is_accepted(tls_files: TlsFiles) -> None:  # noqa: F811
     for ca_file in (str(tls_files.ca), tls_files.ca):
         client = AsyncClient(TARGET, transport="auto", ca_file=ca_file)
-        assert client._ca_file == str(tls_files.ca)
+        assert client.tls is not None and client.tls.ca_file == str(tls_files.ca)
         await client.close()
 
 
@@ -91,62 +91,112 @@ def test_ca_file_and_insecure_skip_verify_contradict(tls_files: TlsFiles) -> Non
     )
 
 
-# -- options the transport would ignore -----------------------------------------------------
+# -- TLS: one setting for both transports ------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("option", "value"),
-    [
-        ("ca_file", "/etc/ssl/ca.pem"),
-        ("insecure_skip_verify", True),
-        ("h3_options", H3Options()),
-    ],
-)
-def test_http3_options_on_http2_are_errors(option: str, value: Any) -> None:
-    message = build_error(ValueError, transport="h2", **{option: value})
+def test_h3_options_on_http2_are_an_error() -> None:
+    message = build_error(ValueError, transport="h2", h3_options=H3Options())
     assert message == (
-        f"{option}={value!r}: only used by HTTP/3 (transport='h3' or 'auto'; this client's "
-        "transport is 'h2'); for TLS over HTTP/2 pass credentials=grpc.ssl_channel_credentials(...)"
+        f"h3_options={H3Options()!r}: only used by HTTP/3 (transport='h3' or 'auto'; "
+        "this client's transport is 'h2')"
     )
 
 
-def test_http3_options_on_the_blocking_client_say_it_is_http2_only() -> None:
-    with pytest.raises(ValueError) as info:
-        SyncClient(TARGET, ca_file="/etc/ssl/ca.pem")
-    assert str(info.value) == (
-        "ca_file='/etc/ssl/ca.pem': only used by HTTP/3 (AsyncClient with transport='h3' or "
-        "'auto'; this client is HTTP/2 only); for TLS over HTTP/2 pass "
-        "credentials=grpc.ssl_channel_credentials(...)"
+@pytest.mark.parametrize("transport", ["h3", "auto"])
+def test_http3_without_tls_is_an_error(transport: str) -> None:
+    message = build_error(ValueError, transport=transport)
+    assert message.startswith(f"transport={transport!r} needs TLS: QUIC is always TLS")
+    assert message.endswith(
+        "Pass ca_file= (the CAs that sign the servers' certificates), or tls=True for the "
+        "system CAs"
     )
+    if transport == "auto":
+        assert "never falls back from TLS to plaintext HTTP/2" in message
 
 
-def test_credentials_on_http3_without_node_probes_are_an_error() -> None:
-    credentials = grpc.ssl_channel_credentials()
-    message = build_error(ValueError, transport="h3", credentials=credentials, probe_nodes=False)
-    assert message == (
-        f"credentials={credentials!r}: only used by HTTP/2 (transport='h2' or 'auto', and node "
-        "probes, which are off: probe_nodes=False); HTTP/3 verifies servers with ca_file= "
-        "(else the system CAs)"
-    )
-
-
-async def test_options_of_both_transports_apply_to_auto_and_probes(
+async def test_tls_applies_to_http2_and_the_blocking_client(
     tls_files: TlsFiles,  # noqa: F811
 ) -> None:
+    async_client = AsyncClient(TARGET, ca_file=tls_files.ca, server_name="greeter.test")
+    sync_client = SyncClient(TARGET, tls=True)
+    try:
+        assert async_client.tls is not None and sync_client.tls is not None
+        assert async_client.tls.server_name == "greeter.test"
+        assert sync_client.tls.ca_file is None  # the system CAs
+        assert ("grpc.ssl_target_name_override", "greeter.test") in async_client._channel_options
+    finally:
+        await async_client.close()
+        sync_client.close()
+
+
+def test_credentials_and_tls_keywords_contradict(tls_files: TlsFiles) -> None:  # noqa: F811
     credentials = grpc.ssl_channel_credentials()
-    clients = [
-        AsyncClient(
-            TARGET,
-            transport="auto",
-            credentials=credentials,
-            ca_file=str(tls_files.ca),
-            h3_options=H3Options(),
-        ),
-        # node probes go over HTTP/2 whatever the transport, with these credentials
-        AsyncClient(TARGET, transport="h3", credentials=credentials),
-    ]
-    for client in clients:
-        await client.close()
+    message = build_error(ValueError, credentials=credentials, ca_file=str(tls_files.ca))
+    assert message == (
+        f"credentials={credentials!r} with ca_file: pass one or the other (ca_file/certfile/"
+        "keyfile/server_name/tls are one TLS setting for HTTP/2 and HTTP/3; credentials are "
+        "grpc's own, HTTP/2 only)"
+    )
+
+
+@pytest.mark.parametrize("transport", ["h3", "auto"])
+def test_grpc_credentials_are_http2_only(transport: str) -> None:
+    credentials = grpc.ssl_channel_credentials()
+    message = build_error(ValueError, transport=transport, credentials=credentials)
+    assert message == (
+        f"credentials={credentials!r} with transport={transport!r}: grpc credentials are "
+        "HTTP/2 only; use ca_file= (and certfile=/keyfile=), which both transports use"
+    )
+
+
+def test_client_certificate_needs_both_files(tls_files: TlsFiles) -> None:  # noqa: F811
+    message = build_error(ValueError, certfile=str(tls_files.cert))
+    assert message == (
+        f"certfile={str(tls_files.cert)!r} needs keyfile too "
+        "(the client certificate and its private key, for mTLS)"
+    )
+    message = build_error(ValueError, keyfile=str(tls_files.key))
+    assert message.startswith(f"keyfile={str(tls_files.key)!r} needs certfile too")
+
+
+def test_client_certificate_files_are_checked(tls_files: TlsFiles) -> None:  # noqa: F811
+    message = build_error(ValueError, certfile="/nope.pem", keyfile=str(tls_files.key))
+    assert message == "certfile='/nope.pem': no such file (a PEM certificate chain, leaf first)"
+    message = build_error(ValueError, certfile=str(tls_files.ca), keyfile=str(tls_files.key))
+    assert "the private key is not the certificate's key" in message
+
+
+def test_server_name_and_tls_flag_where_they_mean_nothing(tls_files: TlsFiles) -> None:  # noqa: F811
+    message = build_error(ValueError, server_name="greeter.test")
+    assert message == (
+        "server_name='greeter.test': only used with TLS (pass ca_file= or tls=True too)"
+    )
+    message = build_error(ValueError, tls=False, ca_file=str(tls_files.ca))
+    assert message == (
+        "tls=False with ca_file: those keywords turn TLS on (drop tls=False, or them)"
+    )
+    message = build_error(TypeError, tls="yes")
+    assert message == "tls='yes': not a bool or None (True: TLS with the system CAs)"
+    message = build_error(TypeError, tls=True, server_name="")
+    assert message.startswith("server_name='': not a host name")
+
+
+@pytest.mark.parametrize("transport", ["h2", "auto"])
+def test_skipping_verification_is_http3_only(transport: str) -> None:
+    message = build_error(ValueError, transport=transport, insecure_skip_verify=True)
+    assert message == (
+        f"insecure_skip_verify=True with transport={transport!r}: only HTTP/3 can skip "
+        "verification (transport='h3'); grpc's HTTP/2 always verifies"
+    )
+
+
+def test_the_blocking_client_cannot_skip_verification() -> None:
+    with pytest.raises(ValueError) as info:
+        SyncClient(TARGET, insecure_skip_verify=True)
+    assert str(info.value) == (
+        "insecure_skip_verify=True with transport='h2': only HTTP/3 can skip verification "
+        "(transport='h3'; this client is HTTP/2 only); grpc's HTTP/2 always verifies"
+    )
 
 
 # -- numbers and types ------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from protoc_gen_localfirst.runtime.identity import NODE_METADATA_KEY, OVERLOADED
 from protoc_gen_localfirst.runtime.loadreport import LOAD_REPORT_KEY, LoadReport, decode
 from protoc_gen_localfirst.runtime.server.bootstrap import Server, ServicerContext
 from protoc_gen_localfirst.runtime.server.load import AdaptiveLimit, AdmissionControl, ServerLoad
+from protoc_gen_localfirst.runtime.tls import ClientTls
 from tests.server.conftest import ECHO_SERVICE, NODE, Client, Echo, StartServer, md
 from tests.server.h2frames import call_frames
 from tests.support.certs import TlsFiles, tls_files  # noqa: F401
@@ -256,7 +257,7 @@ async def transport(
     def _connect(server: Server) -> grpc.aio.Channel:
         channel: grpc.aio.Channel
         if h3:
-            channel = H3Channel(server.host, server.port, ca_file=str(tls_files.ca))
+            channel = H3Channel(server.host, server.port, tls=ClientTls(ca_file=str(tls_files.ca)))
         else:
             channel = grpc.aio.insecure_channel(f"{server.host}:{server.port}")
         channels.append(channel)
@@ -400,8 +401,9 @@ async def test_http2_and_http3_share_one_count(
         certfile=str(tls_files.cert),
         keyfile=str(tls_files.key),
     )
-    h2 = grpc.aio.insecure_channel(f"{server.host}:{server.port}")
-    h3 = H3Channel(server.host, server.port, ca_file=str(tls_files.ca))
+    roots = grpc.ssl_channel_credentials(tls_files.ca.read_bytes())
+    h2 = grpc.aio.secure_channel(f"{server.host}:{server.port}", roots)
+    h3 = H3Channel(server.host, server.port, tls=ClientTls(ca_file=str(tls_files.ca)))
     try:
         blocked = Client(h2).say(sv("block"), timeout=30)
         await wait_until_async(lambda: echo.says == ["block"], what="the HTTP/2 call to start")

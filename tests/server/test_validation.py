@@ -112,13 +112,66 @@ def test_good_tls_files_as_str_or_path_pass(tls_files: TlsFiles) -> None:  # noq
     check_options({"http3": True, "certfile": tls_files.cert, "keyfile": tls_files.key})
 
 
-def test_tls_files_without_http3_are_an_error(tls_files: TlsFiles) -> None:  # noqa: F811
+def test_tls_files_without_http3_serve_http2_over_tls(tls_files: TlsFiles) -> None:  # noqa: F811
+    check_options({"certfile": str(tls_files.cert), "keyfile": str(tls_files.key)})
+
+
+def test_a_certificate_needs_its_key(tls_files: TlsFiles) -> None:  # noqa: F811
     with pytest.raises(ValueError) as info:
         check_options({"keyfile": str(tls_files.key)})
     assert str(info.value) == (
-        f"keyfile={str(tls_files.key)!r}: only used by HTTP/3; pass http3=True too "
-        "(HTTP/2 TLS takes server_credentials=grpc.ssl_server_credentials(...))"
+        f"keyfile={str(tls_files.key)!r} needs certfile too (a certificate chain and its "
+        "private key turn TLS on, for both transports)"
     )
+
+
+def test_server_credentials_go_with_no_tls_file_and_not_with_http3(
+    tls_files: TlsFiles,  # noqa: F811
+) -> None:
+    credentials = grpc.ssl_server_credentials(
+        [(tls_files.key.read_bytes(), tls_files.cert.read_bytes())]
+    )
+    with pytest.raises(ValueError) as info:
+        check_options({"server_credentials": credentials, "certfile": str(tls_files.cert)})
+    assert str(info.value) == (
+        f"certfile={str(tls_files.cert)!r} with server_credentials: pass one or the other "
+        "(certfile/keyfile put HTTP/2 and HTTP/3 on TLS; server_credentials is your own "
+        "HTTP/2-only setting)"
+    )
+    with pytest.raises(ValueError) as info:
+        check_options({"server_credentials": credentials, "http3": True})
+    assert str(info.value) == (
+        "server_credentials with http3=True: HTTP/3 cannot use grpc credentials; pass "
+        "certfile= and keyfile= instead (they serve both transports)"
+    )
+
+
+def test_client_ca_file_needs_tls_and_is_refused_with_http3(
+    tls_files: TlsFiles,  # noqa: F811
+) -> None:
+    ca = str(tls_files.ca)
+    with pytest.raises(ValueError) as info:
+        check_options({"client_ca_file": ca})
+    assert str(info.value) == (
+        f"client_ca_file={ca!r} needs certfile and keyfile: client certificates are "
+        "verified only over TLS"
+    )
+    tls = {"certfile": str(tls_files.cert), "keyfile": str(tls_files.key)}
+    with pytest.raises(ValueError) as info:
+        check_options({**tls, "client_ca_file": ca, "http3": True})  # type: ignore[typeddict-item]
+    assert str(info.value) == (
+        f"client_ca_file={ca!r} with http3=True: HTTP/3 cannot require client certificates "
+        "(qh3 never asks for one; aioquic asks only through a test hook and does not verify "
+        "it), so it would serve clients without a certificate. Serve mTLS over HTTP/2 "
+        "(http3=False)"
+    )
+    with pytest.raises(ValueError) as info:
+        check_options({**tls, "client_ca_file": str(tls_files.key)})  # type: ignore[typeddict-item]
+    assert str(info.value) == (
+        f"client_ca_file={str(tls_files.key)!r}: holds a private key, no CERTIFICATE "
+        "(a PEM file of CA certificates)"
+    )
+    check_options({**tls, "client_ca_file": ca})  # type: ignore[typeddict-item]
 
 
 @pytest.mark.parametrize(

@@ -101,8 +101,8 @@ def main() -> None:
     parser.add_argument("--drain-delay", type=float, help="seconds NOT_SERVING before stopping")
     parser.add_argument("--grace", type=float, help="seconds in-flight calls get when stopping")
     parser.add_argument("--http3", action="store_true", help="also serve HTTP/3 (needs TLS files)")
-    parser.add_argument("--certfile", help="PEM certificate chain for HTTP/3 (leaf first)")
-    parser.add_argument("--keyfile", help="PEM private key for HTTP/3")
+    parser.add_argument("--certfile", help="PEM certificate chain (leaf first): TLS on both")
+    parser.add_argument("--keyfile", help="PEM private key of --certfile")
     parser.add_argument("--executions-file", help="append 'SayHello <name>' per executed SayHello")
     parser.add_argument("--handler-delay", type=float, default=0.0, help="seconds SayHello works")
     args = parser.parse_args()
@@ -112,12 +112,10 @@ def main() -> None:
         options["drain_delay"] = args.drain_delay
     if args.grace is not None:
         options["grace"] = args.grace
-    if args.http3:
-        if not (args.certfile and args.keyfile):
-            parser.error("--http3 needs --certfile and --keyfile (QUIC always uses TLS)")
-        options["http3"] = True
+    if args.certfile or args.keyfile:
         options["certfile"] = args.certfile
         options["keyfile"] = args.keyfile
+    options["http3"] = args.http3
     greeter = Greeter(
         args.node, args.name, executions_file=args.executions_file, handler_delay=args.handler_delay
     )

@@ -64,8 +64,7 @@ class AsyncClient(ClientCore[grpc.aio.Channel]):
         h3 = H3Channel(
             endpoint.host,
             endpoint.port,
-            ca_file=self._ca_file,
-            insecure_skip_verify=self._insecure_skip_verify,
+            tls=self.tls,
             options=self._h3_options or H3Options(),
             channel_options=self._channel_options,
         )

@@ -40,6 +40,7 @@ from protoc_gen_localfirst.runtime.client.policy import (
 from protoc_gen_localfirst.runtime.client.probe import NodeProber
 from protoc_gen_localfirst.runtime.client.replay import DEFAULT_BUFFER_LIMIT
 from protoc_gen_localfirst.runtime.client.throttling import RetryThrottle, RetryThrottling
+from protoc_gen_localfirst.runtime.client.tls import client_tls
 from protoc_gen_localfirst.runtime.discovery import (
     DnsOptions,
     EndpointSource,
@@ -107,7 +108,16 @@ class ClientCore(Generic[ChannelT]):
     tune discovery, and ``source`` replaces it with your own ``EndpointSource``;
     ``probe_nodes`` health-checks new endpoints whose node is
     unknown (DNS) to learn it. ``channel_options`` are grpc channel arguments
-    over ``DEFAULT_CHANNEL_OPTIONS``; ``credentials`` makes channels secure.
+    over ``DEFAULT_CHANNEL_OPTIONS``.
+
+    TLS, one setting for both transports: ``ca_file`` (the CAs that sign the
+    servers' certificates), ``certfile``/``keyfile`` (a client certificate,
+    mTLS) or ``tls=True`` (the system CAs) turn it on. Server certificates are
+    verified against ``server_name``; by default the host of a ``dns:///``
+    target, the Service's DNS name for ``kubernetes:///`` (see
+    ``KubernetesOptions.cluster_domain``), the endpoint address for
+    ``static:///``, although connections go to the endpoints' addresses.
+    ``credentials`` (grpc's own, HTTP/2 only) is the alternative to these.
 
     Policy of a call: its own ``retry=`` wins, else the proto's policy for the
     rpc (``MethodInfo.policy``) over the client's ``retry``. ``throttling`` is
@@ -123,11 +133,11 @@ class ClientCore(Generic[ChannelT]):
     TCP; ``"h3"`` is gRPC over HTTP/3 (QUIC, UDP, same port) only; ``"auto"``
     tries HTTP/3 per endpoint and falls back to HTTP/2 when the QUIC handshake
     fails or times out, remembering that for ``h3_options.fallback_ttl``
-    seconds (see ``http3.client``). HTTP/3 always uses TLS: server certificates
-    are verified against ``ca_file`` (else the system CAs) and the endpoint's
-    address; ``insecure_skip_verify=True`` disables that (logged). ``h2``
-    channels keep using ``credentials``; health probes for node learning go
-    over HTTP/2 whatever the transport.
+    seconds (see ``http3.client``). HTTP/3 always uses TLS, so ``"h3"`` and
+    ``"auto"`` need it on; ``"auto"`` falls back to HTTP/2 over the same TLS
+    only when QUIC gets no answer, never when a certificate fails to verify.
+    ``insecure_skip_verify=True`` (``"h3"`` only) verifies nothing (logged).
+    Health probes for node learning go over HTTP/2 whatever the transport.
     """
 
     _transports: frozenset[str] = frozenset({"h2", "h3", "auto"})
@@ -150,6 +160,10 @@ class ClientCore(Generic[ChannelT]):
         source: EndpointSource | None = None,
         transport: Transport = "h2",
         ca_file: str | os.PathLike[str] | None = None,
+        certfile: str | os.PathLike[str] | None = None,
+        keyfile: str | os.PathLike[str] | None = None,
+        server_name: str | None = None,
+        tls: bool | None = None,
         insecure_skip_verify: bool = False,
         h3_options: H3Options | None = None,
         throttling: RetryThrottling | bool = True,
@@ -160,11 +174,14 @@ class ClientCore(Generic[ChannelT]):
         self.transport = self._checked_transport(validation.check_transport_type(transport))
         given["transport"] = self.transport
         validation.check_client_options(h3_available="h3" in self._transports, **given)
-        self._ca_file = None if ca_file is None else os.fspath(ca_file)
-        self._insecure_skip_verify = insecure_skip_verify
         self._h3_options = h3_options
         self.target = target
         self.source = source or make_source(target, dns=dns, kubernetes=kubernetes)
+        self.tls = client_tls(given, self.source.server_name)
+        """The TLS setting of both transports (None: plaintext, or ``credentials``)."""
+        if self.tls is not None and not self.tls.skip_verify:
+            credentials = self.tls.grpc_credentials()
+            channel_options = (*channel_options, *self.tls.grpc_channel_options())
         self.node = own_node(node)
         self.retry_policy = retry or RetryPolicy()
         self.events = ClientEvents(observers)

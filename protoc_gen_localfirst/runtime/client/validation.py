@@ -11,8 +11,6 @@ would ignore. ``RetryPolicy``, ``RetryThrottling``, ``LocalityPolicy`` and
 from __future__ import annotations
 
 import math
-import os
-import ssl
 from collections.abc import Iterable, Mapping
 from typing import Any, TypeVar
 
@@ -22,11 +20,11 @@ from protoc_gen_localfirst.runtime.client.balancer import EjectionPolicy
 from protoc_gen_localfirst.runtime.client.load import LocalityPolicy
 from protoc_gen_localfirst.runtime.client.policy import RetryPolicy
 from protoc_gen_localfirst.runtime.client.throttling import RetryThrottling
+from protoc_gen_localfirst.runtime.client.tls import check_tls_options
 from protoc_gen_localfirst.runtime.discovery import DnsOptions, EndpointSource, KubernetesOptions
-from protoc_gen_localfirst.runtime.http3.options import H3Options, read_pem_file
+from protoc_gen_localfirst.runtime.http3.options import H3Options
 
 __all__ = [
-    "CA_FILE_ACCEPTED",
     "check_call_options",
     "check_channel_options",
     "check_client_options",
@@ -35,8 +33,6 @@ __all__ = [
 ]
 
 _T = TypeVar("_T")
-
-CA_FILE_ACCEPTED = "a PEM file of CA certificates"
 
 _TIMEOUT_ACCEPTED = "seconds, a finite number > 0, or None for no deadline"
 
@@ -190,19 +186,6 @@ def _check_channel_option(name: str, value: object) -> None:
         raise ValueError(f"{where}: less than {minimum} ({accepted})")
 
 
-def check_ca_file(ca_file: object) -> None:
-    """``ca_file`` exists and holds CA certificates that parse."""
-    read_pem_file("ca_file", ca_file, "certificate", CA_FILE_ACCEPTED)
-    assert isinstance(ca_file, str | os.PathLike)
-    try:
-        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=ca_file)
-    except ssl.SSLError as error:
-        raise ValueError(
-            f"ca_file={os.fspath(ca_file)!r}: its certificates do not parse: "
-            f"{error.reason or error} ({CA_FILE_ACCEPTED})"
-        ) from None
-
-
 def check_client_options(*, transport: str, h3_available: bool, **given: object) -> None:
     """Every constructor option of ``AsyncClient``/``SyncClient`` (``transport`` already valid).
 
@@ -212,15 +195,14 @@ def check_client_options(*, transport: str, h3_available: bool, **given: object)
     _check_objects(given)
     _check_values(given)
     check_channel_options(given["channel_options"])
-    _check_transport_options(
-        transport,
-        h3_available,
-        given["credentials"],
-        given["probe_nodes"],
-        given["ca_file"],
-        given["insecure_skip_verify"],
-        given["h3_options"],
-    )
+    if transport == "h2" and given["h3_options"] is not None:
+        how = (
+            "transport='h3' or 'auto'; this client's transport is 'h2'"
+            if h3_available
+            else "AsyncClient with transport='h3' or 'auto'; this client is HTTP/2 only"
+        )
+        raise ValueError(f"h3_options={given['h3_options']!r}: only used by HTTP/3 ({how})")
+    check_tls_options(transport, h3_available, given)
 
 
 def _check_objects(given: dict[str, object]) -> None:
@@ -274,45 +256,3 @@ def _check_values(given: dict[str, object]) -> None:
     if limit < 0:
         raise ValueError(f"retry_buffer_limit={limit!r}: negative ({limit_accepted})")
     _check_seconds("resolve_timeout", given["resolve_timeout"], "seconds, a finite number > 0")
-
-
-def _check_transport_options(
-    transport: str,
-    h3_available: bool,
-    credentials: object,
-    probe_nodes: object,
-    ca_file: object,
-    insecure_skip_verify: object,
-    h3_options: object,
-) -> None:
-    """Options the chosen transport would ignore are errors; files are read now."""
-    if transport == "h2":
-        how = (
-            "transport='h3' or 'auto'; this client's transport is 'h2'"
-            if h3_available
-            else "AsyncClient with transport='h3' or 'auto'; this client is HTTP/2 only"
-        )
-        for name, value, given in (
-            ("ca_file", ca_file, ca_file is not None),
-            ("insecure_skip_verify", insecure_skip_verify, insecure_skip_verify is True),
-            ("h3_options", h3_options, h3_options is not None),
-        ):
-            if given:
-                raise ValueError(
-                    f"{name}={value!r}: only used by HTTP/3 ({how}); for TLS over HTTP/2 "
-                    "pass credentials=grpc.ssl_channel_credentials(...)"
-                )
-        return
-    if transport == "h3" and credentials is not None and not probe_nodes:
-        raise ValueError(
-            f"credentials={credentials!r}: only used by HTTP/2 (transport='h2' or 'auto', "
-            "and node probes, which are off: probe_nodes=False); HTTP/3 verifies servers "
-            "with ca_file= (else the system CAs)"
-        )
-    if ca_file is not None:
-        check_ca_file(ca_file)
-        if insecure_skip_verify:
-            raise ValueError(
-                f"ca_file={ca_file!r} with insecure_skip_verify=True: skipping verification "
-                "would ignore ca_file (pass one or the other)"
-            )

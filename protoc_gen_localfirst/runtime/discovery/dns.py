@@ -158,6 +158,8 @@ class DnsSource(EndpointSource):
             raise TargetError(f"target {target.text!r} is not a dns target; use {DNS_FORMAT}")
         self.options = options
         self._parsed = _parse(target)
+        if self._parsed.literal is None:  # a name, not an IP literal: certificates carry it
+            self.server_name = self._parsed.name.rstrip(".")
         self.lookups = 0
         self._cond = threading.Condition()  # guards the scheduling state below
         self._closed = False

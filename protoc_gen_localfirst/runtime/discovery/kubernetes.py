@@ -236,6 +236,7 @@ class KubernetesSource(EndpointSource):
             target, namespace_file=namespace_file
         )
         self.options = options
+        self.server_name = f"{self.service}.{self.namespace}.svc.{options.cluster_domain}"
         self._dns = dns
         self._watch_timeout = max(1, int(watch_timeout))
         self._request_timeout = request_timeout

@@ -28,6 +28,11 @@ class DiscoveryError(Exception):
 class EndpointSource(ABC):
     """Keeps the endpoint set of one target fresh and pushes it to a listener."""
 
+    server_name: str | None = None
+    """The name this target's servers' certificates carry (a DNS name), which
+    clients verify although they connect to endpoint addresses; None: each
+    endpoint's address is its name."""
+
     def __init__(self, target: Target) -> None:
         self.target = target
         self.last_error: str | None = None
@@ -80,5 +85,8 @@ class KubernetesOptions:
     kubeconfig: str | None = None
     context: str | None = None
     fallback_target: str | None = None
+    cluster_domain: str = "cluster.local"
+    """The cluster's DNS domain: servers' certificates are verified against the
+    Service's name ``SERVICE.NAMESPACE.svc.<cluster_domain>``."""
     reconnect_initial: float = 0.5
     reconnect_max: float = 30.0

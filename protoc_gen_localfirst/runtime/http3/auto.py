@@ -59,10 +59,12 @@ class AutoChannel(MultiCallableChannel):
 
     Each call first asks ``memory`` whether HTTP/3 failed for this endpoint
     recently (then it goes straight to HTTP/2). Otherwise it waits for the
-    HTTP/3 connection (at most ``H3Options.connect_timeout``); if the
-    handshake fails (UDP blocked or not served, refused, TLS error) the
+    HTTP/3 connection (at most ``H3Options.connect_timeout``); if QUIC gets
+    no answer (UDP blocked or not served, port unreachable, timeout) the
     endpoint is marked HTTP/2-only for ``fallback_ttl`` seconds, the reason is
-    logged once, and the call goes over HTTP/2. A working HTTP/3 connection
+    logged once, and the call goes over HTTP/2 with the same TLS setting. A
+    TLS failure (a certificate that does not verify) is not a reason to fall
+    back: the call fails over HTTP/3 with that reason. A working HTTP/3 connection
     that is later lost is not a reason to fall back: its calls fail over like
     any other UNAVAILABLE, and the next call tries HTTP/3 again.
     """
@@ -92,6 +94,11 @@ class AutoChannel(MultiCallableChannel):
         try:
             await self.h3.connect()
         except ConnectFailed as error:
+            if error.tls_alert is not None:
+                # The server answered over QUIC and TLS failed (a certificate that
+                # does not verify): never a reason to fall back. The call goes to
+                # HTTP/3 and fails with the reason.
+                return self.h3
             reason = str(error)
             if self.memory.reasons.get(self.key) != reason:
                 log.warning(

@@ -27,6 +27,7 @@ from protoc_gen_localfirst.runtime.http3.connection import (
 )
 from protoc_gen_localfirst.runtime.http3.multicallable import MultiCallableChannel
 from protoc_gen_localfirst.runtime.http3.options import H3Options
+from protoc_gen_localfirst.runtime.tls import ClientTls
 
 __all__ = ["H3Channel", "H3MultiCallable"]
 
@@ -56,7 +57,8 @@ def _option(options: Iterable[tuple[str, Any]], key: str, default: int | None) -
 class H3Channel(MultiCallableChannel):
     """A channel to one ``host:port`` over HTTP/3; see the module docstring.
 
-    ``channel_options`` are read for ``grpc.max_receive_message_length``
+    ``tls`` says whom to trust and which name to verify (default: the system
+    CAs, and ``host``). ``channel_options`` are read for ``grpc.max_receive_message_length``
     (default 4 MiB, -1 unlimited) and ``grpc.max_send_message_length``
     (default unlimited), so the limits match the HTTP/2 channels.
     """
@@ -66,8 +68,7 @@ class H3Channel(MultiCallableChannel):
         host: str,
         port: int,
         *,
-        ca_file: str | None = None,
-        insecure_skip_verify: bool = False,
+        tls: ClientTls | None = None,
         options: H3Options | None = None,
         channel_options: Iterable[tuple[str, Any]] = (),
     ) -> None:
@@ -82,10 +83,9 @@ class H3Channel(MultiCallableChannel):
         self.max_send_message_length = _option(
             channel_options, "grpc.max_send_message_length", None
         )
-        if insecure_skip_verify:
+        self.tls = tls or ClientTls()
+        if self.tls.skip_verify:
             _warn_insecure_once()
-        self._ca_file = ca_file
-        self._insecure_skip_verify = insecure_skip_verify
         self._connection: H3ClientProtocol | None = None
         self._connecting: asyncio.Task[H3ClientProtocol] | None = None
         self._last_failure: str | None = None
@@ -118,12 +118,7 @@ class H3Channel(MultiCallableChannel):
             connection = await open_connection(
                 self.host,
                 self.port,
-                client_configuration(
-                    self.host,
-                    ca_file=self._ca_file,
-                    insecure_skip_verify=self._insecure_skip_verify,
-                    idle_timeout=self.options.idle_timeout,
-                ),
+                client_configuration(self.host, self.tls, idle_timeout=self.options.idle_timeout),
                 self.options.connect_timeout,
             )
         except ConnectFailed as error:

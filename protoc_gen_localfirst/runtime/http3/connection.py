@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import ssl
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -34,7 +35,9 @@ from qh3.quic import events as quic_events
 from qh3.quic.configuration import QuicConfiguration
 from qh3.quic.connection import QuicConnection
 
+from protoc_gen_localfirst.runtime.http3.certcheck import explain_refusal
 from protoc_gen_localfirst.runtime.http3.options import SEND_HIGH_WATER, SEND_LOW_WATER
+from protoc_gen_localfirst.runtime.tls import ClientTls, system_ca_bundle
 
 # Backpressure: a sender waits once SEND_HIGH_WATER is queued on its stream,
 # and resumes once the queue is below SEND_LOW_WATER (QUIC flow control and
@@ -42,7 +45,16 @@ from protoc_gen_localfirst.runtime.http3.options import SEND_HIGH_WATER, SEND_LO
 
 
 class ConnectFailed(Exception):
-    """The QUIC/TLS handshake failed, timed out or the address was unreachable."""
+    """The QUIC/TLS handshake failed, timed out or the address was unreachable.
+
+    ``tls_alert`` is set when TLS itself failed (a certificate that does not
+    verify, no common protocol): the server answered, so this is never a
+    reason to try another transport.
+    """
+
+    def __init__(self, reason: str, *, tls_alert: int | None = None) -> None:
+        super().__init__(reason)
+        self.tls_alert = tls_alert
 
 
 class StreamListener(Protocol):
@@ -214,7 +226,7 @@ class H3ClientProtocol(QuicConnectionProtocol):
             if not self._handshake.done():
                 self._handshake.set_result(None)
         elif isinstance(event, quic_events.ConnectionTerminated):
-            self._end(_termination_reason(event, handshaking=not self._handshake.done()))
+            self._terminated(event)
             return
         for http_event in self._http.handle_event(event):
             if isinstance(http_event, h3_events.GoawayReceived):
@@ -267,7 +279,22 @@ class H3ClientProtocol(QuicConnectionProtocol):
         """
         closing = getattr(self._quic, "_close_event", None)
         if closing is not None and self.ended is None:
-            self._end(_termination_reason(closing, handshaking=not self._handshake.done()))
+            self._terminated(closing)
+
+    def _terminated(self, event: quic_events.ConnectionTerminated) -> None:
+        handshaking = not self._handshake.done()
+        alert = _tls_alert(event) if handshaking else None
+        reason = _termination_reason(event, handshaking=handshaking)
+        certificate = self._quic.get_peercert() if alert == _BAD_CERTIFICATE else None
+        if certificate is not None:
+            configuration = self._quic.configuration
+            why = explain_refusal(
+                certificate,
+                server_name=configuration.server_name or "",
+                ca_file=configuration.cafile,
+            )
+            reason += f" ({why})" if why else ""
+        self._end(reason, tls_alert=alert)
 
     def _end_sending(self, stream_id: int, error_code: int, *, always: bool = False) -> None:
         """Reset our side of ``stream_id`` unless the whole request went out.
@@ -293,12 +320,12 @@ class H3ClientProtocol(QuicConnectionProtocol):
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    def _end(self, reason: str) -> None:
+    def _end(self, reason: str, *, tls_alert: int | None = None) -> None:
         if self.ended is not None:
             return
         self.ended = reason
         if not self._handshake.done():
-            self._handshake.set_exception(ConnectFailed(reason))
+            self._handshake.set_exception(ConnectFailed(reason, tls_alert=tls_alert))
             self._handshake.exception()  # retrieved: nobody may be waiting
         for stream_id in list(self._writers):
             self._wake_writer(stream_id)
@@ -309,39 +336,48 @@ class H3ClientProtocol(QuicConnectionProtocol):
         self.on_end(self)
 
 
+_BAD_CERTIFICATE = 42
+"""The TLS alert qh3 sends when it refuses the server's certificate."""
+
+
+def _tls_alert(event: quic_events.ConnectionTerminated) -> int | None:
+    """The TLS alert a QUIC CRYPTO_ERROR carries (RFC 9001 section 4.8), if any."""
+    code = event.error_code
+    return code - 0x100 if 0x100 <= code <= 0x1FF else None
+
+
 def _termination_reason(event: quic_events.ConnectionTerminated, *, handshaking: bool) -> str:
     what = "QUIC handshake failed" if handshaking else "connection closed"
     reason = event.reason_phrase or "no reason given"
     code = event.error_code
-    if (
-        handshaking and 0x100 <= code <= 0x1FF
-    ):  # QUIC CRYPTO_ERROR: a TLS alert (RFC 9001 section 4.8)
-        return f"{what}: TLS alert {code - 0x100}: {reason}"
+    alert = _tls_alert(event)
+    if handshaking and alert is not None:
+        return f"{what}: TLS alert {alert}: {reason}"
     if code == 0 and not handshaking:
         return f"{what}: {reason}"
     return f"{what} (error 0x{code:x}): {reason}"
 
 
-def client_configuration(
-    server_name: str,
-    *,
-    ca_file: str | None,
-    insecure_skip_verify: bool,
-    idle_timeout: float,
-) -> QuicConfiguration:
-    """TLS + QUIC settings of a client connection to ``server_name`` (an IP or host name)."""
+def client_configuration(host: str, tls: ClientTls, *, idle_timeout: float) -> QuicConfiguration:
+    """TLS + QUIC settings of a client connection to ``host`` (an IP or host name).
+
+    The certificate is verified against ``tls.server_name`` (else ``host``),
+    which is also the SNI; IP addresses are matched against IP SANs.
+    """
     configuration = QuicConfiguration(
         is_client=True,
         alpn_protocols=list(H3_ALPN),
         idle_timeout=idle_timeout,
-        server_name=server_name,
+        server_name=tls.server_name or host,
     )
-    if insecure_skip_verify:
-        import ssl
-
+    if tls.skip_verify:
         configuration.verify_mode = ssl.CERT_NONE
-    elif ca_file is not None:
-        configuration.load_verify_locations(cafile=ca_file)
+    else:
+        ca_file = tls.ca_file or system_ca_bundle()
+        if ca_file is not None:  # else qh3 asks the ssl module for the defaults
+            configuration.load_verify_locations(cafile=ca_file)
+    if tls.certfile is not None:
+        configuration.load_cert_chain(tls.certfile, tls.keyfile)
     return configuration
 
 

@@ -9,8 +9,6 @@ apply per stream. The runtime re-exports ``H3Options`` from here, so
 from __future__ import annotations
 
 import math
-import os
-import re
 from dataclasses import dataclass
 from typing import Literal
 
@@ -19,10 +17,8 @@ __all__ = [
     "SEND_HIGH_WATER",
     "SEND_LOW_WATER",
     "H3Options",
-    "PemKind",
     "QuicLibrary",
     "Transport",
-    "read_pem_file",
 ]
 
 Transport = Literal["h2", "h3", "auto"]
@@ -66,47 +62,3 @@ def _check_seconds(name: str, value: object, *, zero: bool) -> None:
         raise ValueError(f"{name}={value!r}: not a finite number ({accepted})")
     if value < 0 or (value == 0 and not zero):
         raise ValueError(f"{name}={value!r}: {'negative' if value < 0 else 'zero'} ({accepted})")
-
-
-PemKind = Literal["certificate", "private key"]
-"""What a PEM file must hold: ``certificate`` (CA file, certificate chain) or ``private key``."""
-
-_PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----")
-
-
-def read_pem_file(name: str, path: object, kind: PemKind, accepted: str) -> bytes:
-    """The bytes of PEM file ``path`` (option ``name``), checked to hold a ``kind``.
-
-    Errors name the option, the path and ``accepted`` (what the option takes):
-    ``ca_file='/nope.pem': no such file (a PEM file of CA certificates)``.
-    ``TypeError`` unless ``path`` is a ``str`` or ``os.PathLike``; else ``ValueError``.
-    Only the PEM framing is checked here; callers parse the contents (``ssl``).
-    """
-    if not isinstance(path, str | os.PathLike):
-        raise TypeError(f"{name}={path!r}: not a path ({accepted})")
-    where = f"{name}={os.fspath(path)!r}"
-    try:
-        with open(path, "rb") as file:
-            data = file.read()
-    except FileNotFoundError:
-        raise ValueError(f"{where}: no such file ({accepted})") from None
-    except IsADirectoryError:
-        raise ValueError(f"{where}: is a directory ({accepted})") from None
-    except OSError as error:
-        raise ValueError(
-            f"{where}: cannot be read: {error.strerror or error} ({accepted})"
-        ) from None
-    labels = {m.group(1).decode() for m in _PEM_BLOCK.finditer(data)}
-    if not labels:
-        raise ValueError(f"{where}: not a PEM file, no -----BEGIN ...----- block ({accepted})")
-    keys = {label for label in labels if label.endswith("PRIVATE KEY")}
-    if kind == "certificate" and "CERTIFICATE" not in labels:
-        holds = "a private key" if keys else ", ".join(sorted(labels))
-        raise ValueError(f"{where}: holds {holds}, no CERTIFICATE ({accepted})")
-    if kind == "private key":
-        if "ENCRYPTED PRIVATE KEY" in keys or b"Proc-Type: 4,ENCRYPTED" in data:
-            raise ValueError(f"{where}: the private key is encrypted ({accepted})")
-        if not keys:
-            holds = "certificates" if "CERTIFICATE" in labels else ", ".join(sorted(labels))
-            raise ValueError(f"{where}: holds {holds}, no PRIVATE KEY ({accepted})")
-    return data

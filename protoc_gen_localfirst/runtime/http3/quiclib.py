@@ -40,6 +40,8 @@ class QuicLib:
     encode_frame: Callable[[int, bytes], bytes]
     encode_uint_var: Callable[[int], bytes]
     GOAWAY: int
+    load_pair: Callable[[Any, bytes, bytes], None]
+    """Put a PEM certificate chain and key (bytes) into a ``QuicConfiguration``."""
 
 
 def load_quic_library(name: str) -> QuicLib:
@@ -73,7 +75,23 @@ def load_quic_library(name: str) -> QuicLib:
         encode_frame=h3.encode_frame,
         encode_uint_var=encode_uint_var,
         GOAWAY=int(h3.FrameType.GOAWAY),
+        load_pair=_load_pair_qh3 if name == "qh3" else _load_pair_aioquic,
     )
+
+
+def _load_pair_qh3(configuration: Any, chain: bytes, key: bytes) -> None:
+    configuration.load_cert_chain(chain, key)  # qh3 takes PEM bytes as well as paths
+
+
+def _load_pair_aioquic(configuration: Any, chain: bytes, key: bytes) -> None:
+    # aioquic reads only paths; it keeps cryptography objects, so parse them here.
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+    from cryptography.x509 import load_pem_x509_certificates
+
+    certificates = load_pem_x509_certificates(chain)
+    configuration.certificate = certificates[0]
+    configuration.certificate_chain = certificates[1:]
+    configuration.private_key = load_pem_private_key(key, password=None)
 
 
 def stream_errors_h3(lib: QuicLib) -> Any:

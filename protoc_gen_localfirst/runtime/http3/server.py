@@ -85,6 +85,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import ipaddress
+from collections.abc import Callable
 from typing import Any
 
 from protoc_gen_localfirst.runtime.http3.dispatch import Dispatcher
@@ -95,6 +96,7 @@ from protoc_gen_localfirst.runtime.http3.quiclib import (
     stream_errors_h3,
 )
 from protoc_gen_localfirst.runtime.http3.server_connection import H3ConnectionHandler
+from protoc_gen_localfirst.runtime.tls import CertificatePair
 from protoc_gen_localfirst.runtime.wire import DEFAULT_MAX_MESSAGE_SIZE
 
 __all__ = ["CLOSE_LINGER", "H3Server", "UdpPortTaken"]
@@ -162,8 +164,7 @@ class H3Server:
         self,
         dispatcher: Dispatcher,
         *,
-        certfile: str,
-        keyfile: str,
+        certificate: Callable[[], CertificatePair],
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
         quic_library: QuicLibrary = "qh3",
         idle_timeout: float = 60.0,
@@ -185,8 +186,17 @@ class H3Server:
             # transport parameter too (aioquic's http3_server example does the same).
             max_datagram_frame_size=65536,
         )
-        configuration.load_cert_chain(certfile, keyfile)
+        self._certificate = certificate
+        self._generation = -1
         self._configuration = configuration
+        self._refresh_certificate()
+
+    def _refresh_certificate(self) -> None:
+        """New connections get the current pair; open ones keep theirs (TLS is done)."""
+        pair = self._certificate()
+        if pair.generation != self._generation:
+            self.lib.load_pair(self._configuration, pair.chain, pair.key)
+            self._generation = pair.generation
 
     @property
     def calls_in_flight(self) -> int:
@@ -199,6 +209,8 @@ class H3Server:
         protocol_class = _protocol_class(self.lib)
 
         def create_protocol(*args: Any, **kwargs: Any) -> Any:
+            # The connection reads the certificate at its first datagram, after this.
+            self._refresh_certificate()
             return protocol_class(*args, h3_server=self, **kwargs)
 
         try:

@@ -60,6 +60,7 @@ from protoc_gen_localfirst.runtime.server.options import (
     check_options,
     grpc_options,
 )
+from protoc_gen_localfirst.runtime.server.tls import ServerCertificates
 from protoc_gen_localfirst.runtime.wire.framing import DEFAULT_MAX_MESSAGE_SIZE
 
 if TYPE_CHECKING:
@@ -125,12 +126,18 @@ async def _start_server(bindings: Sequence[Binding], options: ServeOptions) -> S
     for binding in bindings:
         await health.set(binding.service.name, health_pb2.HealthCheckResponse.SERVING)
     port = options.get("port", DEFAULT_PORT)
-    bound = add_port(server, host, port, options.get("server_credentials"))
+    certificates = _certificates(options)
+    credentials = options.get("server_credentials")
+    if certificates is not None:
+        credentials = certificates.grpc_credentials()
+    bound = add_port(server, host, port, credentials)
     h3_server: H3Server | None = None
     h3_announcer: NodeAnnouncer | None = None
-    if options.get("http3", False):
+    if certificates is not None and options.get("http3", False):
         h3_announcer = NodeAnnouncer(node, load)
-        h3_server = await _start_h3(server, generics, health, h3_announcer, bound, options)
+        h3_server = await _start_h3(
+            server, generics, health, h3_announcer, bound, certificates, options
+        )
         announcer.alt_svc = f'h3=":{bound}"'
     await server.start()
     return Server(
@@ -148,12 +155,20 @@ async def _start_server(bindings: Sequence[Binding], options: ServeOptions) -> S
     )
 
 
+def _certificates(options: ServeOptions) -> ServerCertificates | None:
+    certfile, keyfile = options.get("certfile"), options.get("keyfile")
+    if certfile is None or keyfile is None:
+        return None
+    return ServerCertificates(certfile, keyfile, client_ca_file=options.get("client_ca_file"))
+
+
 async def _start_h3(
     server: grpc.aio.Server,
     generics: Sequence[grpc.GenericRpcHandler],
     health: HealthServicer,
     announcer: NodeAnnouncer,
     port: int,
+    certificates: ServerCertificates,
     options: ServeOptions,
 ) -> H3Server:
     """Listen for HTTP/3 on UDP ``port`` with the handlers and interceptors of ``server``."""
@@ -167,8 +182,7 @@ async def _start_h3(
             [*generics, *collector.generic_handlers],
             [announcer, *options.get("interceptors", ())],
         ),
-        certfile=str(options.get("certfile")),
-        keyfile=str(options.get("keyfile")),
+        certificate=certificates.current,
         max_message_size=options.get("max_message_size", DEFAULT_MAX_MESSAGE_SIZE),
         quic_library=options.get("quic_library", "qh3"),
     )

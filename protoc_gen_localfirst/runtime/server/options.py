@@ -5,18 +5,18 @@ from __future__ import annotations
 
 import math
 import os
-import ssl
 from collections.abc import Iterable, Sequence
 from typing import Any, TypedDict
 
 import grpc
 import grpc.aio
 
-from protoc_gen_localfirst.runtime.http3.options import QUIC_LIBRARIES, QuicLibrary, read_pem_file
+from protoc_gen_localfirst.runtime.http3.options import QUIC_LIBRARIES, QuicLibrary
 from protoc_gen_localfirst.runtime.server.load import AdmissionControl, LoadMetrics
+from protoc_gen_localfirst.runtime.server.tls import check_client_ca_file, check_tls_files
 from protoc_gen_localfirst.runtime.wire.framing import DEFAULT_MAX_MESSAGE_SIZE
 
-__all__ = ["ServeOptions", "check_options", "check_tls_files", "grpc_options"]
+__all__ = ["ServeOptions", "check_options", "grpc_options"]
 
 DEFAULT_HOST = "[::]"
 DEFAULT_PORT = 50051
@@ -42,15 +42,25 @@ class ServeOptions(TypedDict, total=False):
     max_connection_age_grace: seconds calls on such a connection may still
         run before it is closed, default 30.0.
     max_message_size: bytes, for both received and sent messages; default 4 MiB.
-    server_credentials: TLS credentials (``grpc.ssl_server_credentials``);
-        None (default) serves plaintext.
+    certfile: PEM certificate chain (leaf first) that puts both listeners,
+        HTTP/2 and HTTP/3, on TLS; needs ``keyfile``. Without it both are
+        plaintext and HTTP/3 is neither served nor advertised. Re-read when
+        the file changes (cert-manager renewals): new connections get the new
+        certificate, open ones and their calls are untouched.
+    keyfile: the certificate's unencrypted PEM private key.
+    client_ca_file: PEM CA certificates; clients must then present a
+        certificate one of them signed (mTLS), or the handshake fails.
+        HTTP/2 only: neither QUIC library can require client certificates,
+        so ``http3=True`` with it is refused rather than serving HTTP/3
+        clients without one.
+    server_credentials: an escape hatch for HTTP/2 only: your own
+        ``grpc.ServerCredentials``, instead of ``certfile``/``keyfile``
+        (not both; not with ``http3``).
     handle_signals: ``serve`` only: drain on SIGTERM/SIGINT; default True.
     interceptors: extra ``grpc.aio.ServerInterceptor``s, run after the
         node announcer (so they see the announcing context); on HTTP/3 too.
     http3: also serve HTTP/3 (QUIC, UDP) on the same port number; default
         False. Needs ``certfile`` and ``keyfile`` (QUIC always uses TLS).
-    certfile: PEM certificate chain for HTTP/3 (leaf first).
-    keyfile: PEM private key for HTTP/3.
     quic_library: ``"qh3"`` (default) or ``"aioquic"``: the QUIC stack under
         the HTTP/3 server (same API; benchmarks compare them).
     admission: admission control, off by default (None). An int is a fixed
@@ -73,22 +83,19 @@ class ServeOptions(TypedDict, total=False):
     max_connection_age: float | None
     max_connection_age_grace: float
     max_message_size: int
+    certfile: str | os.PathLike[str] | None
+    keyfile: str | os.PathLike[str] | None
+    client_ca_file: str | os.PathLike[str] | None
     server_credentials: grpc.ServerCredentials | None
     handle_signals: bool
     interceptors: Sequence[grpc.aio.ServerInterceptor]
     http3: bool
-    certfile: str | os.PathLike[str] | None
-    keyfile: str | os.PathLike[str] | None
     quic_library: QuicLibrary
     admission: AdmissionControl | int | None
     load_metrics: LoadMetrics | None
 
 
 _KNOWN_OPTIONS = frozenset(ServeOptions.__annotations__)
-
-
-CERTFILE_ACCEPTED = "a PEM certificate chain, leaf first"
-KEYFILE_ACCEPTED = "a PEM file with the certificate's unencrypted private key"
 
 
 def check_options(options: ServeOptions) -> None:
@@ -122,21 +129,7 @@ def check_options(options: ServeOptions) -> None:
         raise ValueError(
             f"quic_library={library!r}: not supported (one of {', '.join(QUIC_LIBRARIES)})"
         )
-    if options.get("http3", False):
-        missing = [k for k in ("certfile", "keyfile") if options.get(k) is None]
-        if missing:
-            raise ValueError(
-                f"http3=True needs {' and '.join(missing)}: QUIC always uses TLS "
-                "(a certificate chain and its private key, PEM files)"
-            )
-        check_tls_files(options.get("certfile"), options.get("keyfile"))
-    else:
-        for key in ("certfile", "keyfile"):
-            if options.get(key) is not None:
-                raise ValueError(
-                    f"{key}={options.get(key)!r}: only used by HTTP/3; pass http3=True too "
-                    "(HTTP/2 TLS takes server_credentials=grpc.ssl_server_credentials(...))"
-                )
+    _check_tls(options)
 
 
 _TYPES: dict[str, tuple[tuple[type, ...], str]] = {
@@ -190,26 +183,54 @@ def _check_seconds(key: str, value: object, *, zero: bool) -> None:
         raise ValueError(f"{key}={value!r}: {'negative' if value < 0 else 'zero'} ({accepted})")
 
 
-def check_tls_files(certfile: object, keyfile: object) -> None:
-    """HTTP/3's ``certfile`` holds certificates, ``keyfile`` a private key, and they match."""
-    read_pem_file("certfile", certfile, "certificate", CERTFILE_ACCEPTED)
-    read_pem_file("keyfile", keyfile, "private key", KEYFILE_ACCEPTED)
-    assert isinstance(certfile, str | os.PathLike) and isinstance(keyfile, str | os.PathLike)
-    where = f"certfile={os.fspath(certfile)!r}, keyfile={os.fspath(keyfile)!r}"
-    try:
-        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(
-            certfile, keyfile, password=lambda: b""
-        )
-    except ssl.SSLError as error:
-        if error.reason == "KEY_VALUES_MISMATCH":
+def _check_tls(options: ServeOptions) -> None:
+    """The TLS options go together (see ``ServeOptions``); the files load."""
+    given = {key for key in _TLS_KEYS if options.get(key) is not None}
+    if "server_credentials" in given:
+        for key in ("certfile", "keyfile", "client_ca_file"):
+            if key in given:
+                raise ValueError(
+                    f"{key}={options.get(key)!r} with server_credentials: pass one or the "
+                    "other (certfile/keyfile put HTTP/2 and HTTP/3 on TLS; "
+                    "server_credentials is your own HTTP/2-only setting)"
+                )
+        if options.get("http3", False):
             raise ValueError(
-                f"{where}: the private key is not the certificate's key "
-                f"({CERTFILE_ACCEPTED}, and {KEYFILE_ACCEPTED})"
-            ) from None
+                "server_credentials with http3=True: HTTP/3 cannot use grpc credentials; "
+                "pass certfile= and keyfile= instead (they serve both transports)"
+            )
+        return
+    missing = [key for key in ("certfile", "keyfile") if key not in given]
+    if options.get("http3", False) and missing:
         raise ValueError(
-            f"{where}: cannot be loaded: {error.reason or error} "
-            f"({CERTFILE_ACCEPTED}, and {KEYFILE_ACCEPTED})"
-        ) from None
+            f"http3=True needs {' and '.join(missing)}: QUIC always uses TLS "
+            "(a certificate chain and its private key, PEM files)"
+        )
+    if len(missing) == 1:
+        present = "certfile" if "certfile" in given else "keyfile"
+        raise ValueError(
+            f"{present}={options.get(present)!r} needs {missing[0]} too "
+            "(a certificate chain and its private key turn TLS on, for both transports)"
+        )
+    if "client_ca_file" in given:
+        if missing:
+            raise ValueError(
+                f"client_ca_file={options.get('client_ca_file')!r} needs certfile and keyfile: "
+                "client certificates are verified only over TLS"
+            )
+        if options.get("http3", False):
+            raise ValueError(
+                f"client_ca_file={options.get('client_ca_file')!r} with http3=True: HTTP/3 "
+                "cannot require client certificates (qh3 never asks for one; aioquic asks "
+                "only through a test hook and does not verify it), so it would serve "
+                "clients without a certificate. Serve mTLS over HTTP/2 (http3=False)"
+            )
+        check_client_ca_file(options.get("client_ca_file"))
+    if not missing:
+        check_tls_files(options.get("certfile"), options.get("keyfile"))
+
+
+_TLS_KEYS = ("certfile", "keyfile", "client_ca_file", "server_credentials")
 
 
 def grpc_options(options: ServeOptions) -> list[tuple[str, Any]]:

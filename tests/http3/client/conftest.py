@@ -97,17 +97,21 @@ StartServer = Callable[..., Awaitable[Server]]
 
 @pytest.fixture
 async def start(host: str, tls_files: TlsFiles) -> AsyncIterator[StartServer]:  # noqa: F811
-    """``await start(servicer, http3=True, **options)``: a started server, stopped at teardown."""
+    """``await start(servicer, http3=True, **options)``: a started server on TLS (both
+    transports, ``tls=False`` for plaintext HTTP/2), stopped at teardown."""
     servers: list[Server] = []
 
-    async def _start(servicer: object, *, http3: bool = True, **options: Any) -> Server:
+    async def _start(
+        servicer: object, *, http3: bool = True, tls: bool = True, **options: Any
+    ) -> Server:
         options.setdefault("host", host)
         options.setdefault("port", 0)
         options.setdefault("node", NODE)
         options.setdefault("drain_delay", 0.0)
         options.setdefault("grace", 0.5)
-        if http3:
-            options.update(http3=True, certfile=str(tls_files.cert), keyfile=str(tls_files.key))
+        if tls:
+            options.update(certfile=str(tls_files.cert), keyfile=str(tls_files.key))
+        options["http3"] = http3
         server = await start_server(servicer, **options)
         servers.append(server)
         return server
@@ -133,9 +137,12 @@ def h3_cluster(tmp_path: Path, tls_files: TlsFiles) -> Iterator[list[ReplicaProc
     """Three replica processes serving HTTP/2 and HTTP/3: a1 on node-a, b1 and b2 on node-b."""
     tls = ("--http3", "--certfile", str(tls_files.cert), "--keyfile", str(tls_files.key))
     replicas = [
-        ReplicaProcess("greeter-a1", "node-a", "127.0.0.61", extra_args=tls, log_dir=tmp_path),
-        ReplicaProcess("greeter-b1", "node-b", "127.0.0.62", extra_args=tls, log_dir=tmp_path),
-        ReplicaProcess("greeter-b2", "node-b", "127.0.0.63", extra_args=tls, log_dir=tmp_path),
+        ReplicaProcess(name, node, host, extra_args=tls, log_dir=tmp_path, ca_file=tls_files.ca)
+        for name, node, host in (
+            ("greeter-a1", "node-a", "127.0.0.61"),
+            ("greeter-b1", "node-b", "127.0.0.62"),
+            ("greeter-b2", "node-b", "127.0.0.63"),
+        )
     ]
     try:
         start_all(replicas)

@@ -15,6 +15,7 @@ from greeter.v1.greeter_pb2 import HelloReply, HelloRequest
 
 from protoc_gen_localfirst.runtime import NO_RETRY, CallFailedError, Server
 from protoc_gen_localfirst.runtime.http3.client import H3Channel
+from protoc_gen_localfirst.runtime.tls import ClientTls
 from tests.http3.client.conftest import NODE, Greeter
 from tests.support.certs import TlsFiles, make_tls_files
 
@@ -71,7 +72,7 @@ async def test_async_request_stream_and_many_calls_share_one_connection(
 
 
 async def test_metadata_and_binary_metadata_round_trip(server: Server, tls_files: TlsFiles) -> None:
-    channel = H3Channel(server.host, server.port, ca_file=str(tls_files.ca))
+    channel = H3Channel(server.host, server.port, tls=ClientTls(ca_file=str(tls_files.ca)))
     async with channel:
         say = channel.unary_unary(
             "/greeter.v1.Greeter/SayHello",
@@ -149,7 +150,9 @@ async def test_response_over_the_receive_limit_is_resource_exhausted(
 
 
 async def test_unknown_method_is_unimplemented(server: Server, tls_files: TlsFiles) -> None:
-    async with H3Channel(server.host, server.port, ca_file=str(tls_files.ca)) as channel:
+    async with H3Channel(
+        server.host, server.port, tls=ClientTls(ca_file=str(tls_files.ca))
+    ) as channel:
         missing = channel.unary_unary("/greeter.v1.Greeter/NoSuchMethod")
         with pytest.raises(grpc.aio.AioRpcError) as failure:
             await missing(b"", timeout=5)
@@ -177,7 +180,9 @@ async def test_wrong_ca_fails_clearly_and_insecure_skip_verify_works(
 
 
 async def test_cancelled_call_and_closed_channel(server: Server, tls_files: TlsFiles) -> None:
-    async with H3Channel(server.host, server.port, ca_file=str(tls_files.ca)) as channel:
+    async with H3Channel(
+        server.host, server.port, tls=ClientTls(ca_file=str(tls_files.ca))
+    ) as channel:
         say = channel.unary_unary(
             "/greeter.v1.Greeter/SayHello", HelloRequest.SerializeToString, HelloReply.FromString
         )

@@ -26,6 +26,7 @@ from greeter.v1.greeter_pb2 import HelloReply, HelloRequest
 from protoc_gen_localfirst.runtime import Server, ServicerContext
 from protoc_gen_localfirst.runtime.http3.client import H3Channel
 from protoc_gen_localfirst.runtime.http3.connection import H3ClientProtocol
+from protoc_gen_localfirst.runtime.tls import ClientTls
 from protoc_gen_localfirst.runtime.wire import DEFAULT_MAX_MESSAGE_SIZE
 from tests.http3.client.conftest import NODE, Greeter, StartServer
 from tests.support.certs import TlsFiles
@@ -60,7 +61,7 @@ def channel_to(server: Server, tls: TlsFiles, **channel_options: int) -> H3Chann
     return H3Channel(
         server.host,
         server.port,
-        ca_file=str(tls.ca),
+        tls=ClientTls(ca_file=str(tls.ca)),
         channel_options=[(f"grpc.{key}", value) for key, value in channel_options.items()],
     )
 
@@ -202,7 +203,11 @@ async def test_generated_client_request_over_the_server_limit(
     server = await start(Greeter())
     target = f"static:///{server.address}@{NODE}"
     async with GreeterClient(
-        target, node=NODE, probe_nodes=False, transport="h3", ca_file=str(tls_files.ca)
+        target,
+        node=NODE,
+        probe_nodes=False,
+        transport="h3",
+        ca_file=str(tls_files.ca),
     ) as client:
         with pytest.raises(grpc.RpcError) as failure:
             await client.say_hello(HelloRequest(name="x" * BIG), timeout=timeout)
@@ -319,7 +324,7 @@ async def test_request_over_the_client_send_limit_needs_no_server(tls_files: Tls
     """Refused before connecting: RESOURCE_EXHAUSTED, not UNAVAILABLE, with nobody listening."""
     options = [("grpc.max_send_message_length", 10)]
     async with H3Channel(
-        "127.0.0.1", 9, ca_file=str(tls_files.ca), channel_options=options
+        "127.0.0.1", 9, tls=ClientTls(ca_file=str(tls_files.ca)), channel_options=options
     ) as channel:
         error = await failure_of(say_hello(channel)(HelloRequest(name="x" * 20)))
         assert channel._connection is None

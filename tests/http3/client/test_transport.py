@@ -20,6 +20,7 @@ from protoc_gen_localfirst.runtime.http3.client import (
     TransportMemory,
 )
 from protoc_gen_localfirst.runtime.http3.connection import H3ClientProtocol
+from protoc_gen_localfirst.runtime.tls import ClientTls
 from tests.http3.client.conftest import NODE, Greeter, StartServer
 from tests.support.certs import TlsFiles
 
@@ -51,7 +52,9 @@ def free_udp_port(host: str) -> int:
 async def test_nothing_on_udp_is_unavailable_within_a_round_trip(tls_files: TlsFiles) -> None:
     port = free_udp_port("127.0.0.57")
     options = H3Options(connect_timeout=5.0)
-    async with H3Channel("127.0.0.57", port, ca_file=str(tls_files.ca), options=options) as channel:
+    async with H3Channel(
+        "127.0.0.57", port, tls=ClientTls(ca_file=str(tls_files.ca)), options=options
+    ) as channel:
         started = time.monotonic()
         with pytest.raises(grpc.aio.AioRpcError) as failure:
             await channel.unary_unary("/greeter.v1.Greeter/SayHello")(b"", timeout=5)
@@ -68,7 +71,9 @@ async def test_silent_udp_is_unavailable_after_the_connect_timeout(
 ) -> None:
     host, port = silent_udp
     options = H3Options(connect_timeout=0.3)
-    async with H3Channel(host, port, ca_file=str(tls_files.ca), options=options) as channel:
+    async with H3Channel(
+        host, port, tls=ClientTls(ca_file=str(tls_files.ca)), options=options
+    ) as channel:
         started = time.monotonic()
         with pytest.raises(grpc.aio.AioRpcError) as failure:
             await channel.unary_unary("/greeter.v1.Greeter/SayHello")(b"", timeout=5)
@@ -83,7 +88,7 @@ async def test_silent_udp_with_a_shorter_deadline_is_deadline_exceeded(
     silent_udp: tuple[str, int], tls_files: TlsFiles
 ) -> None:
     host, port = silent_udp
-    async with H3Channel(host, port, ca_file=str(tls_files.ca)) as channel:
+    async with H3Channel(host, port, tls=ClientTls(ca_file=str(tls_files.ca))) as channel:
         with pytest.raises(grpc.aio.AioRpcError) as failure:
             await channel.unary_unary("/greeter.v1.Greeter/SayHello")(b"", timeout=0.2)
     assert failure.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
@@ -111,7 +116,11 @@ async def test_auto_uses_http3_when_the_server_offers_it(
     server = await start(greeter)
     target = f"static:///{server.address}@{NODE}"
     async with GreeterClient(
-        target, node=NODE, transport="auto", ca_file=str(tls_files.ca), probe_nodes=False
+        target,
+        node=NODE,
+        transport="auto",
+        ca_file=str(tls_files.ca),
+        probe_nodes=False,
     ) as client:
         await client.say_hello(HelloRequest(name="a"), timeout=5)
         channel = auto_channel(client, server.address)

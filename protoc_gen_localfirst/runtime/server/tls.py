@@ -92,7 +92,7 @@ class ServerCertificates:
         try:
             signature = self._stat()
         except OSError as error:
-            self._skip(None, f"cannot stat: {error}")
+            self._skip((), f"cannot stat: {error}")  # () stands for "files missing"
             return
         if signature in (self._signature, self._skipped):
             return
@@ -108,8 +108,8 @@ class ServerCertificates:
         self._skipped = None
         log.info("TLS: reloaded %s and %s", self.certfile, self.keyfile)
 
-    def _skip(self, signature: _Signature | None, why: str) -> None:
-        if signature is None or signature != self._skipped:
+    def _skip(self, signature: _Signature, why: str) -> None:
+        if signature != self._skipped:  # once per state of the files
             log.warning("TLS: keeping the previous certificate: %s", why)
         self._skipped = signature
 

@@ -30,7 +30,7 @@ import grpc.aio
 
 from bench.stats import Latency, closed_loop
 from demo.cluster import REPO, ReplicaProcess
-from tests.support.certs import make_tls_files
+from tests.support.certs import TlsFiles, make_tls_files
 
 GENERATED = REPO / "generated"
 sys.path.insert(0, str(GENERATED))
@@ -91,10 +91,10 @@ async def stream_mb_per_s(open_stream: Callable[[], Any], total_bytes: int) -> f
     return received / elapsed / 1e6
 
 
-def h3_replica(name: str, host: str, library: str, tmp: Path) -> ReplicaProcess:
-    tls = make_tls_files(tmp / "tls")
+def h3_replica(name: str, host: str, library: str, tls: TlsFiles, tmp: Path) -> ReplicaProcess:
+    """HTTP/3 (and HTTP/2, both over TLS) on ``library``."""
     return ReplicaProcess(
-        name, "node-bench", host, GENERATED, log_dir=tmp,
+        name, "node-bench", host, GENERATED, log_dir=tmp, ca_file=tls.ca,
         extra_args=["--http3", "--certfile", str(tls.cert), "--keyfile", str(tls.key),
                     "--quic-library", library],
     )  # fmt: skip
@@ -103,19 +103,24 @@ def h3_replica(name: str, host: str, library: str, tmp: Path) -> ReplicaProcess:
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp_dir:
         tmp = Path(tmp_dir)
-        # One replica serves HTTP/2 (grpc.aio) and HTTP/3 on qh3; a second serves
-        # HTTP/3 on aioquic, to compare the two QUIC stacks under one client.
-        qh3_replica = h3_replica("bench-qh3", "127.0.0.90", "qh3", tmp)
-        aioquic_replica = h3_replica("bench-aioquic", "127.0.0.91", "aioquic", tmp)
-        ca = str(make_tls_files(tmp / "tls").ca)
+        # One replica serves plaintext HTTP/2 (grpc.aio), as most in-cluster gRPC
+        # runs; two serve HTTP/3 (always TLS), on qh3 and on aioquic, to compare
+        # the two QUIC stacks under one client.
+        tls = make_tls_files(tmp / "tls")
+        ca = str(tls.ca)
+        h2_replica = ReplicaProcess("bench-h2", "node-bench", "127.0.0.89", GENERATED, log_dir=tmp)
+        qh3_replica = h3_replica("bench-qh3", "127.0.0.90", "qh3", tls, tmp)
+        aioquic_replica = h3_replica("bench-aioquic", "127.0.0.91", "aioquic", tls, tmp)
         results: dict[str, Any] = {"machine": machine(), "unary": {}, "stream": {}}
         try:
-            qh3_replica.start()
-            aioquic_replica.start()
-            plain_channel = grpc.aio.insecure_channel(f"ipv4:{qh3_replica.address}")
+            for replica in (h2_replica, qh3_replica, aioquic_replica):
+                replica.start(wait=False)
+            for replica in (h2_replica, qh3_replica, aioquic_replica):
+                replica.wait_serving()
+            plain_channel = grpc.aio.insecure_channel(f"ipv4:{h2_replica.address}")
             clients = {
                 "localfirst h2": greeter_localfirst.GreeterClient(
-                    f"static:///{qh3_replica.static}", node="node-bench"
+                    f"static:///{h2_replica.static}", node="node-bench"
                 ),
                 "localfirst h3 (qh3 server)": greeter_localfirst.GreeterClient(
                     f"static:///{qh3_replica.static}", node="node-bench", transport="h3", ca_file=ca
@@ -170,8 +175,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 await client.close()
             await plain_channel.close()
         finally:
-            qh3_replica.stop()
-            aioquic_replica.stop()
+            for replica in (h2_replica, qh3_replica, aioquic_replica):
+                replica.stop()
     return results
 
 

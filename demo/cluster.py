@@ -41,6 +41,8 @@ class ReplicaProcess:
     port: int = 0
     extra_args: Sequence[str] = ()
     log_dir: Path | None = None
+    ca_file: Path | None = None
+    """The CA that signed the replica's certificate when it serves TLS (``--certfile``)."""
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
@@ -89,7 +91,13 @@ class ReplicaProcess:
     def wait_serving(self, timeout: float = 20.0) -> None:
         """Block until the standard health service says SERVING."""
         deadline = time.monotonic() + timeout
-        with grpc.insecure_channel(f"ipv4:{self.address}") as channel:
+        target = f"ipv4:{self.address}"
+        if self.ca_file is None:
+            channel = grpc.insecure_channel(target)
+        else:
+            credentials = grpc.ssl_channel_credentials(self.ca_file.read_bytes())
+            channel = grpc.secure_channel(target, credentials)
+        with channel:
             stub = health_pb2_grpc.HealthStub(channel)
             while time.monotonic() < deadline:
                 if self.process is not None and self.process.poll() is not None:

@@ -132,6 +132,11 @@ def main() -> None:
     parser.add_argument("--host", default="0.0.0.0")
     parser.add_argument("--port", type=int, default=50051)
     parser.add_argument(
+        "--health-port",
+        type=int,
+        help="also serve health checks in plaintext on this port (kubelet's grpc probes)",
+    )
+    parser.add_argument(
         "--node", default=os.environ.get("NODE_NAME"), help="default: $NODE_NAME (Downward API)"
     )
     parser.add_argument(
@@ -194,6 +199,8 @@ def main() -> None:
         options["keyfile"] = args.keyfile
     if args.client_ca_file is not None:
         options["client_ca_file"] = args.client_ca_file
+    if args.health_port is not None:
+        options["health_port"] = args.health_port
     if args.http3:
         if not (args.certfile and args.keyfile):
             parser.error("--http3 needs --certfile and --keyfile (QUIC always uses TLS)")

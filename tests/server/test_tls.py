@@ -1,15 +1,22 @@
-"""``ServerCertificates``: the files are re-read when they change, at most once per
-``check_interval``, and a pair that does not load is skipped with one warning."""
+"""Server TLS: ``ServerCertificates`` re-reads the files when they change, at most once per
+``check_interval``, and a pair that does not load is skipped with one warning;
+``health_port`` serves health checks in plaintext beside a TLS port."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 from pathlib import Path
 
+import grpc
 import pytest
+from greeter.v1.greeter_localfirst import GreeterServicer, start_server
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from protoc_gen_localfirst.runtime.server.options import check_options
 from protoc_gen_localfirst.runtime.server.tls import ServerCertificates
 from tests.support.certs import CertificateAuthority
+from tests.support.waiting import wait_until_async
 
 
 class Clock:
@@ -99,3 +106,49 @@ def test_bad_files_fail_at_construction(
         ServerCertificates(cert, tmp_path / "other.key")
     with pytest.raises(ValueError, match="no such file"):
         ServerCertificates(tmp_path / "nope.pem", key)
+
+
+async def test_a_plaintext_health_port_beside_a_tls_port(tmp_path: Path) -> None:
+    """kubelet's grpc probe speaks plaintext: ``health_port`` serves only health, in plaintext."""
+    ca = CertificateAuthority()
+    chain, key = ca.issue(["127.0.0.1"])
+    (tmp_path / "cert.pem").write_bytes(chain)
+    (tmp_path / "key.pem").write_bytes(key)
+    server = await start_server(
+        GreeterServicer(),
+        host="127.0.0.1",
+        port=0,
+        health_port=0,
+        certfile=tmp_path / "cert.pem",
+        keyfile=tmp_path / "key.pem",
+        drain_delay=0,
+    )
+    assert server.health_port is not None and server.health_port != server.port
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.health_port}") as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+
+        async def status() -> int:
+            reply = await health.Check(health_pb2.HealthCheckRequest(), timeout=5)
+            return int(reply.status)
+
+        assert await status() == health_pb2.HealthCheckResponse.SERVING
+        say_hello = channel.unary_unary("/greeter.v1.Greeter/SayHello")
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await say_hello(b"", timeout=5)
+        assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED  # only health is served here
+        stopping = asyncio.ensure_future(server.stop(1.0))
+
+        async def not_serving() -> bool:
+            return await status() == health_pb2.HealthCheckResponse.NOT_SERVING
+
+        await wait_until_async(not_serving, what="NOT_SERVING on the health port while stopping")
+        await stopping
+
+
+def test_health_port_checks() -> None:
+    with pytest.raises(ValueError, match="health_port=50051: the same as port"):
+        check_options({"health_port": 50051})
+    with pytest.raises(ValueError, match="health_port=70000: out of range"):
+        check_options({"health_port": 70000})
+    with pytest.raises(TypeError, match="health_port='8081': not an int"):
+        check_options({"health_port": "8081"})  # type: ignore[typeddict-item]

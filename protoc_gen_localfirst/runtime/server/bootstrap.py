@@ -140,6 +140,13 @@ async def _start_server(bindings: Sequence[Binding], options: ServeOptions) -> S
         )
         announcer.alt_svc = f'h3=":{bound}"'
     await server.start()
+    try:
+        health_server, health_port = await _start_health_listener(health, host, options)
+    except BaseException:
+        await server.stop(0)
+        if h3_server is not None:
+            await h3_server.stop(0)
+        raise
     return Server(
         grpc_server=server,
         health=health,
@@ -152,7 +159,23 @@ async def _start_server(bindings: Sequence[Binding], options: ServeOptions) -> S
         announcer=announcer,
         h3_server=h3_server,
         h3_announcer=h3_announcer,
+        health_server=health_server,
+        health_port=health_port,
     )
+
+
+async def _start_health_listener(
+    health: HealthServicer, host: str, options: ServeOptions
+) -> tuple[grpc.aio.Server | None, int | None]:
+    """``health_port``: a plaintext listener serving only the health service."""
+    port = options.get("health_port")
+    if port is None:
+        return None, None
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    bound = add_port(server, host, port, None)
+    await server.start()
+    return server, bound
 
 
 def _certificates(options: ServeOptions) -> ServerCertificates | None:

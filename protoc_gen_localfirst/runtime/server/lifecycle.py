@@ -46,8 +46,13 @@ class Server:
         announcer: NodeAnnouncer,
         h3_server: H3Server | None = None,
         h3_announcer: NodeAnnouncer | None = None,
+        health_server: grpc.aio.Server | None = None,
+        health_port: int | None = None,
     ) -> None:
         self.grpc_server = grpc_server
+        self.health_server = health_server
+        self.health_port = health_port
+        """The plaintext health-only listener's port (``health_port``), else None."""
         self.h3_server = h3_server
         """The HTTP/3 listener (``http3=True``), else None."""
         self._announcer = announcer
@@ -118,12 +123,12 @@ class Server:
             if self._h3_announcer is not None:
                 self._h3_announcer.refusing = True
             await asyncio.sleep(window)
-        if self.h3_server is None:
-            await self.grpc_server.stop(grace - window)
-        else:
-            await asyncio.gather(
-                self.grpc_server.stop(grace - window), self.h3_server.stop(grace - window)
-            )
+        stops = [self.grpc_server.stop(grace - window)]
+        if self.h3_server is not None:
+            stops.append(self.h3_server.stop(grace - window))
+        await asyncio.gather(*stops)
+        if self.health_server is not None:  # last: probes see NOT_SERVING until the end
+            await self.health_server.stop(0)
 
     async def wait_for_termination(self) -> None:
         """Return once the server has stopped."""

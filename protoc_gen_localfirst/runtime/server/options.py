@@ -32,6 +32,10 @@ class ServeOptions(TypedDict, total=False):
     host: address to listen on, default ``"[::]"`` (all interfaces, v4 and v6).
         ``"0.0.0.0"``, ``"127.0.0.2"``, ``"::1"`` and names work too.
     port: TCP port, default 50051; 0 picks a free one (see ``Server.port``).
+    health_port: also serve ``grpc.health.v1.Health``, and nothing else, in
+        plaintext on this TCP port (0 picks one: ``Server.health_port``);
+        default None. For kubelet's ``grpc:`` probes, which cannot speak TLS
+        (or present a client certificate) to a server on ``certfile``.
     node: node name to announce; default ``$NODE_NAME``, else the host name.
     drain_delay: seconds between health NOT_SERVING and stopping, default 5.0,
         so load balancers and clients notice before connections close.
@@ -77,6 +81,7 @@ class ServeOptions(TypedDict, total=False):
 
     host: str
     port: int
+    health_port: int | None
     node: str | None
     drain_delay: float
     grace: float
@@ -121,9 +126,17 @@ def check_options(options: ServeOptions) -> None:
     size = options.get("max_message_size")
     if size is not None and size <= 0:
         raise ValueError(f"max_message_size={size!r}: not > 0 (bytes, an int > 0)")
-    port = options.get("port")
-    if port is not None and not 0 <= port <= 65535:
-        raise ValueError(f"port={port!r}: out of range (an int in 0..65535; 0 picks a free port)")
+    for key, value in (("port", options.get("port")), ("health_port", options.get("health_port"))):
+        if value is not None and not 0 <= value <= 65535:
+            raise ValueError(
+                f"{key}={value!r}: out of range (an int in 0..65535; 0 picks a free port)"
+            )
+    health_port = options.get("health_port")
+    if health_port and health_port == options.get("port", DEFAULT_PORT):
+        raise ValueError(
+            f"health_port={health_port!r}: the same as port (the health listener is a second, "
+            "plaintext one; pick another port)"
+        )
     library = options.get("quic_library", "qh3")
     if library not in QUIC_LIBRARIES:
         raise ValueError(
@@ -135,6 +148,7 @@ def check_options(options: ServeOptions) -> None:
 _TYPES: dict[str, tuple[tuple[type, ...], str]] = {
     "host": ((str,), "a str (e.g. '[::]' or '127.0.0.1')"),
     "port": ((int,), "an int (0..65535; 0 picks a free port)"),
+    "health_port": ((int, type(None)), "an int (0..65535; 0 picks a free port) or None"),
     "node": ((str, type(None)), "a str or None (None: $NODE_NAME, else the host name)"),
     "max_message_size": ((int,), "an int (bytes, > 0)"),
     "server_credentials": (

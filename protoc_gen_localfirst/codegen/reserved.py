@@ -35,6 +35,7 @@ CLIENT_PUBLIC = frozenset(
         "source",
         "target",
         "throttle",
+        "tls",
         "transport",
     }
 )

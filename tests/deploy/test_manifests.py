@@ -10,7 +10,8 @@ kubernetes-validate has no schemas for cert-manager's kinds: those objects
 (certificates.yaml) are checked in test_tls.py, as is the TLS wiring.
 
 The rest are semantic checks the schemas cannot express: Downward API env,
-probes on the served port, RBAC scope, Service/Deployment label
+grpc probes on the plaintext health port (not the served port, not in the
+Service), RBAC scope, Service/Deployment label
 agreement, drain arithmetic against the server's own constants, and a static
 look at the Dockerfile (no Docker engine here to build it).
 """
@@ -23,6 +24,7 @@ import re
 import shlex
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -290,25 +292,126 @@ def test_container_args_are_flags_demo_replica_accepts() -> None:
         assert name in result.stdout, f"demo.replica has no {name}"
 
 
+PROBES = ("readinessProbe", "livenessProbe", "startupProbe")
+
+
+def health_port(container: dict[str, Any]) -> int:
+    """``--health-port``: the plaintext listener serving grpc.health.v1 only."""
+    return int(flag(container["args"], "--health-port"))
+
+
+def check_probes(container: dict[str, Any]) -> None:
+    """kubelet's grpc probes, on the container port whose number is ``--health-port``.
+
+    Never on ``--port``: that port is TLS only and kubelet's grpc probe speaks
+    plaintext. ``grpc.port`` takes a number, not a port name, so it is matched
+    against the named container port and the flag.
+    """
+    port = health_port(container)
+    assert port != int(flag(container["args"], "--port"))
+    (declared,) = [p for p in container["ports"] if p["containerPort"] == port]
+    assert declared["name"] == "health"
+    assert declared.get("protocol", "TCP") == "TCP"
+    probes = [container[name] for name in PROBES if name in container]
+    assert {"readinessProbe", "livenessProbe"} <= {name for name in PROBES if name in container}
+    for probe in probes:
+        assert set(probe) & {"httpGet", "tcpSocket", "exec"} == set(), probe
+        assert probe["grpc"]["port"] == port, probe
+        # "" (or absent): the server's overall status, which turns NOT_SERVING on drain.
+        assert probe["grpc"].get("service", "") == ""
+        assert "mode" not in probe["grpc"]  # plaintext: that port has no TLS
+
+
 def test_grpc_port_and_probes() -> None:
     container = greeter_container()
     ports = {p["name"]: p for p in container["ports"]}
     assert ports["grpc"]["containerPort"] == 50051
     assert ports["grpc"].get("protocol", "TCP") == "TCP"
     assert int(flag(container["args"], "--port")) == 50051
-    readiness = container["readinessProbe"]
-    liveness = container["livenessProbe"]
-    for probe in (readiness, liveness):
-        # The port serves TLS only (test_tls.py): kubelet's grpc probe is
-        # plaintext and would never pass. A TCP connect to the served port.
-        assert set(probe) & {"httpGet", "grpc", "exec"} == set()
-        assert probe["tcpSocket"]["port"] in ("grpc", 50051)
+    check_probes(container)
+    assert ports["health"]["containerPort"] == health_port(container) == 8081
+    for probe in (container["readinessProbe"], container["livenessProbe"]):
         assert 1 <= probe["periodSeconds"] <= 30
-    # A draining pod answers NOT_SERVING; liveness must not kill it before the drain ends.
+    # A draining pod answers NOT_SERVING on the health port from SIGTERM on;
+    # liveness must not kill it before the drain ends.
+    liveness = container["livenessProbe"]
     grace = one("Deployment", "greeter")["spec"]["template"]["spec"][
         "terminationGracePeriodSeconds"
     ]
     assert liveness["periodSeconds"] * liveness["failureThreshold"] > grace
+    if "startupProbe" in container:
+        startup = container["startupProbe"]
+        assert startup["periodSeconds"] * startup["failureThreshold"] > grace
+
+
+def set_arg(container: dict[str, Any], name: str, value: str) -> None:
+    args = container["args"]
+    (i,) = [i for i, a in enumerate(args) if a.startswith(f"{name}=")]
+    args[i] = f"{name}={value}"
+
+
+PROBE_MISTAKES: dict[str, tuple[Callable[[dict[str, Any]], object], str]] = {
+    "readiness on the TLS port": (
+        lambda c: c["readinessProbe"].update(grpc={"port": 50051}),
+        "'port': 50051",
+    ),
+    "liveness on an undeclared port": (
+        lambda c: c["livenessProbe"].update(grpc={"port": 8082}),
+        "'port': 8082",
+    ),
+    "a tcpSocket probe left in": (
+        lambda c: c["livenessProbe"].update(tcpSocket={"port": "grpc"}),
+        "tcpSocket",
+    ),
+    "no --health-port": (
+        lambda c: c["args"].remove("--health-port=8081"),
+        "--health-port missing",
+    ),
+    "--health-port equal to --port": (
+        lambda c: set_arg(c, "--health-port", "50051"),
+        "assert 50051 != 50051",
+    ),
+    "the health port under another name": (
+        lambda c: next(p for p in c["ports"] if p["containerPort"] == 8081).update(name="probe"),
+        "'probe' == 'health'",
+    ),
+    "a TLS mode on the probe": (
+        lambda c: c["readinessProbe"]["grpc"].update(mode="TLS"),
+        "'mode' not in",
+    ),
+}
+
+
+@pytest.mark.parametrize("mistake", sorted(PROBE_MISTAKES))
+def test_the_probe_checks_catch_mistakes(mistake: str) -> None:
+    change, complaint = PROBE_MISTAKES[mistake]
+    container = greeter_container()
+    change(container)
+    with pytest.raises(AssertionError, match=re.escape(complaint)):
+        check_probes(container)
+
+
+def service_exposes(service: dict[str, Any], container: dict[str, Any], port: int) -> bool:
+    """Whether a Service port reaches container port ``port`` (by name or by number)."""
+    names = {p["name"]: p["containerPort"] for p in container["ports"] if "name" in p}
+    for service_port in service["spec"]["ports"]:
+        target = service_port.get("targetPort", service_port["port"])
+        if names.get(target, target) == port or service_port["port"] == port:
+            return True
+    return False
+
+
+def test_health_port_is_not_in_the_service() -> None:
+    """kubelet probes the pod IP; clients must not find the plaintext port through the Service."""
+    container = greeter_container()
+    service = one("Service", "greeter")
+    port = health_port(container)
+    assert not service_exposes(service, container, port)
+    assert service_exposes(service, container, int(flag(container["args"], "--port")))
+    assert "health" not in {p["name"] for p in service["spec"]["ports"]}
+    # The check can fail: a Service port naming the health port is seen.
+    service["spec"]["ports"].append({"name": "health", "port": 8081, "targetPort": "health"})
+    assert service_exposes(service, container, port)
 
 
 def test_security_and_resources() -> None:

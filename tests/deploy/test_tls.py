@@ -9,7 +9,9 @@ The wiring checks: the Certificate's Secret is the one the Deployment mounts,
 the mount is a read-only directory (no subPath: a subPath mount never sees a
 rotation), --certfile/--keyfile/--client-ca-file point into it at cert-manager's
 key names, dnsNames cover every form of the Service's DNS name in the namespace
-kustomization.yaml sets, HTTP/3 has its UDP ports and never meets mTLS.
+kustomization.yaml sets, HTTP/3 has its UDP ports and never meets mTLS, and
+kubelet's plaintext grpc probes go to the health-only port, never to the TLS
+port, with or without the mTLS Component (the health port is not in the Service).
 
 ``kubectl kustomize`` (kustomize built into kubectl, offline) renders deploy/
 and the mTLS Component (these tests fail if kubectl is missing); the static checks of the
@@ -23,6 +25,7 @@ import re
 import shutil
 import subprocess
 import sys
+import textwrap
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -35,11 +38,14 @@ from tests.deploy.test_manifests import (
     MIN_KUBERNETES,
     REPO,
     assert_all_passed,
+    check_probes,
     flag,
     greeter_container,
+    health_port,
     is_cert_manager,
     load_all,
     one,
+    service_exposes,
     validate,
 )
 
@@ -291,9 +297,10 @@ def check_server_tls(deployment: dict[str, Any], docs: list[dict[str, Any]]) -> 
     (service_doc,) = service
     service_udp = [p for p in service_doc["spec"]["ports"] if p.get("protocol") == "UDP"]
     assert [p["targetPort"] for p in service_udp] == [p["name"] for p in udp]
-    # kubelet's grpc probe is plaintext: never on a TLS-only port.
-    for probe in ("readinessProbe", "livenessProbe"):
-        assert "grpc" not in container[probe]
+    # kubelet's grpc probe is plaintext: never on the TLS port, always on the
+    # plaintext health-only port (--health-port), which the Service leaves out.
+    check_probes(container)
+    assert not service_exposes(service_doc, container, health_port(container))
 
 
 def test_server_mounts_the_certificate_secret_and_uses_it() -> None:
@@ -308,6 +315,14 @@ def test_the_checks_catch_a_sub_path_mount() -> None:
     _, mount = tls_volume_and_mount(pod, pod["containers"][0])
     mount["subPath"] = "tls.crt"
     with pytest.raises(AssertionError, match="subPath"):
+        check_server_tls(deployment, load_all())
+
+
+def test_the_checks_catch_a_probe_on_the_tls_port() -> None:
+    deployment = one("Deployment", "greeter")
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    container["livenessProbe"]["grpc"]["port"] = int(flag(container["args"], "--port"))
+    with pytest.raises(AssertionError, match="'port': 50051"):
         check_server_tls(deployment, load_all())
 
 
@@ -441,6 +456,12 @@ def test_mtls_component_requires_client_certificates_over_http2_only(tmp_path: P
     args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "--http3" not in args
     assert flag(args, "--client-ca-file") == "/etc/greeter-tls/ca.crt"
+    # mTLS is for port 50051 only: the plaintext health port and the grpc
+    # probes on it are untouched (check_rendered ran check_probes on them).
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert container["readinessProbe"] == greeter_container()["readinessProbe"]
+    assert container["livenessProbe"] == greeter_container()["livenessProbe"]
+    assert flag(args, "--health-port") == flag(greeter_container()["args"], "--health-port")
     validate_core(docs, tmp_path)
     # demo.replica accepts the flag the Component adds.
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO / "generated"), str(REPO)]))
@@ -469,3 +490,21 @@ def test_client_pod_example_mounts_the_client_secret() -> None:
     assert mount, "no mountPath in the client pod example"
     assert f'ca_file="{mount.group(1)}/ca.crt"' in docs
     assert f"{mount.group(1)}/tls.crt" in docs and f"{mount.group(1)}/tls.key" in docs
+
+
+def test_docs_network_policy_admits_the_service_port_not_the_health_port(tmp_path: Path) -> None:
+    """docs/tls.md's optional NetworkPolicy: valid, selects the pods, leaves 8081 closed."""
+    text = (REPO / "docs" / "tls.md").read_text()
+    blocks = re.findall(r"```yaml\n(.*?)```", text, flags=re.DOTALL)
+    (policy_text,) = [b for b in blocks if "kind: NetworkPolicy" in b]
+    policy = yaml.safe_load(textwrap.dedent(policy_text))
+    path = tmp_path / "networkpolicy.yaml"
+    path.write_text(yaml.safe_dump(policy))
+    assert_all_passed(validate("--strict", "-k", MIN_KUBERNETES, path), 1)
+    pod_labels = one("Deployment", "greeter")["spec"]["template"]["metadata"]["labels"]
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= pod_labels.items()
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    container = greeter_container()
+    admitted = {p["port"] for rule in policy["spec"]["ingress"] for p in rule["ports"]}
+    assert admitted == {int(flag(container["args"], "--port"))}
+    assert health_port(container) not in admitted

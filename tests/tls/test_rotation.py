@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -19,6 +20,7 @@ import pytest
 from greeter.v1.greeter_localfirst import GreeterClient
 from greeter.v1.greeter_pb2 import HelloRequest
 
+from protoc_gen_localfirst.runtime import Server
 from protoc_gen_localfirst.runtime.http3.channel import H3Channel
 from protoc_gen_localfirst.runtime.tls import ClientTls
 from tests.support.certs import CertificateAuthority
@@ -57,14 +59,34 @@ def der(chain: bytes) -> bytes:
     return ssl.PEM_cert_to_DER_cert(first.decode())
 
 
+@dataclass
+class Rotation:
+    """A server on certificate ``old``, and ``new`` from the same CA to rotate to."""
+
+    server: Server
+    ca_file: Path
+    cert: Path
+    key: Path
+    old: tuple[bytes, bytes]
+    new: tuple[bytes, bytes]
+
+    @classmethod
+    async def start(
+        cls, start: StartServer, directory: Path, ca: CertificateAuthority, host: str
+    ) -> Rotation:
+        old, new = ca.issue([host]), ca.issue([host])
+        cert, key = write(directory, "server", old)
+        ca_file = directory / "ca.pem"
+        ca_file.write_bytes(ca.pem)
+        server = await start(certfile=cert, keyfile=key, http3=True)
+        return cls(server, ca_file, cert, key, old, new)
+
+
 async def test_rotation_under_load_fails_no_call(
     start: StartServer, tmp_path: Path, ca: CertificateAuthority, host: str
 ) -> None:
-    old, new = ca.issue([host]), ca.issue([host])
-    cert, key = write(tmp_path, "server", old)
-    ca_file = tmp_path / "ca.pem"
-    ca_file.write_bytes(ca.pem)
-    server = await start(certfile=cert, keyfile=key, http3=True)
+    rotation = await Rotation.start(start, tmp_path, ca, host)
+    server, ca_file, new = rotation.server, rotation.ca_file, rotation.new
     target = f"static:///{server.address}@{NODE}"
     stop = asyncio.Event()
     answered: dict[str, int] = {}
@@ -132,18 +154,15 @@ async def test_a_mismatched_pair_mid_rotation_keeps_the_old_certificate(
     host: str,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    old, new = ca.issue([host]), ca.issue([host])
-    cert, key = write(tmp_path, "server", old)
-    ca_file = tmp_path / "ca.pem"
-    ca_file.write_bytes(ca.pem)
-    server = await start(certfile=cert, keyfile=key, http3=True)
-    cert.write_bytes(new[0])  # the certificate changed, its key not yet
+    rotation = await Rotation.start(start, tmp_path, ca, host)
+    server, ca_file, old, new = rotation.server, rotation.ca_file, rotation.old, rotation.new
+    rotation.cert.write_bytes(new[0])  # the certificate changed, its key not yet
     await asyncio.sleep(1.1)  # the scenario: longer than the 1 s between looks at the files
     assert await http2_certificate(server.host, server.port, ca_file) == der(old[0])
     assert await http3_certificate(server.host, server.port, ca_file) == der(old[0])
     assert "TLS: keeping the previous certificate" in caplog.text
     assert "the private key is not the certificate's key" in caplog.text
-    key.write_bytes(new[1])  # now the pair matches
+    rotation.key.write_bytes(new[1])  # now the pair matches
 
     async def served_new() -> bool:
         return await http2_certificate(server.host, server.port, ca_file) == der(new[0])

@@ -16,7 +16,7 @@ from protoc_gen_localfirst.runtime.http3.options import QUIC_LIBRARIES, QuicLibr
 from protoc_gen_localfirst.runtime.server.load import AdmissionControl, LoadMetrics
 from protoc_gen_localfirst.runtime.wire.framing import DEFAULT_MAX_MESSAGE_SIZE
 
-__all__ = ["ServeOptions", "check_options", "check_tls_files", "grpc_options"]
+__all__ = ["ServeOptions", "check_options", "check_tls_files", "grpc_options", "memory_limits"]
 
 DEFAULT_HOST = "[::]"
 DEFAULT_PORT = 50051
@@ -24,6 +24,10 @@ DEFAULT_DRAIN_DELAY = 5.0
 DEFAULT_GRACE = 10.0
 DEFAULT_MAX_CONNECTION_AGE: float | None = 300.0
 DEFAULT_MAX_CONNECTION_AGE_GRACE = 30.0
+DEFAULT_MAX_CONCURRENT_STREAMS = 100
+DEFAULT_MAX_CONCURRENT_CALLS = 128
+DEFAULT_MAX_CONNECTIONS = 1024
+DEFAULT_MAX_BUFFERED_BYTES = 64 * 1024 * 1024
 
 
 class ServeOptions(TypedDict, total=False):
@@ -63,6 +67,40 @@ class ServeOptions(TypedDict, total=False):
     load_metrics: a function returning custom named metrics (``{"queue": 3.0}``)
         added to the load report every response carries (ORCA
         ``named_metrics``); keep it cheap, it runs once per response.
+
+    Memory bounds (an int > 0, or None for no limit). The server's memory
+    for requests is bounded by these; the defaults keep an abusive client's
+    growth near 128 MB (``bench/memory_abuse.py``) while other calls are served:
+
+    max_concurrent_streams: request streams one client connection may have
+        open at once, default 100 (HTTP/2 ``SETTINGS_MAX_CONCURRENT_STREAMS``
+        via grpc's ``grpc.max_concurrent_streams``; HTTP/3 the QUIC
+        ``initial_max_streams_bidi`` the server grants, one more per stream
+        closed). Clients queue calls beyond it; nothing fails.
+    max_concurrent_calls: calls running at once, server-wide and over both
+        transports, default 128. Calls beyond it are refused like
+        ``admission``'s (UNAVAILABLE + ``localfirst-overloaded``, before the
+        handler runs and before the request body is read, so unprocessed and
+        safe to retry elsewhere); health checks are never refused. With
+        ``admission`` too, the lower limit applies. HTTP/2 bound: grpc core
+        reads a whole unary request before the handler runs, and the
+        handler holds it; HTTP/2 requests in memory are at most about
+        ``max_concurrent_calls * max_message_size`` (plus what is in
+        flight on the connections, at most ``max_concurrent_streams`` HTTP/2
+        flow-control windows each). Streamed HTTP/2 requests are read one
+        message at a time (flow control holds the rest at the client).
+    max_connections: client connections at once, default 1024. HTTP/3: a
+        new QUIC connection beyond it is closed at once (CONNECTION_REFUSED,
+        nothing processed). HTTP/2: grpc core's
+        ``grpc.max_allowed_incoming_connections``: core closes a TCP
+        connection accepted beyond it before any HTTP/2 frame is read.
+        Counted per transport (each may have this many).
+    max_buffered_bytes: HTTP/3 only: request bytes received for handlers that
+        have not read them yet, server-wide, default 64 MiB (one stream
+        alone is also limited, to ``max(4 * max_message_size, 16 MiB)``).
+        When over it, the call holding the most is shed: RESOURCE_EXHAUSTED
+        and STOP_SENDING, so small calls keep working. (HTTP/2's
+        buffering is grpc core's: see ``max_concurrent_calls``.)
     """
 
     host: str
@@ -82,6 +120,10 @@ class ServeOptions(TypedDict, total=False):
     quic_library: QuicLibrary
     admission: AdmissionControl | int | None
     load_metrics: LoadMetrics | None
+    max_concurrent_streams: int | None
+    max_concurrent_calls: int | None
+    max_connections: int | None
+    max_buffered_bytes: int | None
 
 
 _KNOWN_OPTIONS = frozenset(ServeOptions.__annotations__)
@@ -114,6 +156,7 @@ def check_options(options: ServeOptions) -> None:
     size = options.get("max_message_size")
     if size is not None and size <= 0:
         raise ValueError(f"max_message_size={size!r}: not > 0 (bytes, an int > 0)")
+    _check_limits(options)
     port = options.get("port")
     if port is not None and not 0 <= port <= 65535:
         raise ValueError(f"port={port!r}: out of range (an int in 0..65535; 0 picks a free port)")
@@ -178,6 +221,41 @@ def _check_types(options: ServeOptions) -> None:
         )
 
 
+_LIMITS: dict[str, tuple[str, int]] = {
+    "max_concurrent_streams": ("request streams per connection", 2**31 - 1),
+    "max_concurrent_calls": ("calls at once, server-wide", 2**31 - 1),
+    "max_connections": ("client connections at once", 2**31 - 1),
+    "max_buffered_bytes": ("bytes, server-wide", 2**62),
+}
+"""Memory-bound options: what they count, and the largest value accepted."""
+
+
+def _check_limits(options: ServeOptions) -> None:
+    for key, (unit, largest) in _LIMITS.items():
+        if key not in options:
+            continue
+        value = options[key]  # type: ignore[literal-required]
+        accepted = f"{unit}: an int in 1..{largest}, or None for no limit"
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{key}={value!r}: not an int ({accepted})")
+        if not 1 <= value <= largest:
+            raise ValueError(f"{key}={value!r}: out of range ({accepted})")
+
+
+def memory_limits(options: ServeOptions) -> dict[str, int | None]:
+    """The four memory-bound options, defaults filled in (None: no limit)."""
+    return {
+        "max_concurrent_streams": options.get(
+            "max_concurrent_streams", DEFAULT_MAX_CONCURRENT_STREAMS
+        ),
+        "max_concurrent_calls": options.get("max_concurrent_calls", DEFAULT_MAX_CONCURRENT_CALLS),
+        "max_connections": options.get("max_connections", DEFAULT_MAX_CONNECTIONS),
+        "max_buffered_bytes": options.get("max_buffered_bytes", DEFAULT_MAX_BUFFERED_BYTES),
+    }
+
+
 def _check_seconds(key: str, value: object, *, zero: bool) -> None:
     accepted = f"seconds, a finite number {'>=' if zero else '>'} 0" + (
         "" if zero else ", or None for never"
@@ -228,4 +306,9 @@ def grpc_options(options: ServeOptions) -> list[tuple[str, Any]]:
             ("grpc.max_connection_age_ms", max(1, round(age * 1000))),
             ("grpc.max_connection_age_grace_ms", max(0, round(age_grace * 1000))),
         ]
+    limits = memory_limits(options)
+    if limits["max_concurrent_streams"] is not None:
+        result.append(("grpc.max_concurrent_streams", limits["max_concurrent_streams"]))
+    if limits["max_connections"] is not None:
+        result.append(("grpc.max_allowed_incoming_connections", limits["max_connections"]))
     return result

@@ -72,7 +72,7 @@ def test_limit_options_are_checked(
 
 def test_limit_options_become_grpc_arguments() -> None:
     defaults = dict(grpc_options({}))
-    assert defaults["grpc.max_concurrent_streams"] == 100
+    assert defaults["grpc.max_concurrent_streams"] == 32
     assert defaults["grpc.max_allowed_incoming_connections"] == 1024
     chosen = dict(grpc_options({"max_concurrent_streams": 8, "max_connections": 3}))
     assert (
@@ -177,7 +177,7 @@ async def test_max_concurrent_streams_is_http2_settings(start: StartServer) -> N
     limited_settings = await asyncio.to_thread(server_settings, limited.host, limited.port)
     default_settings = await asyncio.to_thread(server_settings, default.host, default.port)
     assert limited_settings[MAX_CONCURRENT_STREAMS] == 7
-    assert default_settings[MAX_CONCURRENT_STREAMS] == 100
+    assert default_settings[MAX_CONCURRENT_STREAMS] == 32
 
 
 async def test_http2_connections_beyond_max_connections_are_closed(start: StartServer) -> None:

@@ -70,6 +70,16 @@ lets the application withhold flow-control credit, so received request
 messages are queued; more than ``max(4 * max_message_size, 16 MiB)`` queued
 on one stream fails the call with RESOURCE_EXHAUSTED.
 
+Limits
+------
+``max_buffered_bytes``: the request bytes all calls hold unread (queued
+messages and partial ones) are one server-wide ``BufferBudget`` (``budget``);
+when a call's new bytes push it over, the call holding the most is shed
+(RESOURCE_EXHAUSTED, STOP_SENDING), whichever call brought the new bytes.
+``max_concurrent_streams``: the QUIC stream limit granted to each client
+(``quiclib.limit_peer_streams``). ``max_connections``: a new connection
+beyond it is closed with CONNECTION_REFUSED after its first packet.
+
 Drain
 -----
 ``goaway()`` sends an HTTP/3 GOAWAY on every connection (id: the next

@@ -24,7 +24,7 @@ DEFAULT_DRAIN_DELAY = 5.0
 DEFAULT_GRACE = 10.0
 DEFAULT_MAX_CONNECTION_AGE: float | None = 300.0
 DEFAULT_MAX_CONNECTION_AGE_GRACE = 30.0
-DEFAULT_MAX_CONCURRENT_STREAMS = 100
+DEFAULT_MAX_CONCURRENT_STREAMS = 32
 DEFAULT_MAX_CONCURRENT_CALLS = 128
 DEFAULT_MAX_CONNECTIONS = 1024
 DEFAULT_MAX_BUFFERED_BYTES = 64 * 1024 * 1024
@@ -68,39 +68,43 @@ class ServeOptions(TypedDict, total=False):
         added to the load report every response carries (ORCA
         ``named_metrics``); keep it cheap, it runs once per response.
 
-    Memory bounds (an int > 0, or None for no limit). The server's memory
-    for requests is bounded by these; the defaults keep an abusive client's
-    growth near 128 MB (``bench/memory_abuse.py``) while other calls are served:
+    Memory bounds (an int > 0, or None for no limit). With the defaults the
+    abusive clients of ``bench/memory_abuse.py`` grew the server's RSS by
+    84-111 MB (0.8-1.6 GB with the bounds off) while other calls kept being
+    served (BENCHMARKS.md):
 
     max_concurrent_streams: request streams one client connection may have
-        open at once, default 100 (HTTP/2 ``SETTINGS_MAX_CONCURRENT_STREAMS``
+        open at once, default 32 (HTTP/2 ``SETTINGS_MAX_CONCURRENT_STREAMS``
         via grpc's ``grpc.max_concurrent_streams``; HTTP/3 the QUIC
         ``initial_max_streams_bidi`` the server grants, one more per stream
-        closed). Clients queue calls beyond it; nothing fails.
+        closed). Clients queue calls beyond it (grpc core may refuse a few
+        sent before the client saw the setting: REFUSED_STREAM, unprocessed).
     max_concurrent_calls: calls running at once, server-wide and over both
         transports, default 128. Calls beyond it are refused like
         ``admission``'s (UNAVAILABLE + ``localfirst-overloaded``, before the
         handler runs and before the request body is read, so unprocessed and
         safe to retry elsewhere); health checks are never refused. With
-        ``admission`` too, the lower limit applies. HTTP/2 bound: grpc core
-        reads a whole unary request before the handler runs, and the
-        handler holds it; HTTP/2 requests in memory are at most about
-        ``max_concurrent_calls * max_message_size`` (plus what is in
-        flight on the connections, at most ``max_concurrent_streams`` HTTP/2
-        flow-control windows each). Streamed HTTP/2 requests are read one
-        message at a time (flow control holds the rest at the client).
-    max_connections: client connections at once, default 1024. HTTP/3: a
-        new QUIC connection beyond it is closed at once (CONNECTION_REFUSED,
-        nothing processed). HTTP/2: grpc core's
+        ``admission`` too, the lower limit applies.
+    max_connections: client connections at once, default 1024, per transport.
+        HTTP/3: a new QUIC connection beyond it is closed at once
+        (CONNECTION_REFUSED, nothing processed). HTTP/2: grpc core's
         ``grpc.max_allowed_incoming_connections``: core closes a TCP
-        connection accepted beyond it before any HTTP/2 frame is read.
-        Counted per transport (each may have this many).
+        connection accepted beyond it (the client sees UNAVAILABLE, nothing
+        processed).
     max_buffered_bytes: HTTP/3 only: request bytes received for handlers that
         have not read them yet, server-wide, default 64 MiB (one stream
         alone is also limited, to ``max(4 * max_message_size, 16 MiB)``).
-        When over it, the call holding the most is shed: RESOURCE_EXHAUSTED
-        and STOP_SENDING, so small calls keep working. (HTTP/2's
-        buffering is grpc core's: see ``max_concurrent_calls``.)
+        Over it, the call holding the most is shed: RESOURCE_EXHAUSTED and
+        STOP_SENDING, so small calls keep working.
+
+    What bounds HTTP/2 memory: grpc core reads a whole unary request before
+    the handler runs, and the handler holds it, so requests in memory are at
+    most ``max_concurrent_calls`` requests of up to ``max_message_size``
+    (about 3x that in RSS with grpc's and protobuf's copies: 32 held 1 MiB
+    requests measured ~100 MB), plus per connection at most
+    ``max_concurrent_streams`` HTTP/2 flow-control windows in flight; streamed
+    requests are read one message at a time. There is no byte budget for
+    HTTP/2: grpc core does the buffering.
     """
 
     host: str

@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import logging
 import sys
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from protoc_gen_localfirst.runtime.http3.options import QUIC_LIBRARIES
+
+_LOG = logging.getLogger("protoc_gen_localfirst.h3_server")
 
 __all__ = [
     "QuicLib",
@@ -142,6 +145,8 @@ def send_backlog(quic: Any, stream_id: int) -> int:
 
 _QH3_LOCAL_MAX_STREAMS_BIDI = 21
 """Position of ``local_max_streams_bidi`` in qh3's ``QuicConnectionCore(...)`` (qh3 2.x)."""
+_QH3_CORE_ARGUMENTS = 28
+"""How many positional arguments qh3 2.x passes to ``QuicConnectionCore(...)``."""
 
 
 @contextlib.contextmanager
@@ -180,6 +185,9 @@ def limit_peer_streams(quic: Any, limit: int) -> None:
 
     def limited_core(*args: Any) -> Any:
         values = list(args)
+        if len(values) != _QH3_CORE_ARGUMENTS:  # another qh3: leave its default
+            _LOG.warning("qh3's QuicConnectionCore changed: max_concurrent_streams not applied")
+            return core_class(*values)
         values[_QH3_LOCAL_MAX_STREAMS_BIDI] = limit
         return core_class(*values)
 

@@ -80,9 +80,19 @@ def _read_exact(sock: socket.socket, size: int) -> bytes:
 
 
 def call_frames(
-    host: str, port: int, path: str, message: bytes, timeout: float = 10.0
+    host: str,
+    port: int,
+    path: str,
+    message: bytes,
+    timeout: float = 10.0,
+    *,
+    send_body: bool = True,
 ) -> list[Frame]:
-    """Send one unary gRPC request; return the HEADERS/DATA/RST frames of its response."""
+    """Send one unary gRPC request; return the HEADERS/DATA/RST frames of its response.
+
+    ``send_body=False``: send the request headers only (no DATA, no END_STREAM)
+    and wait for whatever the server answers without the body.
+    """
     headers = b"".join(
         _literal(name, value)
         for name, value in (
@@ -100,7 +110,7 @@ def call_frames(
             PREFACE
             + _frame(SETTINGS, 0, 0)
             + _frame(HEADERS, 0x4, 1, headers)  # END_HEADERS
-            + _frame(DATA, END_STREAM, 1, body)
+            + (_frame(DATA, END_STREAM, 1, body) if send_body else b"")
         )
         frames: list[Frame] = []
         while True:
@@ -122,3 +132,22 @@ def call_frames(
                 frames.append(frame)
                 if frame.end_stream or frame.type == RST_STREAM:
                     return frames
+
+
+MAX_CONCURRENT_STREAMS = 0x3
+
+
+def server_settings(host: str, port: int, timeout: float = 10.0) -> dict[int, int]:
+    """The parameters of the server's first SETTINGS frame (RFC 9113, 6.5.1)."""
+    with socket.create_connection((host, port), timeout=timeout) as sock:
+        sock.sendall(PREFACE + _frame(SETTINGS, 0, 0))
+        while True:
+            head = _read_exact(sock, 9)
+            payload = _read_exact(sock, int.from_bytes(head[:3], "big"))
+            if head[3] == SETTINGS and not head[4] & ACK:
+                return {
+                    int.from_bytes(payload[i : i + 2], "big"): int.from_bytes(
+                        payload[i + 2 : i + 6], "big"
+                    )
+                    for i in range(0, len(payload), 6)
+                }

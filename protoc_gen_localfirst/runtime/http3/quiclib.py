@@ -3,19 +3,31 @@
 ``load_quic_library`` imports only the library asked for and gathers the
 classes and helpers the server uses (``QuicLib``); ``stream_errors_h3`` makes
 its ``H3Connection`` reset one stream for malformed request headers instead
-of closing the connection (and lets the server drop a finished stream's state); ``send_backlog`` is a stream's untransmitted bytes.
+of closing the connection (and lets the server drop a finished stream's state); ``send_backlog`` is a stream's untransmitted bytes;
+``limit_peer_streams`` sets how many request streams a client may have open at once.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
-from collections.abc import Awaitable, Callable
+import logging
+import sys
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from protoc_gen_localfirst.runtime.http3.options import QUIC_LIBRARIES
 
-__all__ = ["QuicLib", "load_quic_library", "send_backlog", "stream_errors_h3"]
+_LOG = logging.getLogger("protoc_gen_localfirst.h3_server")
+
+__all__ = [
+    "QuicLib",
+    "limit_peer_streams",
+    "load_quic_library",
+    "send_backlog",
+    "stream_errors_h3",
+]
 
 
 @dataclass(frozen=True)
@@ -147,3 +159,77 @@ def send_backlog(quic: Any, stream_id: int) -> int:
         return 0
     sender = stream.sender
     return max(0, int(sender._buffer_stop) - int(sender.next_offset))
+
+
+_QH3_LOCAL_MAX_STREAMS_BIDI = 21
+"""Position of ``local_max_streams_bidi`` in qh3's ``QuicConnectionCore(...)`` (qh3 2.x)."""
+_QH3_CORE_ARGUMENTS = 28
+"""How many positional arguments qh3 2.x passes to ``QuicConnectionCore(...)``."""
+
+
+@contextlib.contextmanager
+def _replaced(module: Any, name: str, replacement: Any) -> Iterator[None]:
+    original = getattr(module, name)
+    setattr(module, name, replacement)
+    try:
+        yield
+    finally:
+        setattr(module, name, original)
+
+
+def limit_peer_streams(quic: Any, limit: int) -> None:
+    """Let the peer of ``quic`` (a server connection, before its handshake) have
+    at most ``limit`` bidirectional streams open at once.
+
+    This is the ``initial_max_streams_bidi`` transport parameter; both
+    libraries then grant one more stream (MAX_STREAMS) per stream closed, so
+    it is a limit on concurrent request streams. Neither library configures
+    it. aioquic keeps it in ``_local_max_streams_bidi`` (default 128). qh3
+    writes a literal 100 twice, into the transport parameters it sends and
+    into its Rust core (which enforces it), both created when the first
+    Initial packet arrives; for this one connection those two constructors
+    are called with ``limit`` instead. The swaps are synchronous, on the
+    event loop's thread, so no other connection sees them.
+    """
+    aioquic_limit = getattr(quic, "_local_max_streams_bidi", None)
+    if aioquic_limit is not None:
+        aioquic_limit.value = aioquic_limit.sent = limit
+        return
+    connection_module: Any = sys.modules[type(quic).__module__]
+    bridge_module: Any = importlib.import_module("qh3.quic.tls_bridge")
+    core_class = connection_module.QuicConnectionCore
+    parameters_class = bridge_module.QuicTransportParameters
+    create_core, create_tls = quic._create_core, quic._create_tls
+
+    def limited_core(*args: Any) -> Any:
+        values = list(args)
+        if len(values) != _QH3_CORE_ARGUMENTS:  # another qh3: leave its default
+            _LOG.warning("qh3's QuicConnectionCore changed: max_concurrent_streams not applied")
+            return core_class(*values)
+        values[_QH3_LOCAL_MAX_STREAMS_BIDI] = limit
+        return core_class(*values)
+
+    def limited_parameters(*args: Any, **kwargs: Any) -> Any:
+        parameters = parameters_class(*args, **kwargs)
+        parameters.initial_max_streams_bidi = limit
+        return parameters
+
+    def create_limited_core(*args: Any, **kwargs: Any) -> None:
+        with _replaced(connection_module, "QuicConnectionCore", limited_core):
+            create_core(*args, **kwargs)
+
+    def create_limited_tls(*args: Any, **kwargs: Any) -> Any:
+        # The bridge serializes its parameters when created, and again on a version change.
+        with _replaced(bridge_module, "QuicTransportParameters", limited_parameters):
+            bridge = create_tls(*args, **kwargs)
+        serialize = bridge.serialize_transport_parameters
+
+        def serialize_limited() -> bytes:
+            with _replaced(bridge_module, "QuicTransportParameters", limited_parameters):
+                return bytes(serialize())
+
+        bridge.serialize_transport_parameters = serialize_limited
+        return bridge
+
+    quic._create_core = create_limited_core
+    quic._create_tls = create_limited_tls

@@ -70,6 +70,16 @@ lets the application withhold flow-control credit, so received request
 messages are queued; more than ``max(4 * max_message_size, 16 MiB)`` queued
 on one stream fails the call with RESOURCE_EXHAUSTED.
 
+Limits
+------
+``max_buffered_bytes``: the request bytes all calls hold unread (queued
+messages and partial ones) are one server-wide ``BufferBudget`` (``budget``);
+when a call's new bytes push it over, the call holding the most is shed
+(RESOURCE_EXHAUSTED, STOP_SENDING), whichever call brought the new bytes.
+``max_concurrent_streams``: the QUIC stream limit granted to each client
+(``quiclib.limit_peer_streams``). ``max_connections``: a new connection
+beyond it is closed with CONNECTION_REFUSED after its first packet.
+
 Drain
 -----
 ``goaway()`` sends an HTTP/3 GOAWAY on every connection (id: the next
@@ -88,13 +98,16 @@ import ipaddress
 from collections.abc import Callable
 from typing import Any
 
+from protoc_gen_localfirst.runtime.http3.budget import BufferBudget
 from protoc_gen_localfirst.runtime.http3.dispatch import Dispatcher
 from protoc_gen_localfirst.runtime.http3.options import QuicLibrary
 from protoc_gen_localfirst.runtime.http3.quiclib import (
     QuicLib,
+    limit_peer_streams,
     load_quic_library,
     stream_errors_h3,
 )
+from protoc_gen_localfirst.runtime.http3.server_call import H3ServerCall
 from protoc_gen_localfirst.runtime.http3.server_connection import H3ConnectionHandler
 from protoc_gen_localfirst.runtime.tls import CertificatePair
 from protoc_gen_localfirst.runtime.wire import DEFAULT_MAX_MESSAGE_SIZE
@@ -129,19 +142,27 @@ def _protocol_class(lib: QuicLib) -> Any:
         def __init__(self, *args: Any, h3_server: H3Server, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             self.handler = H3ConnectionHandler(h3_server, self)
-            h3_server.connections.add(self.handler)
+            self.refused = not h3_server.admit_connection(self.handler)
+            if h3_server.max_concurrent_streams is not None:
+                limit_peer_streams(self._quic, h3_server.max_concurrent_streams)
 
         def datagram_received(self, data: Any, addr: Any) -> None:
             if self.handler.peer == "unknown":
                 self.handler.peer = _format_peer(addr)
             super().datagram_received(data, addr)
-            self.handler.check_closing()
+            self._refuse_or_check()
 
         def datagrams_received(self, data: Any, addr: Any) -> None:
             if self.handler.peer == "unknown":
                 self.handler.peer = _format_peer(addr)
             super().datagrams_received(data, addr)
-            self.handler.check_closing()
+            self._refuse_or_check()
+
+        def _refuse_or_check(self) -> None:
+            if self.refused:
+                self.handler.refuse_connection()
+            else:
+                self.handler.check_closing()
 
         def quic_event_received(self, event: Any) -> None:
             self.handler.quic_event(event)
@@ -168,10 +189,17 @@ class H3Server:
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
         quic_library: QuicLibrary = "qh3",
         idle_timeout: float = 60.0,
+        max_concurrent_streams: int | None = None,
+        max_connections: int | None = None,
+        max_buffered_bytes: int | None = None,
     ) -> None:
         self.lib = load_quic_library(quic_library)
         self.dispatcher = dispatcher
         self.max_message_size = max_message_size
+        self.max_concurrent_streams = max_concurrent_streams
+        self.max_connections = max_connections
+        self.budget: BufferBudget[H3ServerCall] = BufferBudget(max_buffered_bytes)
+        self.refused_connections = 0
         self.h3_class = stream_errors_h3(self.lib)
         self.connections: set[H3ConnectionHandler] = set()
         self.closing = False
@@ -227,6 +255,17 @@ class H3Server:
             raise
         sockname = self._listener._transport.get_extra_info("sockname")
         self.port = int(sockname[1])
+
+    def admit_connection(self, conn: H3ConnectionHandler) -> bool:
+        """A new QUIC connection: count it in, or refuse it at ``max_connections``
+        (connections already closing do not count)."""
+        if self.max_connections is not None:
+            open_connections = sum(1 for c in self.connections if not c.closed)
+            if open_connections >= self.max_connections:
+                self.refused_connections += 1
+                return False
+        self.connections.add(conn)
+        return True
 
     def connection_closed(self, conn: H3ConnectionHandler) -> None:
         self.connections.discard(conn)

@@ -25,6 +25,7 @@ from typing import Any, Protocol
 import grpc
 import grpc.aio
 
+from protoc_gen_localfirst.runtime.http3.budget import BufferBudget
 from protoc_gen_localfirst.runtime.http3.context import H3ServicerContext
 from protoc_gen_localfirst.runtime.http3.dispatch import Dispatcher
 from protoc_gen_localfirst.runtime.wire import (
@@ -59,6 +60,8 @@ class StreamOwner(Protocol):
     def dispatcher(self) -> Dispatcher: ...
     @property
     def max_message_size(self) -> int: ...
+    @property
+    def budget(self) -> BufferBudget[H3ServerCall]: ...
     def transmit(self) -> None: ...
     async def wait_writable(self, call: H3ServerCall) -> None: ...
     def reset_stream(self, stream_id: int, error_code: int) -> None: ...
@@ -146,6 +149,7 @@ class H3ServerCall:
             if self._messages:
                 message = self._messages.popleft()
                 self._queued_bytes -= len(message)
+                self._account()
                 return message
             if self.request_done:
                 return None
@@ -180,6 +184,24 @@ class H3ServerCall:
             return
         if messages or ended:
             self._readable.set()
+        for victim in self._account():
+            victim.shed()
+
+    def shed(self) -> None:
+        """The server's buffer budget is exhausted and this call holds the most:
+        RESOURCE_EXHAUSTED, the rest of the request refused (STOP_SENDING), its
+        buffered bytes dropped."""
+        held = self._decoder.buffered + self._queued_bytes
+        self._messages.clear()
+        self._queued_bytes = 0
+        self._decoder = MessageDecoder(self.max_message_size, self.head.encoding, side="SERVER")
+        self._fail(
+            WireError(
+                f"server overloaded: this call held {held} request bytes its handler had "
+                f"not read, the most of any call (max_buffered_bytes={self.conn.budget.limit})",
+                status=grpc.StatusCode.RESOURCE_EXHAUSTED,
+            )
+        )
 
     def client_cancelled(self) -> None:
         """The client reset the stream or sent STOP_SENDING."""
@@ -195,7 +217,12 @@ class H3ServerCall:
         if self.finished or self._cancel_reason == _Cancel.CLIENT:
             raise asyncio.CancelledError()
 
+    def _account(self) -> list[H3ServerCall]:
+        """Tell the server-wide budget what this call holds; the calls to shed."""
+        return self.conn.budget.hold(self, self._decoder.buffered + self._queued_bytes)
+
     def _fail(self, error: WireError) -> None:
+        self.conn.budget.drop(self)
         self._wire_error = error
         self.request_done = True
         self._readable.set()
@@ -241,6 +268,7 @@ class H3ServerCall:
             if self._timer is not None:
                 self._timer.cancel()
             self.finished = True
+            self.conn.budget.drop(self)
             self.conn.forget(self)
             if self._context is not None:
                 self._context.run_done_callbacks()

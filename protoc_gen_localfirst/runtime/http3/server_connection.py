@@ -17,6 +17,7 @@ import contextlib
 import logging
 from typing import Any, Protocol
 
+from protoc_gen_localfirst.runtime.http3.budget import BufferBudget
 from protoc_gen_localfirst.runtime.http3.dispatch import Dispatcher
 from protoc_gen_localfirst.runtime.http3.options import SEND_HIGH_WATER
 from protoc_gen_localfirst.runtime.http3.quiclib import QuicLib, send_backlog
@@ -32,6 +33,9 @@ __all__ = ["H3ConnectionHandler"]
 
 _LOG = logging.getLogger("protoc_gen_localfirst.h3_server")
 
+CONNECTION_REFUSED = 0x2
+"""QUIC transport error: the server refuses to accept a new connection (RFC 9000, 20.1)."""
+
 _FINISHED_MEMORY = 1024
 """Recently finished stream ids remembered per connection, so late frames for
 them are ignored rather than taken as new requests."""
@@ -44,6 +48,7 @@ class ConnectionOwner(Protocol):
     h3_class: Any
     dispatcher: Dispatcher
     max_message_size: int
+    budget: BufferBudget[H3ServerCall]
     closing: bool
 
     def connection_closed(self, conn: H3ConnectionHandler) -> None: ...
@@ -103,6 +108,21 @@ class H3ConnectionHandler:
                 if target is not None:
                     target.feed(h3_event.data, h3_event.stream_ended)
 
+    def refuse_connection(self) -> None:
+        """The server is at ``max_connections``: close this new connection at once
+        (QUIC CONNECTION_REFUSED). No request was processed; the client may try
+        another server."""
+        if self.closed:
+            return
+        with contextlib.suppress(Exception):
+            self.quic.close(
+                error_code=CONNECTION_REFUSED, reason_phrase="server at max_connections"
+            )
+        # Before the first Initial packet was taken there is nothing to close yet.
+        self.closed = getattr(self.quic, "_close_event", None) is not None
+        with contextlib.suppress(Exception):
+            self.protocol.transmit()
+
     def check_closing(self) -> None:
         """After datagrams came in: release every call if the connection is closing.
 
@@ -140,6 +160,10 @@ class H3ConnectionHandler:
     @property
     def max_message_size(self) -> int:
         return self.server.max_message_size
+
+    @property
+    def budget(self) -> BufferBudget[H3ServerCall]:
+        return self.server.budget
 
     def transmit(self) -> None:
         if not self.closed:

@@ -392,6 +392,15 @@ def _status_handler(
     return grpc.stream_stream_rpc_method_handler(answer)
 
 
+def _overload_handler(node: str, load: CallLoad) -> grpc.RpcMethodHandler[Any, Any]:
+    """Admission's refusal for any call kind, before the request is read."""
+
+    async def answer(request_iterator: object, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        await _refuse(context, node, load)
+
+    return grpc.stream_stream_rpc_method_handler(answer)
+
+
 class NodeAnnouncer(grpc.aio.ServerInterceptor):
     """Wraps every async handler so its responses name ``node``.
 
@@ -415,6 +424,7 @@ class NodeAnnouncer(grpc.aio.ServerInterceptor):
         self._refused = _status_handler(
             grpc.StatusCode.UNAVAILABLE, SHUTTING_DOWN, (*trailers, (DRAINING_KEY, "true"))
         )
+        self._overloaded = _overload_handler(node, self.load)
 
     def _get_alt_svc(self) -> str | None:
         return self.alt_svc
@@ -438,10 +448,27 @@ class NodeAnnouncer(grpc.aio.ServerInterceptor):
         key = (id(handler), health)
         cached = self._cache.get(key)
         if cached is not None and cached[0] is handler:
-            return cached[1]
+            return self._admitting(cached[1], handler, health)
         load = UncountedLoad(self.load) if health else self.load
         wrapped = announcing_handler(handler, self.node, self._get_alt_svc, load)
         if len(self._cache) >= self._CACHE_LIMIT:
             self._cache.clear()
         self._cache[key] = (handler, wrapped)
-        return wrapped
+        return self._admitting(wrapped, handler, health)
+
+    def _admitting(
+        self,
+        wrapped: grpc.RpcMethodHandler[Any, Any],
+        handler: grpc.RpcMethodHandler[Any, Any],
+        health: bool,
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        """``wrapped``, or the overload refusal if a counted call would be refused now.
+
+        Interceptors run before grpc (and the HTTP/3 server) read the request:
+        refusing here costs no request body, which the wrapper's own check
+        (after grpc read a unary request whole) cannot avoid. The wrapper
+        still checks (``admit``), for calls racing past this one.
+        """
+        if health or wrapped is handler or not self.load.full():
+            return wrapped
+        return self._overloaded

@@ -59,6 +59,7 @@ from protoc_gen_localfirst.runtime.server.options import (
     ServeOptions,
     check_options,
     grpc_options,
+    memory_limits,
 )
 from protoc_gen_localfirst.runtime.server.tls import ServerCertificates
 from protoc_gen_localfirst.runtime.wire.framing import DEFAULT_MAX_MESSAGE_SIZE
@@ -114,7 +115,11 @@ async def _start_server(bindings: Sequence[Binding], options: ServeOptions) -> S
     host = options.get("host", DEFAULT_HOST)
     node = own_node(options.get("node")) or socket.gethostname()
     health = HealthServicer()
-    load = ServerLoad(options.get("admission"), metrics=options.get("load_metrics"))
+    load = ServerLoad(
+        options.get("admission"),
+        metrics=options.get("load_metrics"),
+        max_calls=memory_limits(options)["max_concurrent_calls"],
+    )
     announcer = NodeAnnouncer(node, load)
     server = grpc.aio.server(
         interceptors=[announcer, *options.get("interceptors", ())],
@@ -198,6 +203,7 @@ async def _start_h3(
     from protoc_gen_localfirst.runtime.http3.dispatch import Dispatcher, HandlerCollector
     from protoc_gen_localfirst.runtime.http3.server import H3Server, UdpPortTaken
 
+    limits = memory_limits(options)
     collector = HandlerCollector()
     health_pb2_grpc.add_HealthServicer_to_server(health, collector)
     h3_server = H3Server(
@@ -208,6 +214,9 @@ async def _start_h3(
         certificate=certificates.current,
         max_message_size=options.get("max_message_size", DEFAULT_MAX_MESSAGE_SIZE),
         quic_library=options.get("quic_library", "qh3"),
+        max_concurrent_streams=limits["max_concurrent_streams"],
+        max_connections=limits["max_connections"],
+        max_buffered_bytes=limits["max_buffered_bytes"],
     )
     host = options.get("host", DEFAULT_HOST)
     try:

@@ -16,6 +16,15 @@ admission control, off unless asked for:
 - ``admission=8``: at most 8 calls run at once; the 9th is refused at once.
 - ``admission=AdmissionControl()``: the adaptive limit is enforced.
 
+Apart from admission control, ``max_calls`` (``serve(max_concurrent_calls=...)``,
+default 128) is a hard cap that is always enforced, with the same refusal:
+it bounds the memory slow handlers can pin (see ``server.options``).
+
+The node announcer asks ``full()`` when grpc (or the HTTP/3 server) asks
+for the call's handler, before the request body is read (grpc.aio reads a
+unary request whole only after finding its handler), and ``admit()`` again
+in the handler wrapper; so a refused call costs no request body.
+
 A refused call gets UNAVAILABLE before its handler ran, with the
 ``localfirst-overloaded`` trailer: our clients send it to another replica
 at once, idempotent or not, and without spending their retry budget;
@@ -121,6 +130,7 @@ class ServerLoad:
         admission: AdmissionControl | int | None = None,
         *,
         metrics: LoadMetrics | None = None,
+        max_calls: int | None = None,
         clock: Callable[[], float] = time.monotonic,
         cpu_clock: Callable[[], float] = time.process_time,
         cpus: int | None = None,
@@ -133,6 +143,10 @@ class ServerLoad:
                 "admission must be None, a limit >= 1 (calls running at once) or"
                 f" AdmissionControl(), got {admission!r}"
             )
+        if max_calls is not None and max_calls < 1:
+            raise ValueError(f"max_calls must be None or >= 1, got {max_calls!r}")
+        self.max_calls = max_calls
+        """A hard cap on calls in flight (``max_concurrent_calls``), always enforced."""
         self._clock = clock
         self._cpu_clock = cpu_clock
         self._cpus = cpus or os.cpu_count() or 1
@@ -157,16 +171,32 @@ class ServerLoad:
 
     @property
     def limit(self) -> int:
-        """The concurrency limit now: enforced with admission control, else estimated."""
-        if self._static is not None:
-            return self._static
-        return int(self._estimate.limit)
+        """The concurrency limit now: enforced with admission control, else estimated;
+        never above ``max_calls``."""
+        limit = self._static if self._static is not None else int(self._estimate.limit)
+        return limit if self.max_calls is None else min(limit, self.max_calls)
+
+    def _full(self) -> bool:
+        if self.max_calls is not None and self.in_flight >= self.max_calls:
+            return True
+        return self.enforced and self.in_flight >= self.limit
+
+    def full(self) -> bool:
+        """Whether a call arriving now would be refused; counts it as refused if so.
+
+        Asked before the request is read (``announce``), so a call that will
+        be refused costs no request body; ``admit`` decides for good.
+        """
+        with self._lock:
+            if self._full():
+                self.refused += 1
+                return True
+            return False
 
     def admit(self) -> bool:
         """Count a new call in, unless the server is at its limit (then it is refused)."""
-        limit = self.limit
         with self._lock:
-            if self.enforced and self.in_flight >= limit:
+            if self._full():
                 self.refused += 1
                 return False
             self.in_flight += 1

@@ -16,7 +16,7 @@ from protoc_gen_localfirst.runtime.server.load import AdmissionControl, LoadMetr
 from protoc_gen_localfirst.runtime.server.tls import check_client_ca_file, check_tls_files
 from protoc_gen_localfirst.runtime.wire.framing import DEFAULT_MAX_MESSAGE_SIZE
 
-__all__ = ["ServeOptions", "check_options", "grpc_options"]
+__all__ = ["ServeOptions", "check_options", "grpc_options", "memory_limits"]
 
 DEFAULT_HOST = "[::]"
 DEFAULT_PORT = 50051
@@ -24,6 +24,10 @@ DEFAULT_DRAIN_DELAY = 5.0
 DEFAULT_GRACE = 10.0
 DEFAULT_MAX_CONNECTION_AGE: float | None = 300.0
 DEFAULT_MAX_CONNECTION_AGE_GRACE = 30.0
+DEFAULT_MAX_CONCURRENT_STREAMS = 32
+DEFAULT_MAX_CONCURRENT_CALLS = 128
+DEFAULT_MAX_CONNECTIONS = 1024
+DEFAULT_MAX_BUFFERED_BYTES = 64 * 1024 * 1024
 
 
 class ServeOptions(TypedDict, total=False):
@@ -77,6 +81,44 @@ class ServeOptions(TypedDict, total=False):
     load_metrics: a function returning custom named metrics (``{"queue": 3.0}``)
         added to the load report every response carries (ORCA
         ``named_metrics``); keep it cheap, it runs once per response.
+
+    Memory bounds (an int > 0, or None for no limit). With the defaults the
+    abusive clients of ``bench/memory_abuse.py`` grew the server's RSS by
+    84-111 MB (0.8-1.6 GB with the bounds off) while other calls kept being
+    served (BENCHMARKS.md):
+
+    max_concurrent_streams: request streams one client connection may have
+        open at once, default 32 (HTTP/2 ``SETTINGS_MAX_CONCURRENT_STREAMS``
+        via grpc's ``grpc.max_concurrent_streams``; HTTP/3 the QUIC
+        ``initial_max_streams_bidi`` the server grants, one more per stream
+        closed). Clients queue calls beyond it (grpc core may refuse a few
+        sent before the client saw the setting: REFUSED_STREAM, unprocessed).
+    max_concurrent_calls: calls running at once, server-wide and over both
+        transports, default 128. Calls beyond it are refused like
+        ``admission``'s (UNAVAILABLE + ``localfirst-overloaded``, before the
+        handler runs and before the request body is read, so unprocessed and
+        safe to retry elsewhere); health checks are never refused. With
+        ``admission`` too, the lower limit applies.
+    max_connections: client connections at once, default 1024, per transport.
+        HTTP/3: a new QUIC connection beyond it is closed at once
+        (CONNECTION_REFUSED, nothing processed). HTTP/2: grpc core's
+        ``grpc.max_allowed_incoming_connections``: core closes a TCP
+        connection accepted beyond it (the client sees UNAVAILABLE, nothing
+        processed).
+    max_buffered_bytes: HTTP/3 only: request bytes received for handlers that
+        have not read them yet, server-wide, default 64 MiB (one stream
+        alone is also limited, to ``max(4 * max_message_size, 16 MiB)``).
+        Over it, the call holding the most is shed: RESOURCE_EXHAUSTED and
+        STOP_SENDING, so small calls keep working.
+
+    What bounds HTTP/2 memory: grpc core reads a whole unary request before
+    the handler runs, and the handler holds it, so requests in memory are at
+    most ``max_concurrent_calls`` requests of up to ``max_message_size``
+    (about 3x that in RSS with grpc's and protobuf's copies: 32 held 1 MiB
+    requests measured ~100 MB), plus per connection at most
+    ``max_concurrent_streams`` HTTP/2 flow-control windows in flight; streamed
+    requests are read one message at a time. There is no byte budget for
+    HTTP/2: grpc core does the buffering.
     """
 
     host: str
@@ -98,6 +140,10 @@ class ServeOptions(TypedDict, total=False):
     quic_library: QuicLibrary
     admission: AdmissionControl | int | None
     load_metrics: LoadMetrics | None
+    max_concurrent_streams: int | None
+    max_concurrent_calls: int | None
+    max_connections: int | None
+    max_buffered_bytes: int | None
 
 
 _KNOWN_OPTIONS = frozenset(ServeOptions.__annotations__)
@@ -126,6 +172,7 @@ def check_options(options: ServeOptions) -> None:
     size = options.get("max_message_size")
     if size is not None and size <= 0:
         raise ValueError(f"max_message_size={size!r}: not > 0 (bytes, an int > 0)")
+    _check_limits(options)
     for key, value in (("port", options.get("port")), ("health_port", options.get("health_port"))):
         if value is not None and not 0 <= value <= 65535:
             raise ValueError(
@@ -183,6 +230,41 @@ def _check_types(options: ServeOptions) -> None:
             f"load_metrics={metrics!r}: not callable (a function returning "
             "{'name': number, ...}, or None)"
         )
+
+
+_LIMITS: dict[str, tuple[str, int]] = {
+    "max_concurrent_streams": ("request streams per connection", 2**31 - 1),
+    "max_concurrent_calls": ("calls at once, server-wide", 2**31 - 1),
+    "max_connections": ("client connections at once", 2**31 - 1),
+    "max_buffered_bytes": ("bytes, server-wide", 2**62),
+}
+"""Memory-bound options: what they count, and the largest value accepted."""
+
+
+def _check_limits(options: ServeOptions) -> None:
+    for key, (unit, largest) in _LIMITS.items():
+        if key not in options:
+            continue
+        value = options[key]  # type: ignore[literal-required]
+        accepted = f"{unit}: an int in 1..{largest}, or None for no limit"
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{key}={value!r}: not an int ({accepted})")
+        if not 1 <= value <= largest:
+            raise ValueError(f"{key}={value!r}: out of range ({accepted})")
+
+
+def memory_limits(options: ServeOptions) -> dict[str, int | None]:
+    """The four memory-bound options, defaults filled in (None: no limit)."""
+    return {
+        "max_concurrent_streams": options.get(
+            "max_concurrent_streams", DEFAULT_MAX_CONCURRENT_STREAMS
+        ),
+        "max_concurrent_calls": options.get("max_concurrent_calls", DEFAULT_MAX_CONCURRENT_CALLS),
+        "max_connections": options.get("max_connections", DEFAULT_MAX_CONNECTIONS),
+        "max_buffered_bytes": options.get("max_buffered_bytes", DEFAULT_MAX_BUFFERED_BYTES),
+    }
 
 
 def _check_seconds(key: str, value: object, *, zero: bool) -> None:
@@ -263,4 +345,9 @@ def grpc_options(options: ServeOptions) -> list[tuple[str, Any]]:
             ("grpc.max_connection_age_ms", max(1, round(age * 1000))),
             ("grpc.max_connection_age_grace_ms", max(0, round(age_grace * 1000))),
         ]
+    limits = memory_limits(options)
+    if limits["max_concurrent_streams"] is not None:
+        result.append(("grpc.max_concurrent_streams", limits["max_concurrent_streams"]))
+    if limits["max_connections"] is not None:
+        result.append(("grpc.max_allowed_incoming_connections", limits["max_connections"]))
     return result

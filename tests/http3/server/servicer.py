@@ -7,6 +7,9 @@
 * ``big``: a reply of ``count`` bytes.
 * ``boom``: raises ValueError (UNKNOWN).
 * anything else: ``hello <name>``.
+
+``LotsOfGreetings`` reads nothing until ``reading`` is set (set by default;
+tests clear it to make request bytes pile up in the server).
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ class EchoGreeter(GreeterServicer):
     def __init__(self) -> None:
         self.cancelled: list[str] = []
         self.completed: list[str] = []
+        self.reading = asyncio.Event()
+        self.reading.set()
 
     async def _common(self, request: HelloRequest, context: Any) -> HelloReply | None:
         if request.name == "echo":
@@ -64,6 +69,7 @@ class EchoGreeter(GreeterServicer):
     async def LotsOfGreetings(
         self, request_iterator: AsyncIterator[HelloRequest], context: Any
     ) -> HelloReply:
+        await self.reading.wait()
         names = [r.name async for r in request_iterator]
         return HelloReply(message="hello " + ", ".join(names))
 

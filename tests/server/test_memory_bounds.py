@@ -15,7 +15,9 @@ from typing import Any
 import grpc
 import grpc.aio
 import pytest
+from google.protobuf.wrappers_pb2 import StringValue
 
+from protoc_gen_localfirst.runtime import ServicerContext
 from protoc_gen_localfirst.runtime.identity import OVERLOADED_KEY
 from protoc_gen_localfirst.runtime.server.load import ServerLoad
 from protoc_gen_localfirst.runtime.server.options import check_options, grpc_options
@@ -204,3 +206,40 @@ async def test_http2_connections_beyond_max_connections_are_closed(start: StartS
             await channel.close()
 
     await wait_until_async(a_new_connection_works, what="a connection once the first closed")
+
+
+class HoldingEcho(CountingEcho):
+    """``hold...`` requests (any size) wait for ``release``: handlers holding their request."""
+
+    async def Say(self, request: StringValue, context: ServicerContext[Any, Any]) -> StringValue:
+        if request.value.startswith("hold"):
+            self.says.append("hold")
+            self.started.set()
+            await self.release.wait()
+            return StringValue(value="held")
+        return await super().Say(request, context)
+
+
+async def test_unary_requests_held_by_running_calls_are_bounded(
+    transport: tuple[StartServer, Connect],  # noqa: F811
+) -> None:
+    """grpc reads a unary request whole and its handler holds it: over
+    ``max_buffered_bytes`` of them, a request that does not fit is refused
+    (unprocessed), while small ones still fit beside."""
+    start, connect = transport
+    echo = HoldingEcho()
+    server = await start(echo, max_buffered_bytes=300_000)
+    client = Client(connect(server))
+    big = "hold" + "x" * 200_000
+    held = client.say(sv(big), timeout=30)
+    await asyncio.wait_for(echo.started.wait(), 10)
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await client.say(sv(big), timeout=20)
+    assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert md(refused.value.trailing_metadata())[OVERLOADED_KEY] == "true"
+    assert "request bytes held, limit 300000" in (refused.value.details() or "")
+    assert (await client.say(sv("small"), timeout=10)).value == "hello small"
+    assert echo.says == ["hold", "small"]  # the refused one never ran
+    echo.release.set()
+    assert (await held).value == "held"
+    assert (await client.say(sv(big), timeout=10)).value == "held"  # room again

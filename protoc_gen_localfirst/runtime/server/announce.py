@@ -59,6 +59,7 @@ from __future__ import annotations
 import inspect
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from contextvars import ContextVar
 from typing import Any, NoReturn, cast
 
 import grpc
@@ -243,7 +244,8 @@ def _announcing_unary(
     load: CallLoad | None,
 ) -> _UnaryBehaviour:
     async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        if load is not None and not load.admit():
+        size = _REQUEST_BYTES.get()
+        if load is not None and not load.admit(size):
             await _refuse(context, node, load)
         started = time.monotonic()
         try:
@@ -260,7 +262,7 @@ def _announcing_unary(
             return response
         finally:
             if load is not None:
-                load.release(time.monotonic() - started)
+                load.release(time.monotonic() - started, size)
 
     return unary
 
@@ -274,7 +276,8 @@ def _announcing_stream(
     if inspect.iscoroutinefunction(behaviour):
         # reader/writer style: the handler calls context.write itself.
         async def writer(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
-            if load is not None and not load.admit():
+            size = _REQUEST_BYTES.get()
+            if load is not None and not load.admit(size):
                 await _refuse(context, node, load)
             try:
                 ctx = AnnouncingContext(context, node, alt_svc(), load)
@@ -283,14 +286,15 @@ def _announcing_stream(
                 ctx.finish()
             finally:
                 if load is not None:
-                    load.release(None)
+                    load.release(None, size)
 
         return writer
 
     async def generator(
         request: Any, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[Any]:
-        if load is not None and not load.admit():
+        size = _REQUEST_BYTES.get()
+        if load is not None and not load.admit(size):
             await _refuse(context, node, load)
         try:
             ctx = AnnouncingContext(context, node, alt_svc(), load)
@@ -307,9 +311,25 @@ def _announcing_stream(
             ctx.finish()
         finally:
             if load is not None:
-                load.release(None)
+                load.release(None, size)
 
     return generator
+
+
+_REQUEST_BYTES: ContextVar[int] = ContextVar("localfirst_request_bytes", default=0)
+"""The size of the unary request of the call this task runs (0: streamed requests).
+
+Set by the request deserializer, which grpc.aio (and the HTTP/3 server) call
+in the call's own task just before its handler: the wrapper reads it to count
+the bytes the call holds against ``max_buffered_bytes``."""
+
+
+def _measuring(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any]:
+    def measured(data: bytes) -> Any:
+        _REQUEST_BYTES.set(len(data))
+        return data if deserializer is None else deserializer(data)
+
+    return measured
 
 
 async def _refuse(
@@ -343,6 +363,8 @@ def announcing_handler(
     refused at the limit, if it has one) and trailers carry the load report.
     """
     des, ser = handler.request_deserializer, handler.response_serializer
+    if not handler.request_streaming:
+        des = _measuring(des)
     if handler.request_streaming and handler.response_streaming:
         if _is_async(handler.stream_stream):
             return grpc.stream_stream_rpc_method_handler(

@@ -115,10 +115,12 @@ async def _start_server(bindings: Sequence[Binding], options: ServeOptions) -> S
     host = options.get("host", DEFAULT_HOST)
     node = own_node(options.get("node")) or socket.gethostname()
     health = HealthServicer()
+    limits = memory_limits(options)
     load = ServerLoad(
         options.get("admission"),
         metrics=options.get("load_metrics"),
-        max_calls=memory_limits(options)["max_concurrent_calls"],
+        max_calls=limits["max_concurrent_calls"],
+        max_held_bytes=limits["max_buffered_bytes"],
     )
     announcer = NodeAnnouncer(node, load)
     server = grpc.aio.server(

@@ -131,6 +131,7 @@ class ServerLoad:
         *,
         metrics: LoadMetrics | None = None,
         max_calls: int | None = None,
+        max_held_bytes: int | None = None,
         clock: Callable[[], float] = time.monotonic,
         cpu_clock: Callable[[], float] = time.process_time,
         cpus: int | None = None,
@@ -147,6 +148,10 @@ class ServerLoad:
             raise ValueError(f"max_calls must be None or >= 1, got {max_calls!r}")
         self.max_calls = max_calls
         """A hard cap on calls in flight (``max_concurrent_calls``), always enforced."""
+        self.max_held_bytes = max_held_bytes
+        """A cap on the bytes of unary requests whose calls run (``max_buffered_bytes``):
+        grpc reads a unary request whole before its handler, which holds it."""
+        self.held_bytes = 0
         self._clock = clock
         self._cpu_clock = cpu_clock
         self._cpus = cpus or os.cpu_count() or 1
@@ -176,10 +181,19 @@ class ServerLoad:
         limit = self._static if self._static is not None else int(self._estimate.limit)
         return limit if self.max_calls is None else min(limit, self.max_calls)
 
-    def _full(self) -> bool:
+    def _full(self, request_bytes: int = 0) -> bool:
         if self.max_calls is not None and self.in_flight >= self.max_calls:
             return True
+        if self._over_bytes(request_bytes):
+            return True
         return self.enforced and self.in_flight >= self.limit
+
+    def _over_bytes(self, request_bytes: int) -> bool:
+        limit = self.max_held_bytes
+        if limit is None or self.held_bytes == 0:
+            return False  # one call at a time always fits, whatever its size
+        # Only what does not fit is refused: small requests still fit beside big ones.
+        return self.held_bytes + request_bytes > limit
 
     def full(self) -> bool:
         """Whether a call arriving now would be refused; counts it as refused if so.
@@ -193,21 +207,24 @@ class ServerLoad:
                 return True
             return False
 
-    def admit(self) -> bool:
-        """Count a new call in, unless the server is at its limit (then it is refused)."""
+    def admit(self, request_bytes: int = 0) -> bool:
+        """Count a new call in (holding a unary request of ``request_bytes``),
+        unless the server is at a limit (then it is refused)."""
         with self._lock:
-            if self._full():
+            if self._full(request_bytes):
                 self.refused += 1
                 return False
             self.in_flight += 1
+            self.held_bytes += request_bytes
             self._started += 1
             return True
 
-    def release(self, latency: float | None) -> None:
+    def release(self, latency: float | None, request_bytes: int = 0) -> None:
         """A call admitted by ``admit`` ended; ``latency`` for unary calls."""
         with self._lock:
             in_flight = self.in_flight
             self.in_flight -= 1
+            self.held_bytes -= request_bytes
             if latency is not None and self._static is None:
                 self._estimate.sample(latency, in_flight, self._clock())
 
@@ -244,8 +261,11 @@ class ServerLoad:
             self._window_start, self._window_cpu = now, cpu
 
     def overload_details(self) -> str:
+        held = ""
+        if self.max_held_bytes is not None and self.held_bytes:
+            held = f", {self.held_bytes} request bytes held, limit {self.max_held_bytes}"
         return (
-            f"overloaded: {self.in_flight} calls in flight, limit {self.limit};"
+            f"overloaded: {self.in_flight} calls in flight, limit {self.limit}{held};"
             " not processed, try another replica"
         )
 
@@ -253,9 +273,9 @@ class ServerLoad:
 class CallLoad(Protocol):
     """What the handler wrappers need: ``ServerLoad``, or ``UncountedLoad`` for health checks."""
 
-    def admit(self) -> bool: ...
+    def admit(self, request_bytes: int = 0) -> bool: ...
 
-    def release(self, latency: float | None) -> None: ...
+    def release(self, latency: float | None, request_bytes: int = 0) -> None: ...
 
     def report(self) -> bytes: ...
 
@@ -269,10 +289,10 @@ class UncountedLoad:
     def __init__(self, load: ServerLoad) -> None:
         self._load = load
 
-    def admit(self) -> bool:
+    def admit(self, request_bytes: int = 0) -> bool:
         return True
 
-    def release(self, latency: float | None) -> None:
+    def release(self, latency: float | None, request_bytes: int = 0) -> None:
         pass
 
     def report(self) -> bytes:

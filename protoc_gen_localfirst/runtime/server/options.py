@@ -105,20 +105,24 @@ class ServeOptions(TypedDict, total=False):
         ``grpc.max_allowed_incoming_connections``: core closes a TCP
         connection accepted beyond it (the client sees UNAVAILABLE, nothing
         processed).
-    max_buffered_bytes: HTTP/3 only: request bytes received for handlers that
-        have not read them yet, server-wide, default 64 MiB (one stream
-        alone is also limited, to ``max(4 * max_message_size, 16 MiB)``).
-        Over it, the call holding the most is shed: RESOURCE_EXHAUSTED and
-        STOP_SENDING, so small calls keep working.
+    max_buffered_bytes: request bytes the server holds for calls, server-wide,
+        default 64 MiB; counted twice over, each against this limit:
+        - unary requests whose calls run (both transports: grpc reads a
+          unary request whole before its handler, which holds it). A request
+          that would not fit is refused like ``max_concurrent_calls``'s
+          (UNAVAILABLE + ``localfirst-overloaded``, unprocessed), so smaller
+          ones keep fitting beside big ones; a call alone always fits.
+        - HTTP/3: request bytes received for handlers that have not read
+          them yet (one stream alone is also limited, to
+          ``max(4 * max_message_size, 16 MiB)``). Over it, the call holding
+          the most is shed: RESOURCE_EXHAUSTED and STOP_SENDING, so small
+          calls keep working.
 
-    What bounds HTTP/2 memory: grpc core reads a whole unary request before
-    the handler runs, and the handler holds it, so requests in memory are at
-    most ``max_concurrent_calls`` requests of up to ``max_message_size``
-    (about 3x that in RSS with grpc's and protobuf's copies: 32 held 1 MiB
-    requests measured ~100 MB), plus per connection at most
-    ``max_concurrent_streams`` HTTP/2 flow-control windows in flight; streamed
-    requests are read one message at a time. There is no byte budget for
-    HTTP/2: grpc core does the buffering.
+    What bounds HTTP/2 memory: the unary requests held (above), at most
+    ``max_concurrent_calls`` streamed calls reading one message at a time,
+    and per connection at most ``max_concurrent_streams`` HTTP/2
+    flow-control windows in flight. A request is refused only once grpc has
+    read it, so its bytes are in memory briefly before they are dropped.
     """
 
     host: str

@@ -52,6 +52,7 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 GENERATED = REPO / "generated"
+sys.path.insert(0, str(GENERATED))  # the example Greeter (the server process gets PYTHONPATH)
 MIB = 1024 * 1024
 UNBOUNDED = (
     "max_concurrent_streams=None",
@@ -163,12 +164,14 @@ class Probe:
         from greeter.v1.greeter_pb2 import HelloReply, HelloRequest
 
         from protoc_gen_localfirst.runtime.http3.client import H3Channel
+        from protoc_gen_localfirst.runtime.tls import ClientTls
 
         channel: Any
-        if self.transport == "h2":
-            channel = grpc.aio.insecure_channel(f"127.0.0.1:{self.port}")
+        if self.transport == "h2":  # the server is on TLS (certfile): both transports
+            credentials = grpc.ssl_channel_credentials(self.ca.read_bytes())
+            channel = grpc.aio.secure_channel(f"127.0.0.1:{self.port}", credentials)
         else:
-            channel = H3Channel("127.0.0.1", self.port, ca_file=str(self.ca))
+            channel = H3Channel("127.0.0.1", self.port, tls=ClientTls(ca_file=str(self.ca)))
         say = channel.unary_unary(
             "/greeter.v1.Greeter/SayHello",
             HelloRequest.SerializeToString,
@@ -213,8 +216,9 @@ async def abuse_h2(args: argparse.Namespace) -> dict[str, Any]:
     from greeter.v1.greeter_pb2 import HelloReply, HelloRequest
 
     options = [("grpc.use_local_subchannel_pool", 1), ("grpc.max_send_message_length", -1)]
+    credentials = grpc.ssl_channel_credentials(Path(args.ca).read_bytes())
     channels = [
-        grpc.aio.insecure_channel(f"127.0.0.1:{args.port}", options=options)
+        grpc.aio.secure_channel(f"127.0.0.1:{args.port}", credentials, options=options)
         for _ in range(args.connections)
     ]
     request = HelloRequest(name="slow" + "x" * (args.size - 4))
@@ -306,7 +310,7 @@ def abuser_main(argv: list[str]) -> None:
     parser.add_argument("--streams", type=int, required=True)
     parser.add_argument("--size", type=int, required=True)
     parser.add_argument("--duration", type=float, required=True)
-    parser.add_argument("--ca")
+    parser.add_argument("--ca", required=True)
     args = parser.parse_args(argv)
     run = abuse_h2 if args.kind == "abuse-h2" else abuse_h3
     print(json.dumps(asyncio.run(run(args))), flush=True)
@@ -349,7 +353,8 @@ async def scenario(args: argparse.Namespace, kind: str, tls: Any) -> dict[str, A
         abuse_start = time.monotonic()
         if kind == "h2":
             abuse = ["abuse-h2", "--connections", str(args.h2_connections),
-                     "--streams", str(args.h2_streams), "--size", str(args.h2_size)]  # fmt: skip
+                     "--streams", str(args.h2_streams), "--size", str(args.h2_size),
+                     "--ca", str(tls.ca)]  # fmt: skip
         else:
             abuse = ["abuse-h3", "--connections", str(args.h3_connections),
                      "--streams", "100", "--size", str(args.h3_size), "--ca", str(tls.ca)]  # fmt: skip

@@ -187,6 +187,7 @@ class AsyncClient(ClientCore[grpc.aio.Channel]):
                 task.cancel()
             if hedges:
                 await asyncio.gather(*hedges, return_exceptions=True)
+            call.close()
 
     async def _unary_attempt(self, call: CallState, attempt: Attempt, requests: Requests) -> Any:
         endpoint = attempt.endpoint
@@ -218,29 +219,35 @@ class AsyncClient(ClientCore[grpc.aio.Channel]):
         Only the part before the commit is retried: no message is yielded twice.
         """
         call = await self._begin(method, options)
-        opened = None
-        while opened is None:
-            action = call.next_action()
-            if isinstance(action, Wait):
-                await asyncio.sleep(action.seconds or 0.0)
-            elif isinstance(action, AwaitEndpoints):
-                await self._await_endpoints(action)
-            elif isinstance(action, GiveUp):
-                action.raise_error()
-            else:
-                opened = await self._open_stream(call, action, requests)
-        attempt, stream, message = opened
         try:
-            while message is not grpc.aio.EOF:
-                yield message
-                message = await stream.read()
-            trailers = await stream.trailing_metadata()
-        except grpc.RpcError as error:
-            call.stream_failed(attempt, error).raise_error()
+            opened = None
+            while opened is None:
+                action = call.next_action()
+                if isinstance(action, Wait):
+                    await asyncio.sleep(action.seconds or 0.0)
+                elif isinstance(action, AwaitEndpoints):
+                    await self._await_endpoints(action)
+                elif isinstance(action, GiveUp):
+                    action.raise_error()
+                else:
+                    opened = await self._open_stream(call, action, requests)
+            attempt, stream, message = opened
+            try:
+                while message is not grpc.aio.EOF:
+                    yield message
+                    message = await stream.read()
+                trailers = await stream.trailing_metadata()
+            except grpc.RpcError as error:
+                call.stream_failed(attempt, error).raise_error()
+            except BaseException:  # cancelled, or the caller stopped reading
+                call.attempt_cancelled(attempt)
+                raise
+            finally:
+                stream.cancel()
+                self.channels.release(attempt.endpoint)
+            call.attempt_succeeded(attempt, trailers)
         finally:
-            stream.cancel()
-            self.channels.release(attempt.endpoint)
-        call.attempt_succeeded(attempt, trailers)
+            call.close()
 
     async def _open_stream(
         self, call: CallState, attempt: Attempt, requests: Requests

@@ -289,6 +289,8 @@ class ClientCore(Generic[ChannelT]):
             no_endpoints_reason=self._no_endpoints_reason,
             refresh=lambda: self.source.request_refresh(force=True),
             unsent_patience=self.resolve_timeout,
+            target=self.target,
+            transport=self.transport,
         )
         if retry is None:
             self._settings[id(method)] = settings

@@ -167,6 +167,7 @@ class SyncClient(ClientCore[grpc.Channel]):
                 future.cancel()
                 call.attempt_cancelled(attempt)
                 self.channels.release(attempt.endpoint)
+            call.close()
 
     def _wait(
         self, call: CallState, action: Wait, attempts: _UnaryAttempts, requests: Requests
@@ -195,29 +196,35 @@ class SyncClient(ClientCore[grpc.Channel]):
     ) -> Iterator[Any]:
         """Retry until the call commits (headers or a first message), then stream."""
         call = self._begin(method, options)
-        opened = None
-        while opened is None:
-            action = call.next_action()
-            if isinstance(action, Wait):
-                time.sleep(action.seconds or 0.0)
-            elif isinstance(action, AwaitEndpoints):
-                self._await_endpoints(action)
-            elif isinstance(action, GiveUp):
-                action.raise_error()
-            else:
-                opened = self._open_stream(call, action, requests)
-        attempt, stream, first = opened
         try:
-            if first is not _END:
-                yield first
-                yield from stream
-            trailers = stream.trailing_metadata()
-        except grpc.RpcError as error:
-            call.stream_failed(attempt, error).raise_error()
+            opened = None
+            while opened is None:
+                action = call.next_action()
+                if isinstance(action, Wait):
+                    time.sleep(action.seconds or 0.0)
+                elif isinstance(action, AwaitEndpoints):
+                    self._await_endpoints(action)
+                elif isinstance(action, GiveUp):
+                    action.raise_error()
+                else:
+                    opened = self._open_stream(call, action, requests)
+            attempt, stream, first = opened
+            try:
+                if first is not _END:
+                    yield first
+                    yield from stream
+                trailers = stream.trailing_metadata()
+            except grpc.RpcError as error:
+                call.stream_failed(attempt, error).raise_error()
+            except BaseException:  # the caller stopped reading (GeneratorExit), or interrupted
+                call.attempt_cancelled(attempt)
+                raise
+            finally:
+                stream.cancel()
+                self.channels.release(attempt.endpoint)
+            call.attempt_succeeded(attempt, trailers)
         finally:
-            stream.cancel()
-            self.channels.release(attempt.endpoint)
-        call.attempt_succeeded(attempt, trailers)
+            call.close()
 
     def _open_stream(
         self, call: CallState, attempt: Attempt, requests: Requests

@@ -44,7 +44,18 @@ _FAILED: Any = object()
 
 
 class AsyncClient(ClientCore[grpc.aio.Channel]):
-    """asyncio client core (grpc.aio): local-first endpoint order, failover, retries."""
+    """asyncio client core (grpc.aio): local-first endpoint order, failover, retries.
+
+    ``interceptors``: grpc.aio client interceptors (``grpc.aio.UnaryUnaryClientInterceptor``
+    and the other three), given to every HTTP/2 channel; on HTTP/3 the runtime
+    runs the same chain around its own calls (``http3.intercept``). They run per
+    attempt: a retried call goes through them once per attempt.
+    """
+
+    _interceptor_types: tuple[type, ...] = (grpc.aio.ClientInterceptor,)
+    _interceptor_accepted = (
+        "grpc.aio client interceptors, e.g. grpc.aio.UnaryUnaryClientInterceptor"
+    )
 
     _fallbacks: TransportMemory | None = None
     """``transport="auto"``: endpoints that fell back to HTTP/2, shared by their channels."""
@@ -67,6 +78,7 @@ class AsyncClient(ClientCore[grpc.aio.Channel]):
             tls=self.tls,
             options=self._h3_options or H3Options(),
             channel_options=self._channel_options,
+            interceptors=self._interceptors,
         )
         if self.transport == "h3":
             return h3
@@ -78,9 +90,14 @@ class AsyncClient(ClientCore[grpc.aio.Channel]):
 
     def _h2_channel(self, endpoint: Endpoint) -> grpc.aio.Channel:
         target = endpoint.channel_target
+        interceptors = list(self._interceptors) or None
         if self._credentials is None:
-            return grpc.aio.insecure_channel(target, options=self._channel_options)
-        return grpc.aio.secure_channel(target, self._credentials, options=self._channel_options)
+            return grpc.aio.insecure_channel(
+                target, options=self._channel_options, interceptors=interceptors
+            )
+        return grpc.aio.secure_channel(
+            target, self._credentials, options=self._channel_options, interceptors=interceptors
+        )
 
     def _close_channels(self, channels: list[grpc.aio.Channel]) -> None:
         # Called on the event loop (from a call path): closing is a coroutine.

@@ -61,15 +61,31 @@ class SyncClient(ClientCore[grpc.Channel]):
 
     HTTP/2 only: ``transport="h3"``/``"auto"`` raise ``ValueError`` here (the
     HTTP/3 transport is asyncio; use the asyncio client).
+
+    ``interceptors``: grpc's (blocking) client interceptors, applied to each
+    endpoint's channel with ``grpc.intercept_channel``; they run per attempt.
     """
 
     _transports: frozenset[str] = frozenset({"h2"})
+    _interceptor_types: tuple[type, ...] = (
+        grpc.UnaryUnaryClientInterceptor,
+        grpc.UnaryStreamClientInterceptor,
+        grpc.StreamUnaryClientInterceptor,
+        grpc.StreamStreamClientInterceptor,
+    )
+    _interceptor_accepted = (
+        "grpc client interceptors for grpc.intercept_channel, e.g. grpc.UnaryUnaryClientInterceptor"
+    )
 
     def _new_channel(self, endpoint: Endpoint) -> grpc.Channel:
         target = endpoint.channel_target
         if self._credentials is None:
-            return grpc.insecure_channel(target, options=self._channel_options)
-        return grpc.secure_channel(target, self._credentials, options=self._channel_options)
+            channel = grpc.insecure_channel(target, options=self._channel_options)
+        else:
+            channel = grpc.secure_channel(target, self._credentials, options=self._channel_options)
+        if self._interceptors:
+            return grpc.intercept_channel(channel, *self._interceptors)
+        return channel
 
     def _close_channels(self, channels: list[grpc.Channel]) -> None:
         for channel in channels:

@@ -15,7 +15,7 @@ from typing import Any
 import grpc
 import pytest
 from greeter.v1.greeter_localfirst import GreeterClient, GreeterSyncClient
-from greeter.v1.greeter_pb2 import HelloRequest
+from greeter.v1.greeter_pb2 import HelloReply, HelloRequest
 from opentelemetry.trace import SpanKind
 from opentelemetry.trace import StatusCode as SpanStatus
 
@@ -197,3 +197,66 @@ def test_the_runtime_imports_without_opentelemetry() -> None:
         "assert not [m for m in sys.modules if m.startswith('opentelemetry')]\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+class Aborting(Greeter):
+    async def SayHello(self, request: HelloRequest, context: Any) -> Any:
+        if request.name == "missing":
+            await context.abort(grpc.StatusCode.NOT_FOUND, "no such name")
+        if request.name == "set-code":
+            context.set_code(grpc.StatusCode.FAILED_PRECONDITION)
+            context.set_details("not now")
+            return HelloReply()
+        return await super().SayHello(request, context)
+
+
+@pytest.mark.parametrize("transport", ["h2", "h3"])
+async def test_the_status_a_handler_ends_with(
+    start: StartServer, tls_files: TlsFiles, telemetry: Telemetry, transport: str
+) -> None:
+    server = await serve(start, Aborting(), telemetry)  # type: ignore[arg-type]
+    async with client_for(server, tls_files, transport, telemetry, retry=NO_RETRY) as client:
+        for name in ("missing", "set-code"):
+            with pytest.raises(grpc.RpcError):
+                await client.say_hello(HelloRequest(name=name), timeout=5)
+    statuses = {attributes(p)["grpc.status"] for p in telemetry.points("grpc.server.call.duration")}
+    assert statuses == {"NOT_FOUND", "FAILED_PRECONDITION"}
+    client_statuses = {
+        attributes(p)["grpc.status"] for p in telemetry.points("grpc.client.call.duration")
+    }
+    assert client_statuses == {"NOT_FOUND", "FAILED_PRECONDITION"}
+    served = [s for s in telemetry.named(METHOD) if s.kind == SpanKind.SERVER]
+    assert {s.status.status_code for s in served} == {SpanStatus.ERROR}
+
+
+async def test_locality_failover_and_transparent_retries_are_counted(
+    start: StartServer, greeter: Greeter, tls_files: TlsFiles, telemetry: Telemetry
+) -> None:
+    server = await serve(start, greeter, telemetry)
+    # The caller's own node has a replica that refuses connections: the call fails over.
+    target = f"static:///127.0.0.1:1@node-a,{server.address}@{NODE}"
+    async with GreeterClient(
+        target,
+        node="node-a",
+        probe_nodes=False,
+        ca_file=str(tls_files.ca),
+        server_name="127.0.0.1",
+        observers=[telemetry.observer],
+    ) as client:
+        await client.say_hello(HelloRequest(name="a"), timeout=5)
+    attempts = {
+        (attributes(p)["localfirst.locality"], attributes(p)["localfirst.outcome"]): p.value
+        for p in telemetry.points("localfirst.client.attempts")
+    }
+    assert attempts == {("node", "unsent"): 1, ("other", "ok"): 1}
+    (failovers,) = telemetry.points("localfirst.client.failovers")
+    assert failovers.value == 1
+    assert attributes(failovers) == {"grpc.method": METHOD, "grpc.target": target}
+    (transparent,) = telemetry.points("grpc.client.call.transparent_retries")
+    assert transparent.sum == 1
+    (retries,) = telemetry.points("grpc.client.call.retries")
+    assert retries.sum == 0
+    (call,) = [s for s in telemetry.named(METHOD) if s.kind == SpanKind.CLIENT]
+    assert [a.parent.span_id for a in telemetry.named(f"Attempt.{METHOD}") if a.parent] == [
+        call.context.span_id
+    ] * 2

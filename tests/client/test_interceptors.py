@@ -167,4 +167,4 @@ def test_interceptors_of_the_wrong_kind_are_refused_naming_the_option() -> None:
     with pytest.raises(TypeError, match=r"interceptors\[0\]=.*not one of grpc client"):
         GreeterSyncClient(target, interceptors=[Tagging()])
     with pytest.raises(TypeError, match=r"interceptors='x': not a list"):
-        GreeterClient(target, interceptors="x")  # type: ignore[arg-type]
+        GreeterClient(target, interceptors="x")

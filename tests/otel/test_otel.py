@@ -148,7 +148,7 @@ async def test_an_error_status_on_both_sides(
     async with client_for(server, tls_files, transport, telemetry, retry=NO_RETRY) as client:
         with pytest.raises(grpc.RpcError) as raised:
             await client.say_hello(HelloRequest(name="sleep:5"), timeout=0.2)
-    assert raised.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED  # type: ignore[attr-defined]
+    assert raised.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     (call,) = [s for s in telemetry.named(METHOD) if s.kind == SpanKind.CLIENT]
     assert call.status.status_code == SpanStatus.ERROR
     assert dict(call.attributes or {})["grpc.status"] == "DEADLINE_EXCEEDED"
@@ -214,7 +214,7 @@ class Aborting(Greeter):
 async def test_the_status_a_handler_ends_with(
     start: StartServer, tls_files: TlsFiles, telemetry: Telemetry, transport: str
 ) -> None:
-    server = await serve(start, Aborting(), telemetry)  # type: ignore[arg-type]
+    server = await serve(start, Aborting(), telemetry)
     async with client_for(server, tls_files, transport, telemetry, retry=NO_RETRY) as client:
         for name in ("missing", "set-code"):
             with pytest.raises(grpc.RpcError):

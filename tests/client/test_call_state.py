@@ -441,3 +441,34 @@ def test_without_observers_no_records_are_built() -> None:
     call, _ = make_call()
     first = attempt(call)
     assert first.info is None and first.metadata is None
+
+
+def test_a_hedging_policy_that_cannot_apply_is_ignored_with_one_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from protoc_gen_localfirst.runtime.client import policy as policy_module
+
+    policy = RetryPolicy(max_attempts=3, hedging_delay=0.05)
+    streaming = MethodInfo(
+        "t.S",
+        "Watch",
+        MethodKind.UNARY_STREAM,
+        StringValue,
+        StringValue,
+        Idempotency.NO_SIDE_EFFECTS,
+    )
+    unsafe = MethodInfo("t.S", "Put", MethodKind.UNARY_UNARY, StringValue, StringValue)
+    safe = MethodInfo(
+        "t.S", "Get", MethodKind.UNARY_UNARY, StringValue, StringValue, Idempotency.NO_SIDE_EFFECTS
+    )
+    policy_module._warned_hedging.clear()
+    with caplog.at_level("WARNING", logger="protoc_gen_localfirst.retry"):
+        assert not hedges(streaming, policy)
+        assert not hedges(streaming, policy)  # once per method
+        assert not hedges(unsafe, policy)
+        assert hedges(safe, policy)
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 2, messages
+    assert "/t.S/Watch: the hedging policy" in messages[0]
+    assert "unary-stream rpc" in messages[0]
+    assert "/t.S/Put" in messages[1] and "NO_SIDE_EFFECTS" in messages[1]

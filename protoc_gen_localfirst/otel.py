@@ -167,6 +167,12 @@ class OpenTelemetryObserver(BaseObserver):
             "Transparent retries of a call (attempts after one that never left the client).",
             explicit_bucket_boundaries_advisory=COUNT_BUCKETS,
         )
+        self._retry_delay = meter.create_histogram(
+            "grpc.client.call.retry_delay",
+            "s",
+            "Total time of delay while there is no active attempt during the client call.",
+            explicit_bucket_boundaries_advisory=LATENCY_BUCKETS,
+        )
         self._attempts = meter.create_counter(
             "localfirst.client.attempts",
             "{attempt}",
@@ -224,6 +230,7 @@ class OpenTelemetryObserver(BaseObserver):
         self._call_duration.record(event.latency, {**attributes, STATUS: event.code.name})
         self._retries.record(event.retries, attributes)
         self._transparent.record(event.transparent_retries, attributes)
+        self._retry_delay.record(event.retry_delay, attributes)
         if event.hedges:
             self._hedges.add(event.hedges, attributes)
         if event.failovers:

@@ -403,6 +403,7 @@ def test_observers_add_metadata_to_each_attempt_and_see_tier_outcome_and_the_end
     assert finished.code == grpc.StatusCode.OK
     assert (finished.attempts, finished.retries, finished.failovers) == (2, 1, 1)
     assert finished.endpoint == OTHER and finished.locality == "other"
+    assert finished.retry_delay == pytest.approx(second.started_at - (first.started_at + 0.5))
     call.close()  # a driver's finally: nothing more
     assert len(observer.finished) == 1
 

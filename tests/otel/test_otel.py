@@ -65,6 +65,8 @@ async def test_client_and_server_metrics(
     assert units["grpc.client.attempt.duration"] == "s"
     assert units["grpc.client.call.duration"] == "s"
     assert units["grpc.client.call.retries"] == "{retry}"
+    assert units["grpc.client.call.retry_delay"] == "s"
+    assert units["grpc.client.call.transparent_retries"] == "{transparent_retry}"
     assert units["grpc.server.call.started"] == "{call}"
     assert units["grpc.server.call.duration"] == "s"
     assert units["grpc.server.call.sent_total_compressed_message_size"] == "By"

@@ -209,6 +209,9 @@ class CallState:
         self._transparent_retries = 0
         self._pending_transparent = 0
         self._last_endpoint: Endpoint | None = None
+        self._idle_since: float | None = None
+        """When the last attempt in flight ended (None: one is in flight, or none started)."""
+        self._retry_delay = 0.0
         self._call_info: CallInfo | None = None
         events = settings.events
         if events.enabled:
@@ -256,6 +259,7 @@ class CallState:
                 attempts=started,
                 retries=max(started - 1 - self._transparent_retries, 0),
                 transparent_retries=self._transparent_retries,
+                retry_delay=self._retry_delay,
                 hedges=self._hedges,
                 failovers=self._failovers,
                 spill=self._spill,
@@ -344,6 +348,9 @@ class CallState:
         endpoint = self._order[self._index % len(self._order)]
         self._index += 1
         self.started += 1
+        if self.in_flight == 0 and self._idle_since is not None:
+            self._retry_delay += self._clock() - self._idle_since
+            self._idle_since = None
         self.in_flight += 1
         self.settings.balancer.attempt_started(endpoint)
         number = self.started
@@ -396,6 +403,8 @@ class CallState:
     def attempt_succeeded(self, attempt: Attempt, trailers: Metadata | None = None) -> None:
         """``attempt`` answered OK (for streams: it committed and ended OK)."""
         self.in_flight -= 1
+        if self.in_flight == 0:
+            self._idle_since = self._clock()
         self._learn_node(attempt.endpoint, trailers)
         self._attempt_outcome(attempt, "ok", grpc.StatusCode.OK, announced_node(trailers))
         self._finish(grpc.StatusCode.OK, attempt.endpoint)
@@ -411,6 +420,8 @@ class CallState:
     ) -> None:
         """``attempt`` failed with ``error``; ``replayable`` is False once requests were lost."""
         self.in_flight -= 1
+        if self.in_flight == 0:
+            self._idle_since = self._clock()
         if headers_arrived(error) or not replayable:
             self.committed = True
         failure = Failure.of(error)
@@ -443,6 +454,8 @@ class CallState:
     def attempt_cancelled(self, attempt: Attempt) -> None:
         """A hedged attempt lost the race and was cancelled (or the caller cancelled)."""
         self.in_flight -= 1
+        if self.in_flight == 0:
+            self._idle_since = self._clock()
         self._attempt_outcome(attempt, "cancelled", grpc.StatusCode.CANCELLED, None)
         self._attempt_ended(attempt, None, answered=False)
 

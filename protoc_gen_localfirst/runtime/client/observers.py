@@ -118,6 +118,8 @@ class CallFinished:
     """Attempts after the first, not counting transparent retries (gRFC A96)."""
     transparent_retries: int
     """Attempts that followed one that never left the client."""
+    retry_delay: float
+    """Seconds between attempts with none in flight (backoff, waits for endpoints; gRFC A96)."""
     hedges: int
     failovers: int
     """Attempts sent to another endpoint than the failed one before them."""

@@ -402,9 +402,7 @@ class CallState:
 
     def attempt_succeeded(self, attempt: Attempt, trailers: Metadata | None = None) -> None:
         """``attempt`` answered OK (for streams: it committed and ended OK)."""
-        self.in_flight -= 1
-        if self.in_flight == 0:
-            self._idle_since = self._clock()
+        self._one_ended()
         self._learn_node(attempt.endpoint, trailers)
         self._attempt_outcome(attempt, "ok", grpc.StatusCode.OK, announced_node(trailers))
         self._finish(grpc.StatusCode.OK, attempt.endpoint)
@@ -419,9 +417,7 @@ class CallState:
         self, attempt: Attempt, error: grpc.RpcError, *, replayable: bool = True
     ) -> None:
         """``attempt`` failed with ``error``; ``replayable`` is False once requests were lost."""
-        self.in_flight -= 1
-        if self.in_flight == 0:
-            self._idle_since = self._clock()
+        self._one_ended()
         if headers_arrived(error) or not replayable:
             self.committed = True
         failure = Failure.of(error)
@@ -453,11 +449,14 @@ class CallState:
 
     def attempt_cancelled(self, attempt: Attempt) -> None:
         """A hedged attempt lost the race and was cancelled (or the caller cancelled)."""
-        self.in_flight -= 1
-        if self.in_flight == 0:
-            self._idle_since = self._clock()
+        self._one_ended()
         self._attempt_outcome(attempt, "cancelled", grpc.StatusCode.CANCELLED, None)
         self._attempt_ended(attempt, None, answered=False)
+
+    def _one_ended(self) -> None:
+        self.in_flight -= 1
+        if self.in_flight == 0 and self._call_info is not None:
+            self._idle_since = self._clock()  # for observers: time with no attempt in flight
 
     def _attempt_ended(
         self, attempt: Attempt, trailers: Metadata | None, *, answered: bool, ran: bool = True

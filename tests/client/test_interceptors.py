@@ -168,3 +168,35 @@ def test_interceptors_of_the_wrong_kind_are_refused_naming_the_option() -> None:
         GreeterSyncClient(target, interceptors=[Tagging()])
     with pytest.raises(TypeError, match=r"interceptors='x': not a list"):
         GreeterClient(target, interceptors="x")
+
+
+class ClientStreamTagging(_Tag, grpc.aio.StreamUnaryClientInterceptor):
+    async def intercept_stream_unary(
+        self, continuation: Callable[..., Any], client_call_details: Any, request_iterator: Any
+    ) -> Any:
+        return await continuation(self._details(client_call_details), request_iterator)
+
+
+class BidiTagging(_Tag, grpc.aio.StreamStreamClientInterceptor):
+    async def intercept_stream_stream(
+        self, continuation: Callable[..., Any], client_call_details: Any, request_iterator: Any
+    ) -> Any:
+        return await continuation(self._details(client_call_details), request_iterator)
+
+
+@pytest.mark.parametrize("transport", ["h2", "h3", "auto"])
+async def test_streamed_requests_go_through_their_interceptors(
+    start: StartServer,  # noqa: F811
+    greeter: Any,  # noqa: F811
+    tls_files: TlsFiles,  # noqa: F811
+    transport: str,
+) -> None:
+    server = await start(greeter)
+    methods: list[str] = []
+    interceptors = [ClientStreamTagging(methods), BidiTagging(methods)]
+    async with client(server, tls_files, transport, interceptors=interceptors) as c:
+        total = await c.lots_of_greetings(HelloRequest(name=n) for n in ["ab", "c"])
+        bidi = [r.message async for r in c.bidi_hello(HelloRequest(name=n) for n in "pq")]
+    assert total.message == "2:3"
+    assert bidi == ["Hello, p!", "Hello, q!"]
+    assert methods == ["/greeter.v1.Greeter/LotsOfGreetings", "/greeter.v1.Greeter/BidiHello"]

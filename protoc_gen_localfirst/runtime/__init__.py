@@ -6,7 +6,11 @@ from protoc_gen_localfirst.runtime.client.call import Metadata
 from protoc_gen_localfirst.runtime.client.errors import AttemptRecord, CallFailedError
 from protoc_gen_localfirst.runtime.client.load import STRICT_LOCALITY, LocalityPolicy
 from protoc_gen_localfirst.runtime.client.observers import (
+    AttemptFinished,
+    AttemptInfo,
     BaseObserver,
+    CallFinished,
+    CallInfo,
     CallObserver,
     ClientStats,
     LoggingObserver,
@@ -53,11 +57,15 @@ __all__ = [
     "STRICT_LOCALITY",
     "AdmissionControl",
     "AsyncClient",
+    "AttemptFinished",
+    "AttemptInfo",
     "AttemptRecord",
     "BaseObserver",
     "BindError",
     "Binding",
     "CallFailedError",
+    "CallFinished",
+    "CallInfo",
     "CallObserver",
     "ClientStats",
     "DiscoveryError",

@@ -20,7 +20,13 @@ from protoc_gen_localfirst.runtime.client.call import (
     Wait,
 )
 from protoc_gen_localfirst.runtime.client.errors import CallFailedError
-from protoc_gen_localfirst.runtime.client.observers import ClientEvents
+from protoc_gen_localfirst.runtime.client.observers import (
+    AttemptFinished,
+    AttemptInfo,
+    BaseObserver,
+    CallFinished,
+    ClientEvents,
+)
 from protoc_gen_localfirst.runtime.client.policy import RetryPolicy, allowed_codes, hedges
 from protoc_gen_localfirst.runtime.client.throttling import RetryThrottle, RetryThrottling
 from protoc_gen_localfirst.runtime.discovery.endpoints import Endpoint
@@ -60,10 +66,11 @@ def make_call(
     clock: Clock | None = None,
     refresh: Callable[[], None] = lambda: None,
     unsent_patience: float = 5.0,
+    observers: tuple[object, ...] = (),
 ) -> tuple[CallState, ClientEvents]:
     policy = policy or RetryPolicy(initial_backoff=0.1, max_backoff=1.0)
     info = MethodInfo("t.S", "M", MethodKind.UNARY_UNARY, StringValue, StringValue, idempotency)
-    events = ClientEvents()
+    events = ClientEvents(observers)  # type: ignore[arg-type]
     settings = CallSettings(
         info=info,
         policy=policy,
@@ -75,6 +82,7 @@ def make_call(
         no_endpoints_reason=lambda: "t has no ready endpoints",
         refresh=refresh,
         unsent_patience=unsent_patience,
+        target="static:///t",
     )
     return CallState(settings, timeout=timeout, clock=clock or Clock()), events
 
@@ -345,3 +353,123 @@ def test_when_every_endpoint_is_stopping_the_call_waits_for_new_endpoints() -> N
     for _ in range(2):  # both endpoints refuse: they are stopping (a rolling update)
         call.attempt_failed(attempt_after_waits(call, clock), draining)
     assert isinstance(call.next_action(), AwaitEndpoints)  # not "all 2 attempts failed"
+
+
+# -- events for observers ----------------------------------------------------------------
+
+
+class Tracing(BaseObserver):
+    """Adds a header to every attempt and keeps what it saw."""
+
+    def __init__(self) -> None:
+        self.attempts: list[AttemptInfo] = []
+        self.ended: list[AttemptFinished] = []
+        self.finished: list[CallFinished] = []
+
+    def on_attempt_started(self, attempt: AttemptInfo) -> None:
+        self.attempts.append(attempt)
+        attempt.add_metadata("traceparent", f"attempt-{attempt.number}")
+
+    def on_attempt_finished(self, event: AttemptFinished) -> None:
+        self.ended.append(event)
+
+    def on_call_finished(self, event: CallFinished) -> None:
+        self.finished.append(event)
+
+
+def test_observers_add_metadata_to_each_attempt_and_see_tier_outcome_and_the_end() -> None:
+    clock = Clock()
+    observer = Tracing()
+    call, _ = make_call(clock=clock, idempotency=Idempotency.IDEMPOTENT, observers=(observer,))
+    first = attempt(call)
+    assert first.metadata == (("traceparent", "attempt-1"),)
+    clock.now += 0.5
+    call.attempt_failed(first, error())
+    second = attempt_after_waits(call, clock)
+    assert second.metadata is not None
+    assert ("traceparent", "attempt-2") in second.metadata
+    assert (PREVIOUS_ATTEMPTS_KEY, "1") in second.metadata
+    call.attempt_succeeded(second, NODE_TRAILER)
+    assert [a.locality for a in observer.attempts] == ["node", "other"]
+    assert [(e.outcome, e.code) for e in observer.ended] == [
+        ("error", grpc.StatusCode.UNAVAILABLE),
+        ("ok", grpc.StatusCode.OK),
+    ]
+    assert observer.ended[0].latency == 0.5
+    assert observer.ended[1].node == "node-x"  # what the server announced
+    (finished,) = observer.finished
+    assert finished.method == "t.S/M"
+    assert finished.target == "static:///t"
+    assert finished.code == grpc.StatusCode.OK
+    assert (finished.attempts, finished.retries, finished.failovers) == (2, 1, 1)
+    assert finished.endpoint == OTHER and finished.locality == "other"
+    assert finished.retry_delay == pytest.approx(second.started_at - (first.started_at + 0.5))
+    call.close()  # a driver's finally: nothing more
+    assert len(observer.finished) == 1
+
+
+def test_a_call_given_up_by_its_driver_ends_cancelled_once() -> None:
+    observer = Tracing()
+    call, _ = make_call(observers=(observer,))
+    first = attempt(call)
+    call.attempt_cancelled(first)
+    call.close()
+    call.close()
+    assert [e.outcome for e in observer.ended] == ["cancelled"]
+    assert [f.code for f in observer.finished] == [grpc.StatusCode.CANCELLED]
+
+
+def test_transparent_retries_are_not_retries() -> None:
+    clock = Clock()
+    observer = Tracing()
+    call, _ = make_call(clock=clock, observers=(observer,))
+    call.attempt_failed(attempt(call), error(details=REFUSED, trailers=()))
+    call.attempt_succeeded(attempt_after_waits(call, clock))
+    assert observer.ended[0].outcome == "unsent"
+    (finished,) = observer.finished
+    assert (finished.attempts, finished.retries, finished.transparent_retries) == (2, 0, 1)
+
+
+def test_an_error_given_up_on_ends_the_call_with_its_code() -> None:
+    observer = Tracing()
+    call, _ = make_call(observers=(observer,))
+    call.attempt_failed(attempt(call), error(grpc.StatusCode.INVALID_ARGUMENT, "no"))
+    assert isinstance(call.next_action(), GiveUp)
+    assert [f.code for f in observer.finished] == [grpc.StatusCode.INVALID_ARGUMENT]
+
+
+def test_without_observers_no_records_are_built() -> None:
+    call, _ = make_call()
+    first = attempt(call)
+    assert first.info is None and first.metadata is None
+
+
+def test_a_hedging_policy_that_cannot_apply_is_ignored_with_one_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from protoc_gen_localfirst.runtime.client import policy as policy_module
+
+    policy = RetryPolicy(max_attempts=3, hedging_delay=0.05)
+    streaming = MethodInfo(
+        "t.S",
+        "Watch",
+        MethodKind.UNARY_STREAM,
+        StringValue,
+        StringValue,
+        Idempotency.NO_SIDE_EFFECTS,
+    )
+    unsafe = MethodInfo("t.S", "Put", MethodKind.UNARY_UNARY, StringValue, StringValue)
+    safe = MethodInfo(
+        "t.S", "Get", MethodKind.UNARY_UNARY, StringValue, StringValue, Idempotency.NO_SIDE_EFFECTS
+    )
+    policy_module._warned_hedging.clear()
+    with caplog.at_level("WARNING", logger="protoc_gen_localfirst.retry"):
+        assert not hedges(streaming, policy)
+        assert not hedges(streaming, policy)  # once per method
+        assert not hedges(unsafe, policy)
+        assert hedges(safe, policy)
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 2, messages
+    assert "/t.S/Watch: the hedging policy" in messages[0]
+    assert "unary-stream rpc" in messages[0]
+    assert "/t.S/Put" in messages[1] and "NO_SIDE_EFFECTS" in messages[1]

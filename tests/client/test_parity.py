@@ -2,7 +2,8 @@
 
 Both clients drive the same call state machine; this checks that what a
 caller sees (the answer or the error, and ``client.stats``) is the same, and
-what the scenario expects, for every row.
+what the scenario expects, for every row; and that observers see the same
+events (call started/finished, attempts with locality tier and outcome).
 """
 
 from __future__ import annotations
@@ -26,6 +27,13 @@ from protoc_gen_localfirst.runtime import (
     RetryPolicy,
     SyncClient,
 )
+from protoc_gen_localfirst.runtime.client.observers import (
+    AttemptFinished,
+    AttemptInfo,
+    BaseObserver,
+    CallFinished,
+    CallInfo,
+)
 from protoc_gen_localfirst.schema import NO_POLICY
 from tests.client.conftest import static_target
 from tests.client.echo import Behaviour, Replica
@@ -48,6 +56,37 @@ class Scenario:
     details: str = ""
     """A regular expression the error's details must match."""
     stats: dict[str, int] = field(default_factory=dict)
+    finished: tuple[object, ...] | None = None
+    """``(code, attempts, retries, hedges, failovers, locality)`` of ``on_call_finished``."""
+
+
+class Recorder(BaseObserver):
+    """What observers see, without times or addresses (which differ between runs)."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[object, ...]] = []
+
+    def on_call_started(self, call: CallInfo) -> None:
+        self.events.append(("call", call.method, call.target.startswith("static:///"), call.kind))
+
+    def on_attempt_started(self, attempt: AttemptInfo) -> None:
+        self.events.append(("attempt", attempt.number, attempt.locality, attempt.hedged))
+
+    def on_attempt_finished(self, event: AttemptFinished) -> None:
+        self.events.append(("attempt ended", event.attempt.number, event.outcome, event.code))
+
+    def on_call_finished(self, event: CallFinished) -> None:
+        self.events.append(
+            (
+                "finished",
+                event.code,
+                event.attempts,
+                event.retries,
+                event.hedges,
+                event.failovers,
+                event.locality,
+            )
+        )
 
 
 def frozen_local(b: list[Behaviour]) -> None:
@@ -55,12 +94,19 @@ def frozen_local(b: list[Behaviour]) -> None:
 
 
 SCENARIOS = [
-    Scenario("local first", lambda b: None, answered_by="node-a", stats={"attempts": 1}),
+    Scenario(
+        "local first",
+        lambda b: None,
+        answered_by="node-a",
+        stats={"attempts": 1},
+        finished=(grpc.StatusCode.OK, 1, 0, 0, 0, "node"),
+    ),
     Scenario(
         "failover on UNAVAILABLE",
         lambda b: setattr(b[0], "unavailable_next", 1),
         answered_by="other",
         stats={"attempts": 2, "retries": 1, "failovers": 1},
+        finished=(grpc.StatusCode.OK, 2, 1, 0, 1, "other"),
     ),
     Scenario(
         "an answer of the service is not retried",
@@ -68,6 +114,7 @@ SCENARIOS = [
         code=grpc.StatusCode.INVALID_ARGUMENT,
         details="node-a rejects this",
         stats={"attempts": 1, "retries": 0},
+        finished=(grpc.StatusCode.INVALID_ARGUMENT, 1, 0, 0, 0, "node"),
     ),
     Scenario(
         "pushback replaces the backoff",
@@ -101,6 +148,7 @@ SCENARIOS = [
         policy=MethodPolicy(max_attempts=3, hedging_delay=0.05),
         answered_by="other",
         stats={"attempts": 2, "hedges": 1, "hedge_wins": 1},
+        finished=(grpc.StatusCode.OK, 2, 1, 1, 0, "other"),
     ),
     Scenario(
         "the deadline spans all attempts",
@@ -109,6 +157,7 @@ SCENARIOS = [
         code=grpc.StatusCode.DEADLINE_EXCEEDED,
         details=r"deadline of 0\.3s exceeded after 1 attempt",
         stats={"attempts": 1},
+        finished=(grpc.StatusCode.DEADLINE_EXCEEDED, 1, 0, 0, 0, "node"),
     ),
 ]
 
@@ -119,6 +168,7 @@ class Outcome:
     code: grpc.StatusCode | None
     details: str
     stats: dict[str, int]
+    events: list[tuple[object, ...]] = field(default_factory=list)
 
 
 def method_of(scenario: Scenario) -> MethodInfo[StringValue, StringValue]:
@@ -142,7 +192,10 @@ def outcome(result: StringValue | grpc.RpcError, stats: dict[str, int]) -> Outco
 
 async def run_async(target: str, scenario: Scenario) -> Outcome:
     ejection = EjectionPolicy(base_time=30.0, max_time=30.0)
-    async with AsyncClient(target, node="node-a", retry=FAST, ejection=ejection) as client:
+    recorder = Recorder()
+    async with AsyncClient(
+        target, node="node-a", retry=FAST, ejection=ejection, observers=[recorder]
+    ) as client:
         try:
             result: StringValue | grpc.RpcError = await client._unary_unary(
                 method_of(scenario),
@@ -153,12 +206,17 @@ async def run_async(target: str, scenario: Scenario) -> Outcome:
             )
         except grpc.RpcError as error:
             result = error
-        return outcome(result, client.stats.as_dict())
+        seen = outcome(result, client.stats.as_dict())
+    seen.events = recorder.events
+    return seen
 
 
 def run_sync(target: str, scenario: Scenario) -> Outcome:
     ejection = EjectionPolicy(base_time=30.0, max_time=30.0)
-    with SyncClient(target, node="node-a", retry=FAST, ejection=ejection) as client:
+    recorder = Recorder()
+    with SyncClient(
+        target, node="node-a", retry=FAST, ejection=ejection, observers=[recorder]
+    ) as client:
         try:
             result: StringValue | grpc.RpcError = client._unary_unary(
                 method_of(scenario),
@@ -169,7 +227,9 @@ def run_sync(target: str, scenario: Scenario) -> Outcome:
             )
         except grpc.RpcError as error:
             result = error
-        return outcome(result, client.stats.as_dict())
+        seen = outcome(result, client.stats.as_dict())
+    seen.events = recorder.events
+    return seen
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=[s.name for s in SCENARIOS])
@@ -191,3 +251,10 @@ async def test_both_clients_behave_alike(replicas: list[Replica], scenario: Scen
         for counter, expected in scenario.stats.items():
             assert seen.stats[counter] == expected, (kind, counter, seen.stats)
     assert results["async"].stats == results["sync"].stats
+    assert results["async"].events == results["sync"].events
+    events = results["async"].events
+    assert events[0] == ("call", "test.Echo/Unary", True, "unary_unary")
+    finished = [e for e in events if e[0] == "finished"]
+    assert len(finished) == 1  # exactly once, whatever the outcome
+    if scenario.finished is not None:
+        assert finished[0][1:] == scenario.finished, finished

@@ -44,7 +44,18 @@ _FAILED: Any = object()
 
 
 class AsyncClient(ClientCore[grpc.aio.Channel]):
-    """asyncio client core (grpc.aio): local-first endpoint order, failover, retries."""
+    """asyncio client core (grpc.aio): local-first endpoint order, failover, retries.
+
+    ``interceptors``: grpc.aio client interceptors (``grpc.aio.UnaryUnaryClientInterceptor``
+    and the other three), given to every HTTP/2 channel; on HTTP/3 the runtime
+    runs the same chain around its own calls (``http3.intercept``). They run per
+    attempt: a retried call goes through them once per attempt.
+    """
+
+    _interceptor_types: tuple[type, ...] = (grpc.aio.ClientInterceptor,)
+    _interceptor_accepted = (
+        "grpc.aio client interceptors, e.g. grpc.aio.UnaryUnaryClientInterceptor"
+    )
 
     _fallbacks: TransportMemory | None = None
     """``transport="auto"``: endpoints that fell back to HTTP/2, shared by their channels."""
@@ -67,6 +78,7 @@ class AsyncClient(ClientCore[grpc.aio.Channel]):
             tls=self.tls,
             options=self._h3_options or H3Options(),
             channel_options=self._channel_options,
+            interceptors=self._interceptors,
         )
         if self.transport == "h3":
             return h3
@@ -78,9 +90,14 @@ class AsyncClient(ClientCore[grpc.aio.Channel]):
 
     def _h2_channel(self, endpoint: Endpoint) -> grpc.aio.Channel:
         target = endpoint.channel_target
+        interceptors = list(self._interceptors) or None
         if self._credentials is None:
-            return grpc.aio.insecure_channel(target, options=self._channel_options)
-        return grpc.aio.secure_channel(target, self._credentials, options=self._channel_options)
+            return grpc.aio.insecure_channel(
+                target, options=self._channel_options, interceptors=interceptors
+            )
+        return grpc.aio.secure_channel(
+            target, self._credentials, options=self._channel_options, interceptors=interceptors
+        )
 
     def _close_channels(self, channels: list[grpc.aio.Channel]) -> None:
         # Called on the event loop (from a call path): closing is a coroutine.
@@ -187,6 +204,7 @@ class AsyncClient(ClientCore[grpc.aio.Channel]):
                 task.cancel()
             if hedges:
                 await asyncio.gather(*hedges, return_exceptions=True)
+            call.close()
 
     async def _unary_attempt(self, call: CallState, attempt: Attempt, requests: Requests) -> Any:
         endpoint = attempt.endpoint
@@ -218,29 +236,35 @@ class AsyncClient(ClientCore[grpc.aio.Channel]):
         Only the part before the commit is retried: no message is yielded twice.
         """
         call = await self._begin(method, options)
-        opened = None
-        while opened is None:
-            action = call.next_action()
-            if isinstance(action, Wait):
-                await asyncio.sleep(action.seconds or 0.0)
-            elif isinstance(action, AwaitEndpoints):
-                await self._await_endpoints(action)
-            elif isinstance(action, GiveUp):
-                action.raise_error()
-            else:
-                opened = await self._open_stream(call, action, requests)
-        attempt, stream, message = opened
         try:
-            while message is not grpc.aio.EOF:
-                yield message
-                message = await stream.read()
-            trailers = await stream.trailing_metadata()
-        except grpc.RpcError as error:
-            call.stream_failed(attempt, error).raise_error()
+            opened = None
+            while opened is None:
+                action = call.next_action()
+                if isinstance(action, Wait):
+                    await asyncio.sleep(action.seconds or 0.0)
+                elif isinstance(action, AwaitEndpoints):
+                    await self._await_endpoints(action)
+                elif isinstance(action, GiveUp):
+                    action.raise_error()
+                else:
+                    opened = await self._open_stream(call, action, requests)
+            attempt, stream, message = opened
+            try:
+                while message is not grpc.aio.EOF:
+                    yield message
+                    message = await stream.read()
+                trailers = await stream.trailing_metadata()
+            except grpc.RpcError as error:
+                call.stream_failed(attempt, error).raise_error()
+            except BaseException:  # cancelled, or the caller stopped reading
+                call.attempt_cancelled(attempt)
+                raise
+            finally:
+                stream.cancel()
+                self.channels.release(attempt.endpoint)
+            call.attempt_succeeded(attempt, trailers)
         finally:
-            stream.cancel()
-            self.channels.release(attempt.endpoint)
-        call.attempt_succeeded(attempt, trailers)
+            call.close()
 
     async def _open_stream(
         self, call: CallState, attempt: Attempt, requests: Requests

@@ -27,6 +27,14 @@ for ``unsent_patience`` seconds).
 
 A success needs no action: the driver returns the response it holds (and
 cancels other hedged attempts still in flight).
+
+Observers (``ClientEvents``): the machine raises every per-call and
+per-attempt event, so both drivers report calls identically: call started,
+attempt started (observers may add request metadata to it, e.g. trace
+context: it goes into ``Attempt.metadata``, which both transports send),
+attempt finished (outcome, status, latency), call finished (exactly once:
+success, the caller's error, or ``close()`` by a driver that gave the call
+up: cancelled, or a stream the caller stopped reading).
 """
 
 from __future__ import annotations
@@ -47,7 +55,16 @@ from protoc_gen_localfirst.runtime.client.failures import (
     headers_arrived,
 )
 from protoc_gen_localfirst.runtime.client.load import SPILL_REFUSED
-from protoc_gen_localfirst.runtime.client.observers import ClientEvents
+from protoc_gen_localfirst.runtime.client.observers import (
+    LOCALITY_TIERS,
+    AttemptFinished,
+    AttemptInfo,
+    CallFinished,
+    CallInfo,
+    ClientEvents,
+    Locality,
+    Outcome,
+)
 from protoc_gen_localfirst.runtime.client.policy import (
     NOT_PROCESSED_CODES,
     REPLAY_SAFE,
@@ -80,6 +97,8 @@ class Attempt:
     metadata: Metadata | None
     hedged: bool
     started_at: float
+    info: AttemptInfo | None = None
+    """The observers' record of this attempt (None: no observers)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +148,10 @@ class CallSettings:
     """Ask discovery to re-resolve now, past its rate limit."""
     unsent_patience: float = 5.0
     """Seconds a call without deadline keeps retrying attempts that could not be sent."""
+    target: str = ""
+    """The client's target, for observers."""
+    transport: str = "h2"
+    """The client's transport (``h2``, ``h3``, ``auto``), for observers."""
 
 
 class CallState:
@@ -179,14 +202,90 @@ class CallState:
         self._not_before = 0.0
         """Hedged calls: no attempt before this time (backoff after an unsent attempt)."""
         self._unary = settings.info.kind.value == "unary_unary"
-        settings.events.call_started()
+        self._spill = spill
+        self._finished = False
+        self._hedges = 0
+        self._failovers = 0
+        self._transparent_retries = 0
+        self._pending_transparent = 0
+        self._last_endpoint: Endpoint | None = None
+        self._idle_since: float | None = None
+        """When the last attempt in flight ended (None: one is in flight, or none started)."""
+        self._retry_delay = 0.0
+        self._call_info: CallInfo | None = None
+        events = settings.events
+        if events.enabled:
+            info = settings.info
+            self._call_info = CallInfo(
+                method=f"{info.service}/{info.name}",
+                path=self.method,
+                target=settings.target,
+                transport=settings.transport,
+                kind=info.kind.value,
+                started_at=clock(),
+            )
+        events.call_started(self._call_info)
         if spill is not None:
-            settings.events.spill(self.method, spill)
+            events.spill(self.method, spill)
 
     # -- what to do next -------------------------------------------------------
 
     def next_action(self) -> Action:
         """The next thing the driver should do (see the module docstring)."""
+        action = self._next_action()
+        if isinstance(action, GiveUp):
+            self._finish(_code_of(action.error), None)
+        return action
+
+    def close(self) -> None:
+        """The driver is done with the call: if it never ended, it was cancelled (or,
+        for a stream, the caller stopped reading). Raises ``on_call_finished`` once."""
+        self._finish(grpc.StatusCode.CANCELLED, None)
+
+    def _finish(self, code: grpc.StatusCode, endpoint: Endpoint | None) -> None:
+        if self._finished:
+            return
+        self._finished = True
+        info = self._call_info
+        if info is None:
+            return
+        endpoint = endpoint or self._last_endpoint
+        started = self.started
+        self.settings.events.call_finished(
+            CallFinished(
+                call=info,
+                code=code,
+                latency=self._clock() - info.started_at,
+                attempts=started,
+                retries=max(started - 1 - self._transparent_retries, 0),
+                transparent_retries=self._transparent_retries,
+                retry_delay=self._retry_delay,
+                hedges=self._hedges,
+                failovers=self._failovers,
+                spill=self._spill,
+                endpoint=endpoint,
+                locality=None if endpoint is None else self._locality(endpoint),
+            )
+        )
+
+    def _locality(self, endpoint: Endpoint) -> Locality:
+        return LOCALITY_TIERS[min(self.settings.balancer.tier(endpoint), 2)]
+
+    def _attempt_outcome(
+        self, attempt: Attempt, outcome: Outcome, code: grpc.StatusCode, node: str | None
+    ) -> None:
+        if attempt.info is not None:
+            self.settings.events.attempt_finished(
+                AttemptFinished(
+                    attempt=attempt.info,
+                    outcome=outcome,
+                    code=code,
+                    latency=self._clock() - attempt.started_at,
+                    node=node or attempt.endpoint.node,
+                )
+            )
+
+    def _next_action(self) -> Action:
         if self._verdict is not None:
             return self._verdict
         if self._await is not None and self.in_flight == 0:
@@ -249,6 +348,9 @@ class CallState:
         endpoint = self._order[self._index % len(self._order)]
         self._index += 1
         self.started += 1
+        if self.in_flight == 0 and self._idle_since is not None:
+            self._retry_delay += self._clock() - self._idle_since
+            self._idle_since = None
         self.in_flight += 1
         self.settings.balancer.attempt_started(endpoint)
         number = self.started
@@ -256,14 +358,26 @@ class CallState:
         if number > 1:
             previous = (PREVIOUS_ATTEMPTS_KEY, str(number - 1))
             metadata = (*metadata, previous) if metadata else (previous,)
-        self.settings.events.attempt(
-            self.method,
-            endpoint,
-            number,
-            hedged=hedged,
-            previous=self.records[-1].endpoint if self.records else None,
-        )
-        return Attempt(number, endpoint, self._attempt_timeout(), metadata, hedged, self._clock())
+        last = self.records[-1].endpoint if self.records else None
+        if hedged:
+            self._hedges += 1
+        elif last is not None and last.address != endpoint.address:
+            self._failovers += 1
+        if self._pending_transparent:
+            self._pending_transparent -= 1
+            self._transparent_retries += 1
+        self._last_endpoint = endpoint
+        events = self.settings.events
+        events.attempt(self.method, endpoint, number, hedged=hedged, previous=last)
+        now = self._clock()
+        info = None
+        if self._call_info is not None:
+            locality = self._locality(endpoint)
+            info = AttemptInfo(self._call_info, number, endpoint, locality, hedged, now)
+            events.attempt_started(info)
+            if info.metadata:  # what observers add (trace context): one place, both transports
+                metadata = (*metadata, *info.metadata) if metadata else tuple(info.metadata)
+        return Attempt(number, endpoint, self._attempt_timeout(), metadata, hedged, now, info)
 
     def _attempt_timeout(self) -> float | None:
         """``min(per_attempt_timeout, what remains of the deadline)``."""
@@ -288,8 +402,10 @@ class CallState:
 
     def attempt_succeeded(self, attempt: Attempt, trailers: Metadata | None = None) -> None:
         """``attempt`` answered OK (for streams: it committed and ended OK)."""
-        self.in_flight -= 1
+        self._one_ended()
         self._learn_node(attempt.endpoint, trailers)
+        self._attempt_outcome(attempt, "ok", grpc.StatusCode.OK, announced_node(trailers))
+        self._finish(grpc.StatusCode.OK, attempt.endpoint)
         self._attempt_ended(attempt, trailers, answered=True)
         self.settings.balancer.record_success(attempt.endpoint)
         if self.settings.throttle is not None:
@@ -301,10 +417,14 @@ class CallState:
         self, attempt: Attempt, error: grpc.RpcError, *, replayable: bool = True
     ) -> None:
         """``attempt`` failed with ``error``; ``replayable`` is False once requests were lost."""
-        self.in_flight -= 1
+        self._one_ended()
         if headers_arrived(error) or not replayable:
             self.committed = True
         failure = Failure.of(error)
+        outcome: Outcome = (
+            "refused" if failure.overloaded else "unsent" if failure.not_taken else "error"
+        )
+        self._attempt_outcome(attempt, outcome, failure.code, announced_node(failure.trailers))
         # A refused call never ran there: its report does not count it.
         self._attempt_ended(attempt, failure.trailers, answered=False, ran=not failure.overloaded)
         if failure.overloaded:
@@ -328,9 +448,15 @@ class CallState:
             self._schedule_retry(verdict)
 
     def attempt_cancelled(self, attempt: Attempt) -> None:
-        """A hedged attempt lost the race and was cancelled."""
-        self.in_flight -= 1
+        """A hedged attempt lost the race and was cancelled (or the caller cancelled)."""
+        self._one_ended()
+        self._attempt_outcome(attempt, "cancelled", grpc.StatusCode.CANCELLED, None)
         self._attempt_ended(attempt, None, answered=False)
+
+    def _one_ended(self) -> None:
+        self.in_flight -= 1
+        if self.in_flight == 0 and self._call_info is not None:
+            self._idle_since = self._clock()  # for observers: time with no attempt in flight
 
     def _attempt_ended(
         self, attempt: Attempt, trailers: Metadata | None, *, answered: bool, ran: bool = True
@@ -353,6 +479,7 @@ class CallState:
         self.committed = True
         self.attempt_failed(attempt, error)
         assert self._verdict is not None
+        self._finish(_code_of(self._verdict.error), attempt.endpoint)
         return self._verdict
 
     def _report_endpoint(
@@ -394,6 +521,7 @@ class CallState:
         """gRFC A6 transparent retry: the request never left (or a stopping server
         refused it unprocessed); try again until time runs out."""
         self._transparent += 1
+        self._pending_transparent = 1
         now = self._clock()
         if self._unsent_since is None:
             self._unsent_since = now
@@ -515,6 +643,12 @@ class _Verdict:
     failure: Failure
     retryable: bool
     throttled: bool
+
+
+def _code_of(error: grpc.RpcError) -> grpc.StatusCode:
+    code = getattr(error, "code", None)
+    value = code() if callable(code) else None
+    return value if isinstance(value, grpc.StatusCode) else grpc.StatusCode.UNKNOWN
 
 
 def _attempts(records: Sequence[AttemptRecord]) -> str:

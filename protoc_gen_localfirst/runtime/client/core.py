@@ -124,7 +124,9 @@ class ClientCore(Generic[ChannelT]):
     the gRFC A6 retry token bucket of this client's target (``False`` turns it
     off). ``observers`` receive attempt, retry, failover, hedge, throttling,
     ejection and endpoint-change events (``observers.CallObserver``);
-    ``client.stats`` counts the same. ``locality`` says how much traffic the
+    ``client.stats`` counts the same (``protoc_gen_localfirst.otel`` is an
+    OpenTelemetry observer). ``interceptors``: grpc client interceptors, run
+    around every attempt (see ``AsyncClient``/``SyncClient``). ``locality`` says how much traffic the
     caller's own node keeps when it is busy (``load.LocalityPolicy``: by
     default the local tier keeps what its replicas can serve and the excess
     spills to the next tier; ``LocalityPolicy(spill=False)`` is strict).
@@ -141,6 +143,8 @@ class ClientCore(Generic[ChannelT]):
     """
 
     _transports: frozenset[str] = frozenset({"h2", "h3", "auto"})
+    _interceptor_types: tuple[type, ...] = ()
+    _interceptor_accepted = ""
 
     def __init__(
         self,
@@ -169,11 +173,16 @@ class ClientCore(Generic[ChannelT]):
         throttling: RetryThrottling | bool = True,
         observers: Sequence[CallObserver] = (),
         locality: LocalityPolicy | None = None,
+        interceptors: Sequence[Any] = (),
     ) -> None:
         given = {name: value for name, value in locals().items() if name != "self"}
         self.transport = self._checked_transport(validation.check_transport_type(transport))
         given["transport"] = self.transport
+        del given["interceptors"]
         validation.check_client_options(h3_available="h3" in self._transports, **given)
+        self._interceptors: tuple[Any, ...] = validation.check_interceptors(
+            interceptors, self._interceptor_types, self._interceptor_accepted
+        )
         self._h3_options = h3_options
         self.target = target
         self.source = source or make_source(target, dns=dns, kubernetes=kubernetes)
@@ -289,6 +298,8 @@ class ClientCore(Generic[ChannelT]):
             no_endpoints_reason=self._no_endpoints_reason,
             refresh=lambda: self.source.request_refresh(force=True),
             unsent_patience=self.resolve_timeout,
+            target=self.target,
+            transport=self.transport,
         )
         if retry is None:
             self._settings[id(method)] = settings

@@ -7,23 +7,136 @@ raise from them (an exception is logged and swallowed). Subclass
 ``BaseObserver`` and override only the events you need; any object with the
 methods of ``CallObserver`` works too.
 
-OpenTelemetry: no adapter ships here (``opentelemetry-api`` is not a
-dependency); an observer that increments OTel counters from these events is
-a few lines, see ``CallObserver``.
+Per call, ``on_call_started``/``on_call_finished`` and, per attempt,
+``on_attempt_started``/``on_attempt_finished`` carry typed records
+(``CallInfo``, ``AttemptInfo``, ``AttemptFinished``, ``CallFinished``) with
+everything a metrics or tracing observer needs: method, target, endpoint,
+node, locality tier, outcome, status, latency, retries, hedges, failovers.
+An observer may add request metadata to an attempt in ``on_attempt_started``
+(``AttemptInfo.add_metadata``; trace context, for instance): both clients
+send it on both transports. OpenTelemetry: ``protoc_gen_localfirst.otel``
+(the ``otel`` extra) is such an observer.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
-from typing import Protocol
+from dataclasses import asdict, dataclass, field
+from typing import Literal, Protocol
 
 import grpc
 
 from protoc_gen_localfirst.runtime.discovery.endpoints import Endpoint
 
 log = logging.getLogger("protoc_gen_localfirst.calls")
+
+Locality = Literal["node", "zone", "other"]
+"""An endpoint's locality tier as the caller sees it: on its node, in its zone, elsewhere."""
+
+LOCALITY_TIERS: tuple[Locality, ...] = ("node", "zone", "other")
+"""Indexed by ``Balancer.tier`` (0 = caller's node, 1 = caller's zone, 2 = elsewhere)."""
+
+Outcome = Literal["ok", "error", "unsent", "refused", "cancelled"]
+"""How an attempt ended: ``ok``; ``error`` (a status from the server or the
+transport, deadline included); ``unsent`` (it never left the client: no
+connection, stream refused, server stopping; retried transparently);
+``refused`` (a replica refused it unprocessed: admission control, overload);
+``cancelled`` (a hedged attempt that lost the race, or the caller cancelled)."""
+
+
+@dataclass(eq=False, slots=True)
+class CallInfo:
+    """One call, from ``on_call_started`` to ``on_call_finished`` (the same object:
+    observers may key their per-call state on it)."""
+
+    method: str
+    """``package.Service/Method`` (gRFC A66 ``grpc.method``)."""
+    path: str
+    """``/package.Service/Method``, the HTTP/2 path."""
+    target: str
+    """The client's target, e.g. ``dns:///greeter:50051`` (gRFC A66 ``grpc.target``)."""
+    transport: str
+    """The client's transport: ``h2``, ``h3`` or ``auto``."""
+    kind: str
+    """``unary_unary``, ``unary_stream``, ``stream_unary`` or ``stream_stream``."""
+    started_at: float
+    """``time.monotonic()`` when the call started."""
+
+
+@dataclass(eq=False, slots=True)
+class AttemptInfo:
+    """One attempt, from ``on_attempt_started`` to ``on_attempt_finished`` (same object)."""
+
+    call: CallInfo
+    number: int
+    """1 for the call's first attempt (transparent retries count too)."""
+    endpoint: Endpoint
+    locality: Locality
+    """The endpoint's tier when the attempt started: ``node``, ``zone`` or ``other``."""
+    hedged: bool
+    started_at: float
+    metadata: list[tuple[str, str]] = field(default_factory=list)
+    """Request metadata observers added (``add_metadata``), sent with this attempt only."""
+
+    @property
+    def node(self) -> str | None:
+        """The endpoint's node, if known."""
+        return self.endpoint.node
+
+    def add_metadata(self, key: str, value: str) -> None:
+        """Send ``key: value`` with this attempt (call it from ``on_attempt_started``)."""
+        self.metadata.append((key, value))
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptFinished:
+    """How an attempt ended (``on_attempt_finished``)."""
+
+    attempt: AttemptInfo
+    outcome: Outcome
+    code: grpc.StatusCode
+    """``OK``, the status it failed with, or ``CANCELLED``."""
+    latency: float
+    """Seconds from the attempt's start to its end."""
+    node: str | None = None
+    """The node the server announced (or the endpoint's, if it announced none)."""
+
+
+@dataclass(frozen=True, slots=True)
+class CallFinished:
+    """How a call ended (``on_call_finished``): once per call, whatever the outcome."""
+
+    call: CallInfo
+    code: grpc.StatusCode
+    """The status the caller saw: ``OK``, the error's code, or ``CANCELLED``."""
+    latency: float
+    """Seconds from the call's start to its end (for streams: the end of the stream)."""
+    attempts: int
+    """Attempts started, transparent retries and hedges included."""
+    retries: int
+    """Attempts after the first, not counting transparent retries (gRFC A96)."""
+    transparent_retries: int
+    """Attempts that followed one that never left the client."""
+    retry_delay: float
+    """Seconds between attempts with none in flight (backoff, waits for endpoints; gRFC A96)."""
+    hedges: int
+    failovers: int
+    """Attempts sent to another endpoint than the failed one before them."""
+    spill: str | None
+    """Why the caller's node was passed over for this call (``full``/``slow``), or None."""
+    endpoint: Endpoint | None
+    """Where the answer came from (success) or the last attempt went; None if none started."""
+    locality: Locality | None
+    """That endpoint's tier."""
+
+    @property
+    def method(self) -> str:
+        return self.call.method
+
+    @property
+    def target(self) -> str:
+        return self.call.target
 
 
 class CallObserver(Protocol):
@@ -58,6 +171,18 @@ class CallObserver(Protocol):
         (a replica refused the call unprocessed: admission control).
         """
 
+    def on_call_started(self, call: CallInfo) -> None:
+        """A call starts (before its first attempt)."""
+
+    def on_attempt_started(self, attempt: AttemptInfo) -> None:
+        """An attempt starts; ``attempt.add_metadata`` adds request metadata to it."""
+
+    def on_attempt_finished(self, event: AttemptFinished) -> None:
+        """An attempt ended: outcome, status, latency."""
+
+    def on_call_finished(self, event: CallFinished) -> None:
+        """A call ended, once, whatever the outcome (cancelled and abandoned streams too)."""
+
 
 class BaseObserver:
     """A ``CallObserver`` that ignores every event: subclass and override some."""
@@ -84,6 +209,18 @@ class BaseObserver:
         pass
 
     def on_spill(self, method: str, reason: str) -> None:
+        pass
+
+    def on_call_started(self, call: CallInfo) -> None:
+        pass
+
+    def on_attempt_started(self, attempt: AttemptInfo) -> None:
+        pass
+
+    def on_attempt_finished(self, event: AttemptFinished) -> None:
+        pass
+
+    def on_call_finished(self, event: CallFinished) -> None:
         pass
 
 
@@ -179,8 +316,28 @@ class ClientEvents:
         self.stats = ClientStats()
         self.observers: tuple[CallObserver, ...] = tuple(observers)
 
-    def call_started(self) -> None:
+    def call_started(self, call: CallInfo | None = None) -> None:
+        """A call starts; ``call`` is given when there are observers (see ``enabled``)."""
         self.stats.calls += 1
+        if call is not None and self.observers:
+            self._each("on_call_started", lambda o: o.on_call_started(call))
+
+    @property
+    def enabled(self) -> bool:
+        """Whether observers listen (else per-call records need not be built)."""
+        return bool(self.observers)
+
+    def attempt_started(self, attempt: AttemptInfo) -> None:
+        if self.observers:
+            self._each("on_attempt_started", lambda o: o.on_attempt_started(attempt))
+
+    def attempt_finished(self, event: AttemptFinished) -> None:
+        if self.observers:
+            self._each("on_attempt_finished", lambda o: o.on_attempt_finished(event))
+
+    def call_finished(self, event: CallFinished) -> None:
+        if self.observers:
+            self._each("on_call_finished", lambda o: o.on_call_finished(event))
 
     def attempt(
         self,

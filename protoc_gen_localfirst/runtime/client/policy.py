@@ -152,11 +152,32 @@ def allowed_codes(method: MethodInfo[Any, Any], policy: RetryPolicy) -> frozense
     return allowed
 
 
+_warned_hedging: set[str] = set()
+
+
 def hedges(method: MethodInfo[Any, Any], policy: RetryPolicy) -> bool:
-    """Whether calls of ``method`` under ``policy`` are hedged (unary, NO_SIDE_EFFECTS)."""
-    return (
-        policy.hedging_delay is not None
-        and policy.max_attempts > 1
-        and method.idempotency is Idempotency.NO_SIDE_EFFECTS
-        and method.kind.value == "unary_unary"
-    )
+    """Whether calls of ``method`` under ``policy`` are hedged (unary, NO_SIDE_EFFECTS).
+
+    A hedging delay that cannot apply (a streaming rpc, or one not marked
+    NO_SIDE_EFFECTS) is ignored with one warning naming the method: the calls
+    are then retried sequentially, as without the delay.
+    """
+    if policy.hedging_delay is None or policy.max_attempts <= 1:
+        return False
+    unary = method.kind.value == "unary_unary"
+    safe = method.idempotency is Idempotency.NO_SIDE_EFFECTS
+    if not (unary and safe) and method.path not in _warned_hedging:
+        _warned_hedging.add(method.path)
+        why = (
+            f"it is a {method.kind.value.replace('_', '-')} rpc (only unary rpcs are hedged)"
+            if not unary
+            else "it is not marked `option idempotency_level = NO_SIDE_EFFECTS`"
+        )
+        log.warning(
+            "%s: the hedging policy (hedging_delay=%ss) is ignored because %s; "
+            "failed attempts are retried one after another instead",
+            method.path,
+            policy.hedging_delay,
+            why,
+        )
+    return unary and safe

@@ -61,15 +61,31 @@ class SyncClient(ClientCore[grpc.Channel]):
 
     HTTP/2 only: ``transport="h3"``/``"auto"`` raise ``ValueError`` here (the
     HTTP/3 transport is asyncio; use the asyncio client).
+
+    ``interceptors``: grpc's (blocking) client interceptors, applied to each
+    endpoint's channel with ``grpc.intercept_channel``; they run per attempt.
     """
 
     _transports: frozenset[str] = frozenset({"h2"})
+    _interceptor_types: tuple[type, ...] = (
+        grpc.UnaryUnaryClientInterceptor,
+        grpc.UnaryStreamClientInterceptor,
+        grpc.StreamUnaryClientInterceptor,
+        grpc.StreamStreamClientInterceptor,
+    )
+    _interceptor_accepted = (
+        "grpc client interceptors for grpc.intercept_channel, e.g. grpc.UnaryUnaryClientInterceptor"
+    )
 
     def _new_channel(self, endpoint: Endpoint) -> grpc.Channel:
         target = endpoint.channel_target
         if self._credentials is None:
-            return grpc.insecure_channel(target, options=self._channel_options)
-        return grpc.secure_channel(target, self._credentials, options=self._channel_options)
+            channel = grpc.insecure_channel(target, options=self._channel_options)
+        else:
+            channel = grpc.secure_channel(target, self._credentials, options=self._channel_options)
+        if self._interceptors:
+            return grpc.intercept_channel(channel, *self._interceptors)
+        return channel
 
     def _close_channels(self, channels: list[grpc.Channel]) -> None:
         for channel in channels:
@@ -167,6 +183,7 @@ class SyncClient(ClientCore[grpc.Channel]):
                 future.cancel()
                 call.attempt_cancelled(attempt)
                 self.channels.release(attempt.endpoint)
+            call.close()
 
     def _wait(
         self, call: CallState, action: Wait, attempts: _UnaryAttempts, requests: Requests
@@ -195,29 +212,35 @@ class SyncClient(ClientCore[grpc.Channel]):
     ) -> Iterator[Any]:
         """Retry until the call commits (headers or a first message), then stream."""
         call = self._begin(method, options)
-        opened = None
-        while opened is None:
-            action = call.next_action()
-            if isinstance(action, Wait):
-                time.sleep(action.seconds or 0.0)
-            elif isinstance(action, AwaitEndpoints):
-                self._await_endpoints(action)
-            elif isinstance(action, GiveUp):
-                action.raise_error()
-            else:
-                opened = self._open_stream(call, action, requests)
-        attempt, stream, first = opened
         try:
-            if first is not _END:
-                yield first
-                yield from stream
-            trailers = stream.trailing_metadata()
-        except grpc.RpcError as error:
-            call.stream_failed(attempt, error).raise_error()
+            opened = None
+            while opened is None:
+                action = call.next_action()
+                if isinstance(action, Wait):
+                    time.sleep(action.seconds or 0.0)
+                elif isinstance(action, AwaitEndpoints):
+                    self._await_endpoints(action)
+                elif isinstance(action, GiveUp):
+                    action.raise_error()
+                else:
+                    opened = self._open_stream(call, action, requests)
+            attempt, stream, first = opened
+            try:
+                if first is not _END:
+                    yield first
+                    yield from stream
+                trailers = stream.trailing_metadata()
+            except grpc.RpcError as error:
+                call.stream_failed(attempt, error).raise_error()
+            except BaseException:  # the caller stopped reading (GeneratorExit), or interrupted
+                call.attempt_cancelled(attempt)
+                raise
+            finally:
+                stream.cancel()
+                self.channels.release(attempt.endpoint)
+            call.attempt_succeeded(attempt, trailers)
         finally:
-            stream.cancel()
-            self.channels.release(attempt.endpoint)
-        call.attempt_succeeded(attempt, trailers)
+            call.close()
 
     def _open_stream(
         self, call: CallState, attempt: Attempt, requests: Requests

@@ -28,6 +28,7 @@ __all__ = [
     "check_call_options",
     "check_channel_options",
     "check_client_options",
+    "check_interceptors",
     "check_timeout",
     "check_transport_type",
 ]
@@ -184,6 +185,19 @@ def _check_channel_option(name: str, value: object) -> None:
         raise TypeError(f"{where}: not an int ({accepted})")
     if value < minimum:
         raise ValueError(f"{where}: less than {minimum} ({accepted})")
+
+
+def check_interceptors(
+    interceptors: object, types: tuple[type, ...], accepted: str
+) -> tuple[Any, ...]:
+    """``interceptors``: a list of client interceptors of ``types`` (the client's kind)."""
+    if isinstance(interceptors, str | bytes) or not isinstance(interceptors, Iterable):
+        raise TypeError(f"interceptors={interceptors!r}: not a list ({accepted})")
+    checked = tuple(interceptors)
+    for index, interceptor in enumerate(checked):
+        if not isinstance(interceptor, types):
+            raise TypeError(f"interceptors[{index}]={interceptor!r}: not one of {accepted}")
+    return checked
 
 
 def check_client_options(*, transport: str, h3_available: bool, **given: object) -> None:

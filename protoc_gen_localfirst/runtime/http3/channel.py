@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from types import TracebackType
 from typing import Any, Self
 
@@ -25,6 +25,7 @@ from protoc_gen_localfirst.runtime.http3.connection import (
     client_configuration,
     open_connection,
 )
+from protoc_gen_localfirst.runtime.http3.intercept import InterceptedCall, for_kind
 from protoc_gen_localfirst.runtime.http3.multicallable import MultiCallableChannel
 from protoc_gen_localfirst.runtime.http3.options import H3Options
 from protoc_gen_localfirst.runtime.tls import ClientTls
@@ -61,6 +62,8 @@ class H3Channel(MultiCallableChannel):
     CAs, and ``host``). ``channel_options`` are read for ``grpc.max_receive_message_length``
     (default 4 MiB, -1 unlimited) and ``grpc.max_send_message_length``
     (default unlimited), so the limits match the HTTP/2 channels.
+    ``interceptors``: grpc.aio client interceptors, run around each call as
+    grpc.aio would (see ``intercept``).
     """
 
     def __init__(
@@ -71,7 +74,9 @@ class H3Channel(MultiCallableChannel):
         tls: ClientTls | None = None,
         options: H3Options | None = None,
         channel_options: Iterable[tuple[str, Any]] = (),
+        interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
     ) -> None:
+        self.interceptors = tuple(interceptors)
         self.host = host
         self.port = port
         self.options = options or H3Options()
@@ -147,7 +152,9 @@ class H3Channel(MultiCallableChannel):
     def _multicallable(
         self, kind: str, method: str, serializer: Any, deserializer: Any
     ) -> H3MultiCallable:
-        return H3MultiCallable(self, method, serializer, deserializer, kind)
+        return H3MultiCallable(
+            self, method, serializer, deserializer, kind, for_kind(self.interceptors, kind)
+        )
 
     def get_state(self, try_to_connect: bool = False) -> grpc.ChannelConnectivity:
         if self._closed:
@@ -230,7 +237,10 @@ class H3MultiCallable:
         serializer: Callable[[Any], bytes] | None,
         deserializer: Callable[[bytes], Any] | None,
         kind: str,
+        interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
     ) -> None:
+        self._kind = kind
+        self._interceptors = tuple(interceptors)
         self._channel = channel
         self._path = path
         self._serializer = serializer or _identity
@@ -245,10 +255,19 @@ class H3MultiCallable:
         timeout: float | None = None,
         metadata: wire.MetadataInput | None = None,
         **_: Any,
+    ) -> H3ClientCall | InterceptedCall:
+        if self._interceptors:
+            return InterceptedCall(
+                self._interceptors, self._kind, self._path, request, timeout, metadata, self._call
+            )
+        return self._call(self._path, request, timeout, metadata)
+
+    def _call(
+        self, path: str, request: Any, timeout: float | None, metadata: wire.MetadataInput | None
     ) -> H3ClientCall:
         return H3ClientCall(
             self._channel,
-            self._path,
+            path,
             request,
             self._serializer,
             self._deserializer,

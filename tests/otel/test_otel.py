@@ -8,8 +8,10 @@ No timing thresholds.
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -198,7 +200,9 @@ def test_the_runtime_imports_without_opentelemetry() -> None:
         "import protoc_gen_localfirst.runtime, greeter.v1.greeter_localfirst\n"
         "assert not [m for m in sys.modules if m.startswith('opentelemetry')]\n"
     )
-    subprocess.run([sys.executable, "-c", code], check=True)
+    repo = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(repo), str(repo / "generated")])}
+    subprocess.run([sys.executable, "-c", code], check=True, env=env)
 
 
 class Aborting(Greeter):

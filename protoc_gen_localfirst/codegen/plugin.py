@@ -24,7 +24,7 @@ from google.protobuf.compiler import plugin_pb2
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import DecodeError, Message
 
-from protoc_gen_localfirst import __version__
+from protoc_gen_localfirst import __version__, commands
 from protoc_gen_localfirst.codegen.descriptors import (
     GenerationError,
     build_type_index,
@@ -54,7 +54,8 @@ USAGE = f"""\
 Options: async_client, sync_client, server (true|false), runtime_module (dotted name).
 Call policy options in .proto files: import "localfirst/options.proto" and add
 -I"$(python -m protoc_gen_localfirst include-path)".
-"""
+
+{commands.help_text(NAME)}"""
 
 
 def generate(
@@ -186,6 +187,9 @@ def main(
     stdout = sys.stdout.buffer if stdout is None else stdout
     stderr = sys.stderr if stderr is None else stderr
 
+    code = commands.run(args)
+    if code is not None:
+        return code
     if "--version" in args:
         stdout.write(f"{NAME} {__version__}\n".encode())
         return 0

@@ -13,6 +13,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tarfile
 import zipfile
 from pathlib import Path
 
@@ -175,10 +176,17 @@ def test_shipped_module_matches_protoc_output_and_the_descriptor_set() -> None:
 
 
 PYPROJECT_PATCH = (
-    'packages = ["protoc_gen_localfirst"]',
-    'packages = ["protoc_gen_localfirst", "shipped/localfirst"]',
+    (
+        'packages = ["protoc_gen_localfirst"]',
+        'packages = ["protoc_gen_localfirst", "shipped/localfirst"]',
+    ),
+    (
+        'include = ["protoc_gen_localfirst", "templates", "protos", "README.md"]',
+        'include = ["protoc_gen_localfirst", "templates", "protos", "shipped", "README.md"]',
+    ),
 )
-"""The pyproject.toml change that ships the module (the wheel's top-level ``localfirst``)."""
+"""The pyproject.toml changes that ship the module: the wheel's top-level ``localfirst``,
+and ``shipped/`` in the sdist (``python -m build`` builds the wheel from the sdist)."""
 
 
 @pytest.mark.slow
@@ -191,17 +199,21 @@ def test_wheel_with_the_pyproject_patch_ships_the_module(tmp_path: Path) -> None
         shutil.copytree(REPO / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(REPO / "README.md", source / "README.md")
     pyproject = (REPO / "pyproject.toml").read_text()
-    old, new = PYPROJECT_PATCH
-    assert pyproject.count(old) == 1 or new in pyproject
-    (source / "pyproject.toml").write_text(pyproject.replace(old, new))
+    for old, new in PYPROJECT_PATCH:
+        assert pyproject.count(old) == 1 or new in pyproject
+        pyproject = pyproject.replace(old, new)
+    (source / "pyproject.toml").write_text(pyproject)
     dist = tmp_path / "dist"
-    subprocess.run(
-        [sys.executable, "-m", "build", "--wheel", "--outdir", str(dist), str(source)],
+    subprocess.run(  # sdist, then the wheel from it
+        [sys.executable, "-m", "build", "--outdir", str(dist), str(source)],
         capture_output=True,
         timeout=600,
         check=True,
     )
     (wheel,) = dist.glob("protoc_gen_localfirst-*.whl")
+    (sdist,) = dist.glob("protoc_gen_localfirst-*.tar.gz")
+    with tarfile.open(sdist) as archive:
+        assert any(n.endswith("/shipped/localfirst/options_pb2.py") for n in archive.getnames())
     names = set(zipfile.ZipFile(wheel).namelist())
     assert "localfirst/options_pb2.py" in names
     assert "localfirst/__init__.py" not in names

@@ -59,6 +59,17 @@ def test_a_node_no_endpoint_runs_on_warns_once_naming_nodes(
     assert _warnings(caplog) == [expected]
 
 
+def test_once_our_node_was_seen_its_replica_may_come_and_go(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A rolling update of the local replica leaves a moment without it: no warning."""
+    caplog.set_level(logging.WARNING, LOGGER)
+    balancer = Balancer([A, B], node="node-a", zone=None)
+    balancer.update([B])
+    balancer.update([B, Endpoint("10.0.0.9", 1, node="node-a")])
+    assert _warnings(caplog) == []
+
+
 def test_a_misspelled_node_gets_a_suggestion() -> None:
     message = missing_node_warning("Node-A", ["node-a", "node-b"])
     assert message is not None and "did you mean 'node-a'?" in message

@@ -116,7 +116,7 @@ class Balancer:
         self._floor: float | None = None
         """The lowest latency the local tier showed: its no-load round trip."""
         self._node_checked = node is None
-        """Whether the missing-node check has spoken (it never does without a node)."""
+        """Whether the missing-node check is settled: warned, or our node was seen."""
         self._node_warning: str | None = None
         if node is None:
             log.warning(NO_NODE_WARNING)
@@ -176,8 +176,12 @@ class Balancer:
         )
         self._ready = tuple(e for e in self._all if e.ready)
         if not self._node_checked:
+            # Settled by the first sight of our node (a local replica that is
+            # replaced later leaves a gap that is no misspelling) or by the warning.
             self._node_warning = missing_node_warning(self.node, (e.node for e in self._all))
-            self._node_checked = self._node_warning is not None
+            self._node_checked = self._node_warning is not None or any(
+                e.node == self.node for e in self._all
+            )
         if self._explicit_zone is None:
             self.zone = next(
                 (e.zone for e in self._all if e.zone and self.node and e.node == self.node), None

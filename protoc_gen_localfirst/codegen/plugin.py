@@ -14,6 +14,7 @@ stderr with exit status 2, since there is no protoc to show a response to.
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 import traceback
 from collections.abc import Sequence
@@ -24,7 +25,7 @@ from google.protobuf.compiler import plugin_pb2
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import DecodeError, Message
 
-from protoc_gen_localfirst import __version__
+from protoc_gen_localfirst import __version__, commands
 from protoc_gen_localfirst.codegen.descriptors import (
     GenerationError,
     build_type_index,
@@ -32,6 +33,7 @@ from protoc_gen_localfirst.codegen.descriptors import (
 )
 from protoc_gen_localfirst.codegen.model import build_file_model
 from protoc_gen_localfirst.codegen.options import PluginOptionError, parse_options
+from protoc_gen_localfirst.codegen.policy import OPTIONS_PROTO
 from protoc_gen_localfirst.codegen.render import RenderError, render_file
 
 NAME = "protoc-gen-localfirst"
@@ -54,7 +56,8 @@ USAGE = f"""\
 Options: async_client, sync_client, server (true|false), runtime_module (dotted name).
 Call policy options in .proto files: import "localfirst/options.proto" and add
 -I"$(python -m protoc_gen_localfirst include-path)".
-"""
+
+{commands.help_text(NAME)}"""
 
 
 def generate(
@@ -93,6 +96,45 @@ def generate(
             f" it with the .proto file\n{traceback.format_exc()}",
         )
     return response
+
+
+OPTIONS_MODULE = "localfirst.options_pb2"
+"""What protoc's ``_pb2.py`` of a proto importing ``OPTIONS_PROTO`` imports."""
+
+
+def files_importing_options(request: plugin_pb2.CodeGeneratorRequest) -> list[str]:
+    """Requested files whose ``_pb2.py`` will import ``localfirst.options_pb2``.
+
+    Empty when ``OPTIONS_PROTO`` is requested too: then ``--python_out``
+    writes ``localfirst/options_pb2.py`` next to them.
+    """
+    requested = set(request.file_to_generate)
+    if OPTIONS_PROTO in requested:
+        return []
+    return [
+        f.name for f in request.proto_file if f.name in requested and OPTIONS_PROTO in f.dependency
+    ]
+
+
+def options_import_warning(files: Sequence[str]) -> str:
+    """What to tell a user whose ``_pb2.py`` will fail with ``No module named 'localfirst'``."""
+    names = ", ".join(files)
+    return (
+        f"{NAME}: warning: {names} import{'s' if len(files) == 1 else ''} {OPTIONS_PROTO}, so"
+        f" protoc's _pb2.py will run 'from localfirst import options_pb2', and this Python"
+        f" cannot import {OPTIONS_MODULE} (No module named 'localfirst'). Add {OPTIONS_PROTO}"
+        f" to this protoc command so --python_out writes localfirst/options_pb2.py too"
+        f' (protoc -I"$(python -m protoc_gen_localfirst include-path)" ... {OPTIONS_PROTO}'
+        f" {files[0]}), or install a protoc-gen-localfirst that ships it where your code runs\n"
+    )
+
+
+def options_module_importable() -> bool:
+    """Whether ``localfirst.options_pb2`` can be imported here (found, not imported)."""
+    try:
+        return importlib.util.find_spec(OPTIONS_MODULE) is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def _fail(response: plugin_pb2.CodeGeneratorResponse, message: str) -> None:
@@ -186,6 +228,9 @@ def main(
     stdout = sys.stdout.buffer if stdout is None else stdout
     stderr = sys.stderr if stderr is None else stderr
 
+    code = commands.run(args)
+    if code is not None:
+        return code
     if "--version" in args:
         stdout.write(f"{NAME} {__version__}\n".encode())
         return 0
@@ -205,6 +250,9 @@ def main(
         return 2
     stdout.write(generate(request, utf8_checked=True).SerializeToString())
     stdout.flush()
+    importing = files_importing_options(request)
+    if importing and not options_module_importable():
+        stderr.write(options_import_warning(importing))
     return 0
 
 

@@ -12,7 +12,7 @@ import pytest
 from google.protobuf import descriptor_pb2
 from google.protobuf.compiler import plugin_pb2
 
-from protoc_gen_localfirst import __version__
+from protoc_gen_localfirst import __version__, commands
 from protoc_gen_localfirst.codegen import plugin
 
 from .conftest import REPO, ProtocResult
@@ -58,6 +58,34 @@ def test_unexpected_arguments_and_help() -> None:
     helped = _run(["--help"])
     assert helped.returncode == 0
     assert b"--localfirst_out=gen" in helped.stderr
+
+
+def test_help_lists_every_subcommand_once(plugin_dir: Path) -> None:
+    """``--help`` of the module and of the console script name each command on one line."""
+    script = subprocess.run(
+        [str(plugin_dir / "protoc-gen-localfirst"), "--help"],
+        capture_output=True,
+        timeout=60,
+        check=True,
+    )
+    assert commands.SUBCOMMANDS.keys() == commands.SUMMARIES.keys()
+    for helped in (_run(["--help"]).stderr.decode(), script.stderr.decode()):
+        section = helped.split("Commands (", 1)[1].splitlines()[1:]
+        listed = [line.split()[0] for line in section if line.strip()]
+        assert listed == ["--help", "--version", *commands.SUBCOMMANDS]
+        assert "  endpoints TARGET  show the endpoints a client sees" in helped
+        assert "  include-path      print the -I directory" in helped
+
+
+def test_console_script_runs_subcommands(plugin_dir: Path) -> None:
+    proc = subprocess.run(
+        [str(plugin_dir / "protoc-gen-localfirst"), "include-path"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert Path(proc.stdout.strip(), "localfirst", "options.proto").is_file()
 
 
 def test_syntax_error_reaches_the_user(

@@ -24,6 +24,7 @@ from protoc_gen_localfirst.runtime.client.load import (
     SpillController,
 )
 from protoc_gen_localfirst.runtime.discovery.endpoints import Endpoint
+from protoc_gen_localfirst.runtime.identity import NO_NODE_WARNING, missing_node_warning
 from protoc_gen_localfirst.runtime.loadreport import LoadReport
 
 log = logging.getLogger("protoc_gen_localfirst.balancer")
@@ -71,6 +72,10 @@ class Balancer:
     Nodes: an endpoint whose source knows no node (DNS) gets the node its
     server announced (``learn_node``). Zone: when none is given, the zone of
     an endpoint on our own node is ours.
+
+    Warnings, once per balancer (one per client): no ``node`` at all
+    (``identity.NO_NODE_WARNING``), and a node no endpoint runs on once every
+    endpoint's node is known (``identity.missing_node_warning``).
     """
 
     def __init__(
@@ -110,6 +115,11 @@ class Balancer:
         """Counts changes of the ready endpoint set (calls waiting for new endpoints watch it)."""
         self._floor: float | None = None
         """The lowest latency the local tier showed: its no-load round trip."""
+        self._node_checked = node is None
+        """Whether the missing-node check is settled: warned, or our node was seen."""
+        self._node_warning: str | None = None
+        if node is None:
+            log.warning(NO_NODE_WARNING)
         self.update(endpoints)
 
     @property
@@ -134,6 +144,7 @@ class Balancer:
             if ready != self._ready_before:
                 self._ready_before = ready
                 self.version += 1
+        self._log_node_warning()
 
     def learn_node(self, address: str, node: str) -> bool:
         """The server at ``address`` says it runs on ``node``; True if that is news."""
@@ -146,7 +157,15 @@ class Balancer:
             self._learned[address] = node
             self._rebuild()
         log.info("endpoint %s runs on node %s", address, node)
+        self._log_node_warning()
         return True
+
+    def _log_node_warning(self) -> None:
+        """Log what ``_rebuild`` found wrong with our node, outside the lock."""
+        with self._lock:
+            warning, self._node_warning = self._node_warning, None
+        if warning is not None:
+            log.warning(warning)
 
     def _rebuild(self) -> None:
         self._all = tuple(
@@ -156,6 +175,13 @@ class Balancer:
             for e in self._discovered
         )
         self._ready = tuple(e for e in self._all if e.ready)
+        if not self._node_checked:
+            # Settled by the first sight of our node (a local replica that is
+            # replaced later leaves a gap that is no misspelling) or by the warning.
+            self._node_warning = missing_node_warning(self.node, (e.node for e in self._all))
+            self._node_checked = self._node_warning is not None or any(
+                e.node == self.node for e in self._all
+            )
         if self._explicit_zone is None:
             self.zone = next(
                 (e.zone for e in self._all if e.zone and self.node and e.node == self.node), None

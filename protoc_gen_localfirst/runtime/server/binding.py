@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
 from protoc_gen_localfirst.schema import ServiceInfo
 
-__all__ = ["Binding", "Servicer", "bind_servicers"]
+__all__ = ["Binding", "Servicer", "bind_servicers", "misnamed_handlers"]
+
+_LOG = logging.getLogger("protoc_gen_localfirst.server")
 
 
 class Servicer:
@@ -54,9 +57,11 @@ def _service_for(services: Sequence[ServiceInfo], servicer: object) -> ServiceIn
         (service,) = services
         handlers = [m.handler_name for m in service.methods]
         if handlers and not any(hasattr(servicer, h) for h in handlers):
+            misnamed = misnamed_handlers(service, servicer)
+            hint = "".join(f"; rename {attr} to {handler}" for attr, handler in misnamed)
             raise TypeError(
                 f"{_describe(servicer)} has none of the methods of {service.name} "
-                f"({', '.join(handlers)})"
+                f"({', '.join(handlers)}){hint}"
             )
         return service
     for cls in type(servicer).__mro__:
@@ -70,6 +75,57 @@ def _service_for(services: Sequence[ServiceInfo], servicer: object) -> ServiceIn
     )
 
 
+def _loose(name: str) -> str:
+    return name.replace("_", "").lower()
+
+
+def _implements(servicer: object, handler: str) -> bool:
+    """Whether ``servicer`` has its own ``handler``, not a generated UNIMPLEMENTED default.
+
+    Defaults are those of a generated servicer base (a class that sets
+    ``SERVICE``) and those of a grpc ``_pb2_grpc`` servicer base.
+    """
+    if not hasattr(servicer, handler):
+        return False
+    for cls in type(servicer).__mro__:
+        if handler in vars(cls):
+            generated = "SERVICE" in vars(cls) and issubclass(cls, Servicer)
+            return not (generated or cls.__module__.endswith("_pb2_grpc"))
+    return True  # set on the instance
+
+
+def misnamed_handlers(service: ServiceInfo, servicer: object) -> list[tuple[str, str]]:
+    """``(attribute, handler name)`` for servicer methods named like an rpc it lacks.
+
+    ``get_item``, ``getItem`` or ``Getitem`` for rpc ``GetItem`` (same letters
+    once case and underscores are ignored): grpc looks up the rpc's exact name,
+    so while ``GetItem`` is missing (or the generated default) the rpc answers
+    UNIMPLEMENTED. Names starting with ``_`` are private helpers, not candidates.
+    """
+    wanted = {_loose(m.handler_name): m.handler_name for m in service.methods}
+    found = []
+    for attr in dir(servicer):
+        handler = wanted.get(_loose(attr))
+        if handler is None or attr == handler or attr.startswith("_"):
+            continue
+        if callable(getattr(servicer, attr, None)) and not _implements(servicer, handler):
+            found.append((attr, handler))
+    return found
+
+
+def _warn_misnamed(binding: Binding) -> None:
+    for attr, handler in misnamed_handlers(binding.service, binding.servicer):
+        _LOG.warning(
+            "%s.%s is not served: servicer methods are named exactly like the rpc, "
+            "so rename it to %s (rpc %s/%s answers UNIMPLEMENTED until then)",
+            _describe(binding.servicer),
+            attr,
+            handler,
+            binding.service.name,
+            handler,
+        )
+
+
 def bind_servicers(services: Sequence[ServiceInfo], servicers: Sequence[object]) -> list[Binding]:
     """Pair each servicer with the one of ``services`` it implements.
 
@@ -79,6 +135,10 @@ def bind_servicers(services: Sequence[ServiceInfo], servicers: Sequence[object])
     class named ``<Service>Servicer`` in the servicer's MRO decides (grpc's
     naming). Anything else, or two servicers for one service, is a
     ``TypeError`` that says what was expected.
+
+    A servicer method named like an rpc but not exactly (``get_item`` for
+    ``GetItem``) while the rpc itself is not implemented is logged as a
+    warning (``misnamed_handlers``), not refused: it may be a helper.
     """
     if not services:
         raise TypeError("no services to bind servicers to")
@@ -95,4 +155,6 @@ def bind_servicers(services: Sequence[ServiceInfo], servicers: Sequence[object])
                 f"and {_describe(servicer)}"
             )
         bindings[service.name] = Binding(service, servicer)
+    for binding in bindings.values():
+        _warn_misnamed(binding)
     return list(bindings.values())

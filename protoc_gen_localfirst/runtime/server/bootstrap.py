@@ -51,6 +51,7 @@ from protoc_gen_localfirst.runtime.server.health import HealthServicer
 from protoc_gen_localfirst.runtime.server.lifecycle import REFUSAL_WINDOW, Server
 from protoc_gen_localfirst.runtime.server.listen import BindError, add_port, format_address
 from protoc_gen_localfirst.runtime.server.load import ServerLoad
+from protoc_gen_localfirst.runtime.server.logs import install_default_logging
 from protoc_gen_localfirst.runtime.server.options import (
     DEFAULT_DRAIN_DELAY,
     DEFAULT_GRACE,
@@ -237,11 +238,13 @@ async def _start_h3(
 async def serve(bindings: Sequence[Binding], **options: Unpack[ServeOptions]) -> None:
     """Serve until SIGTERM/SIGINT, then drain and return (or until stopped).
 
-    Logs one line, ``serving <services> on <host:port> as node <node>``. The
+    Logs one line, ``serving <services> on <host:port> as node <node>``, on
+    stderr if the program configured no logging (``logs``). The
     first SIGTERM/SIGINT drains (NOT_SERVING, wait ``drain_delay``, stop with
     ``grace``); a second one skips the rest of the drain delay.
     If the task running ``serve`` is cancelled, the server stops at once.
     """
+    install_default_logging()
     handle_signals = options.pop("handle_signals", True)
     server = await start_server(bindings, **options)
     _LOG.info(

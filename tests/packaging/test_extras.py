@@ -55,7 +55,7 @@ except ValueError as error:  # the files do not exist: the library check came la
 def _run(code: str, blocked: set[str]) -> str:
     env = {
         **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+        "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "generated")]),
     }
     proc = subprocess.run(
         [sys.executable, "-c", BLOCK.format(blocked=blocked) + code],

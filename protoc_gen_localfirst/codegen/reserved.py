@@ -47,9 +47,22 @@ rpc ``_Foo`` becomes ``rpc_foo``)."""
 
 CLIENT_RESERVED = _OBJECT | CLIENT_PUBLIC
 
-SERVICER_ATTRIBUTES = frozenset({"__annotations__", "__dict__", "__module__", "__weakref__"})
+SERVICER_ATTRIBUTES = frozenset(
+    {
+        "__annotations__",
+        "__dict__",
+        "__module__",
+        "__weakref__",
+        # every class statement sets these on Python >= 3.13; reserved on every
+        # version, since code generated on 3.11 may run on 3.13
+        "__firstlineno__",
+        "__static_attributes__",
+    }
+)
 """What the runtime's ``Servicer`` has beyond ``object``'s attributes. Handler
 names are rpc names as written, so underscore names count here."""
+
+SERVICER_ATTRIBUTES_SINCE_3_13 = frozenset({"__firstlineno__", "__static_attributes__"})
 
 SERVICER_RESERVED = _OBJECT | SERVICER_ATTRIBUTES | {"SERVICE"}
 """``SERVICE`` is the class attribute every generated servicer sets."""

@@ -561,7 +561,7 @@ def test_dockerfile_copies_existing_paths_and_installs_the_package() -> None:
     # What the wheel build needs (pyproject: readme, version file, force-included templates).
     for needed in ("pyproject.toml", "README.md", "protoc_gen_localfirst", "templates"):
         assert needed in destinations, f"{needed} not copied"
-    assert any('pip install "/src[kubernetes]"' in run for run in instruction("RUN"))
+    assert any('pip install "/src[kubernetes,http3]"' in run for run in instruction("RUN"))
 
 
 def test_dockerignore_keeps_what_the_dockerfile_copies() -> None:

@@ -22,7 +22,7 @@ from protoc_gen_localfirst.runtime.client.policy import RetryPolicy
 from protoc_gen_localfirst.runtime.client.throttling import RetryThrottling
 from protoc_gen_localfirst.runtime.client.tls import check_tls_options
 from protoc_gen_localfirst.runtime.discovery import DnsOptions, EndpointSource, KubernetesOptions
-from protoc_gen_localfirst.runtime.http3.options import H3Options
+from protoc_gen_localfirst.runtime.http3.options import H3Options, require_quic_library
 
 __all__ = [
     "check_call_options",
@@ -217,6 +217,8 @@ def check_client_options(*, transport: str, h3_available: bool, **given: object)
         )
         raise ValueError(f"h3_options={given['h3_options']!r}: only used by HTTP/3 ({how})")
     check_tls_options(transport, h3_available, given)
+    if transport != "h2":
+        require_quic_library("qh3", f"transport={transport!r}")
 
 
 def _check_objects(given: dict[str, object]) -> None:

@@ -4,10 +4,15 @@
 server's; ``SEND_HIGH_WATER``/``SEND_LOW_WATER`` the send backpressure both
 apply per stream. The runtime re-exports ``H3Options`` from here, so
 ``import protoc_gen_localfirst.runtime`` never imports qh3.
+
+qh3 is an optional dependency (the ``http3`` extra): ``require_quic_library``
+is called where HTTP/3 is chosen (a client's ``transport``, a server's
+``http3=True``) and names the extra when the library is not installed.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import math
 from dataclasses import dataclass
 from typing import Literal
@@ -19,6 +24,7 @@ __all__ = [
     "H3Options",
     "QuicLibrary",
     "Transport",
+    "require_quic_library",
 ]
 
 Transport = Literal["h2", "h3", "auto"]
@@ -27,6 +33,30 @@ Transport = Literal["h2", "h3", "auto"]
 QuicLibrary = Literal["qh3", "aioquic"]
 """The QUIC stack under the HTTP/3 server (same API; benchmarks compare them)."""
 QUIC_LIBRARIES: tuple[QuicLibrary, ...] = ("qh3", "aioquic")
+
+_INSTALL = {
+    "qh3": "pip install 'protoc-gen-localfirst[http3]'",
+    "aioquic": "pip install aioquic",
+}
+
+
+def require_quic_library(library: str, why: str) -> None:
+    """Raise ``ModuleNotFoundError`` naming what to install if ``library`` is missing.
+
+    ``why`` is the option that asked for HTTP/3 (``"transport='h3'"``,
+    ``"http3=True"``); the library itself is not imported here.
+    """
+    try:
+        found = importlib.util.find_spec(library) is not None
+    except (ImportError, ValueError):  # a broken install or a blocked import
+        found = False
+    if not found:
+        raise ModuleNotFoundError(
+            f"{why} needs the QUIC library {library}, which is not installed: "
+            f"{_INSTALL.get(library, f'pip install {library}')}",
+            name=library,
+        )
+
 
 SEND_HIGH_WATER = 256 * 1024
 """Bytes a stream may have queued but not yet transmitted before writers wait

@@ -11,7 +11,11 @@ from typing import Any, TypedDict
 import grpc
 import grpc.aio
 
-from protoc_gen_localfirst.runtime.http3.options import QUIC_LIBRARIES, QuicLibrary
+from protoc_gen_localfirst.runtime.http3.options import (
+    QUIC_LIBRARIES,
+    QuicLibrary,
+    require_quic_library,
+)
 from protoc_gen_localfirst.runtime.server.load import AdmissionControl, LoadMetrics
 from protoc_gen_localfirst.runtime.server.tls import check_client_ca_file, check_tls_files
 from protoc_gen_localfirst.runtime.wire.framing import DEFAULT_MAX_MESSAGE_SIZE
@@ -194,6 +198,8 @@ def check_options(options: ServeOptions) -> None:
             f"quic_library={library!r}: not supported (one of {', '.join(QUIC_LIBRARIES)})"
         )
     _check_tls(options)
+    if options.get("http3", False):
+        require_quic_library(library, "http3=True")
 
 
 _TYPES: dict[str, tuple[tuple[type, ...], str]] = {

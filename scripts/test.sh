@@ -23,5 +23,6 @@ scripts/setup.sh
 npm ci --silent --no-audit --no-fund >/dev/null
 .venv/bin/ruff check .
 .venv/bin/lint-imports
+NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict --quiet
 MYPYPATH=generated .venv/bin/mypy --strict protoc_gen_localfirst demo
 exec .venv/bin/python -m pytest "$@"

@@ -69,6 +69,7 @@ npm ci --silent --no-audit --no-fund >/dev/null
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/lint-imports
+NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict --quiet
 MYPYPATH=generated .venv/bin/mypy --strict protoc_gen_localfirst demo
 
 echo "== full suite on Python $main_version (.venv)"

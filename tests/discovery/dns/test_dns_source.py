@@ -158,7 +158,10 @@ def test_nxdomain_before_any_answer_pushes_nothing(
 ) -> None:
     server = dnsmasq({})
     target = server.target("greeter.test", PORT)
-    src, rec = source(target, min_interval=0.2)
+    # The backoff doubles per failure up to max_interval: capped low, the retry that
+    # finds the new record comes within 0.8 s however long the failures went on.
+    # Uncapped (30 s), a slow start on a busy machine lets it outgrow rec.wait_for's 5 s.
+    src, rec = source(target, min_interval=0.2, max_interval=0.8)
     wait_until(lambda: src.last_error is not None, what="a lookup error")
     assert src.last_error == (
         f"{target}: DNS server {server.server} says greeter.test does not exist (NXDOMAIN)"

@@ -431,7 +431,7 @@ class CallState:
             self.settings.events.spill(self.method, SPILL_REFUSED)
         self.records.append(AttemptRecord(attempt.endpoint, failure.code, failure.details))
         deadline_passed = self._deadline_passed()
-        if not failure.overloaded:  # a busy replica is not a broken one: no ejection
+        if not (failure.overloaded or failure.refused_stream):  # busy, not broken: no ejection
             self._report_endpoint(attempt.endpoint, failure.code, deadline_passed)
         retryable, throttled = self._retryable(failure, deadline_passed)
         if throttled:
@@ -534,6 +534,11 @@ class CallState:
             else:
                 self._verdict = self._give_up(verdict)
             return
+        if verdict.failure.refused_stream and not self.hedging:
+            # The replica answered (it is at its stream limit): the next attempt queues
+            # on the connection, which now knows the limit. Nothing is unreachable.
+            self._schedule_retry(verdict, counted=False)
+            return
         self._unreachable.add(attempt.endpoint.address)
         if self._unreachable >= {e.address for e in self._order}:
             # Every known endpoint refused or is stopping: the set is stale. Re-resolve now, and
@@ -560,8 +565,8 @@ class CallState:
 
     def _schedule_retry(self, verdict: _Verdict, *, counted: bool = True) -> None:
         """Back off (pushback, else full jitter), unless attempts or time run out."""
-        if verdict.failure.overloaded:  # refused unprocessed: the next endpoint may take it now
-            wait, pushed = 0.0, False
+        if verdict.failure.overloaded or verdict.failure.refused_stream:
+            wait, pushed = 0.0, False  # refused unprocessed: the next attempt may go now
         elif self._pushback is not None:
             wait, self._pushback, self._backoff_retries = self._pushback, None, 0
             pushed = True

@@ -27,10 +27,15 @@ DO_NOT_RETRY = -1.0
 # grpc core's pick failure when no connection could be made, our HTTP/3
 # client's connect/stream-open failures, and an HTTP/3 stream the server
 # rejected unprocessed (RFC 9114: H3_REQUEST_REJECTED).
+REFUSED_STREAM = "Received RST_STREAM with error code 7"
+"""grpc's words for HTTP/2 REFUSED_STREAM: the server did not process the stream
+(RFC 9113 8.7), e.g. one opened before the client saw SETTINGS_MAX_CONCURRENT_STREAMS."""
+
 _NOT_SENT_MARKERS = (
     "failed to connect to all addresses",
     NOT_SENT,
     "H3_REQUEST_REJECTED",
+    REFUSED_STREAM,
 )
 
 
@@ -53,6 +58,11 @@ class Failure:
     not_sent: bool
     """The attempt never left the client (no connection, HTTP/3 not sent, stream refused)
     for a reason that may pass (not a TLS refusal): gRFC A6's transparent retry case."""
+
+    @property
+    def refused_stream(self) -> bool:
+        """The server refused the stream at its concurrent-stream limit: busy, not broken."""
+        return self.code in NOT_PROCESSED_CODES and REFUSED_STREAM in self.details
 
     @property
     def not_taken(self) -> bool:

@@ -57,6 +57,8 @@ class AsyncClient(ClientCore[grpc.aio.Channel]):
         "grpc.aio client interceptors, e.g. grpc.aio.UnaryUnaryClientInterceptor"
     )
 
+    _calls_in_threads = False  # every call runs on the event loop: no locks on the call path
+
     _fallbacks: TransportMemory | None = None
     """``transport="auto"``: endpoints that fell back to HTTP/2, shared by their channels."""
     _closing: set[asyncio.Future[None]] | None = None

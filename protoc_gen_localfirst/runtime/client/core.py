@@ -145,6 +145,9 @@ class ClientCore(Generic[ChannelT]):
     _transports: frozenset[str] = frozenset({"h2", "h3", "auto"})
     _interceptor_types: tuple[type, ...] = ()
     _interceptor_accepted = ""
+    _calls_in_threads = True
+    """Whether calls run in several threads (the blocking client): the balancer then
+    guards what calls change with a lock; on one event loop nothing needs one."""
 
     def __init__(
         self,
@@ -210,6 +213,7 @@ class ClientCore(Generic[ChannelT]):
             on_unreachable=lambda endpoint: self.source.request_refresh(),
             on_ejection=self.events.ejection,
             locality=locality,
+            call_lock=threading.Lock() if self._calls_in_threads else None,
         )
         self.prober = self._node_prober(credentials) if probe_nodes else None
         self.source.start(self._on_endpoints)

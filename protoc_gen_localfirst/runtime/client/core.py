@@ -203,7 +203,9 @@ class ClientCore(Generic[ChannelT]):
         self._credentials = credentials
         options = {**DEFAULT_CHANNEL_OPTIONS, **dict(channel_options)}
         self._channel_options = tuple(options.items())
-        self.channels: ChannelPool[ChannelT] = ChannelPool(self._new_channel, self._close_channels)
+        self.channels: ChannelPool[ChannelT] = ChannelPool(
+            self._new_channel, self._close_channels, threaded=self._calls_in_threads
+        )
         self._settings: dict[int, CallSettings] = {}
         self._resolved = threading.Event()
         self.balancer = Balancer(

@@ -2,6 +2,7 @@
 
     python -m bench.run            # full run (a few minutes)
     python -m bench.run --quick    # fewer calls, for a smoke check
+    python -m bench.run --h2-only  # plain grpc.aio vs localfirst over HTTP/2 only (client overhead)
 
 Every variant calls the same replica process (demo.replica on the committed
 generated code), in the same run, interleaved over ``--repeats`` rounds; the
@@ -108,33 +109,46 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         # the two QUIC stacks under one client.
         tls = make_tls_files(tmp / "tls")
         ca = str(tls.ca)
-        h2_replica = ReplicaProcess("bench-h2", "node-bench", "127.0.0.89", GENERATED, log_dir=tmp)
-        qh3_replica = h3_replica("bench-qh3", "127.0.0.90", "qh3", tls, tmp)
-        aioquic_replica = h3_replica("bench-aioquic", "127.0.0.91", "aioquic", tls, tmp)
+        # Streams per connection above the highest concurrency measured: the clients
+        # (one connection each) must not be refused streams (REFUSED_STREAM).
+        h2_replica = ReplicaProcess(
+            "bench-h2", "node-bench", "127.0.0.89", GENERATED, log_dir=tmp,
+            extra_args=["--max-concurrent-streams", "128"],
+        )  # fmt: skip
+        replicas = [h2_replica]
+        if not args.h2_only:
+            qh3_replica = h3_replica("bench-qh3", "127.0.0.90", "qh3", tls, tmp)
+            aioquic_replica = h3_replica("bench-aioquic", "127.0.0.91", "aioquic", tls, tmp)
+            replicas += [qh3_replica, aioquic_replica]
         results: dict[str, Any] = {"machine": machine(), "unary": {}, "stream": {}}
         try:
-            for replica in (h2_replica, qh3_replica, aioquic_replica):
+            for replica in replicas:
                 replica.start(wait=False)
-            for replica in (h2_replica, qh3_replica, aioquic_replica):
+            for replica in replicas:
                 replica.wait_serving()
             plain_channel = grpc.aio.insecure_channel(f"ipv4:{h2_replica.address}")
             clients = {
                 "localfirst h2": greeter_localfirst.GreeterClient(
                     f"static:///{h2_replica.static}", node="node-bench"
                 ),
-                "localfirst h3 (qh3 server)": greeter_localfirst.GreeterClient(
+            }
+            if not args.h2_only:
+                clients["localfirst h3 (qh3 server)"] = greeter_localfirst.GreeterClient(
                     f"static:///{qh3_replica.static}", node="node-bench", transport="h3", ca_file=ca
-                ),
-                "localfirst h3 (aioquic server)": greeter_localfirst.GreeterClient(
+                )
+                clients["localfirst h3 (aioquic server)"] = greeter_localfirst.GreeterClient(
                     f"static:///{aioquic_replica.static}",
                     node="node-bench",
                     transport="h3",
                     ca_file=ca,
-                ),
-            }
+                )
             variants: dict[str, Variant] = {"grpcio h2 (baseline)": plain_unary(plain_channel)}
             variants.update({name: localfirst_unary(c) for name, c in clients.items()})
-            calls = {1: 500 if args.quick else 3000, 32: 2000 if args.quick else 12000}
+            calls = {
+                1: 500 if args.quick else 3000,
+                32: 2000 if args.quick else 12000,
+                64: 4000 if args.quick else 24000,
+            }
             for concurrency, count in calls.items():
                 rounds: dict[str, list[Latency]] = {name: [] for name in variants}
                 for _ in range(args.repeats):
@@ -175,7 +189,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 await client.close()
             await plain_channel.close()
         finally:
-            for replica in (h2_replica, qh3_replica, aioquic_replica):
+            for replica in replicas:
                 replica.stop()
     return results
 
@@ -185,12 +199,15 @@ def table(results: dict[str, Any]) -> str:
     for concurrency, by_name in results["unary"].items():
         base = by_name["grpcio h2 (baseline)"]
         lines.append(f"\nunary SayHello, concurrency {concurrency}")
-        lines.append("| variant | p50 ms | p99 ms | calls/s | p50 ratio | calls/s ratio |")
-        lines.append("|---|---|---|---|---|---|")
+        lines.append(
+            "| variant | p50 ms | p99 ms | calls/s | p50 ratio | p99 ratio | calls/s ratio |"
+        )
+        lines.append("|---|---|---|---|---|---|---|")
         for name, r in by_name.items():
             lines.append(
                 f"| {name} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} | {r['calls_per_s']:.0f} "
-                f"| {r['p50_ms'] / base['p50_ms']:.2f} | {r['calls_per_s'] / base['calls_per_s']:.2f} |"
+                f"| {r['p50_ms'] / base['p50_ms']:.3f} | {r['p99_ms'] / base['p99_ms']:.3f} "
+                f"| {r['calls_per_s'] / base['calls_per_s']:.3f} |"
             )
     base_stream = results["stream"]["grpcio h2 (baseline)"]["mb_per_s"]
     lines.append("\nserver streaming LotsOfReplies, 1 MiB messages")
@@ -205,6 +222,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--h2-only",
+        action="store_true",
+        help="only plain grpc.aio and localfirst over HTTP/2 (no HTTP/3 replicas)",
+    )
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     results = asyncio.run(run(args))

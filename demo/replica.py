@@ -181,6 +181,11 @@ def main() -> None:
     parser.add_argument(
         "--admission", type=int, help="serve(admission=N): refuse calls over N in flight"
     )
+    parser.add_argument(
+        "--max-concurrent-streams",
+        type=int,
+        help="serve(max_concurrent_streams=N): request streams per connection (default 32)",
+    )
     args = parser.parse_args()
     if args.capacity is not None and args.capacity < 1:
         parser.error("--capacity must be at least 1")
@@ -208,6 +213,8 @@ def main() -> None:
         options["quic_library"] = args.quic_library
     if args.admission is not None:
         options["admission"] = args.admission
+    if args.max_concurrent_streams is not None:
+        options["max_concurrent_streams"] = args.max_concurrent_streams
     greeter = Greeter(
         node,
         args.name,

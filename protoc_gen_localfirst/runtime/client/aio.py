@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Self, TypeAlias, TypeVar, Unpack
 import grpc
 import grpc.aio
 
+from protoc_gen_localfirst.runtime.client import validation
 from protoc_gen_localfirst.runtime.client.call import (
     Attempt,
     AwaitEndpoints,
@@ -56,6 +57,8 @@ class AsyncClient(ClientCore[grpc.aio.Channel]):
     _interceptor_accepted = (
         "grpc.aio client interceptors, e.g. grpc.aio.UnaryUnaryClientInterceptor"
     )
+
+    _calls_in_threads = False  # every call runs on the event loop: no locks on the call path
 
     _fallbacks: TransportMemory | None = None
     """``transport="auto"``: endpoints that fell back to HTTP/2, shared by their channels."""
@@ -138,7 +141,11 @@ class AsyncClient(ClientCore[grpc.aio.Channel]):
         request: RequestT,
         **options: Unpack[CallOptions],
     ) -> ResponseT:
-        call = await self._begin(method, options)
+        if self._resolved.is_set():  # the common case, without one more coroutine
+            validation.check_call_options(options)
+            call = self._new_call(method, options)
+        else:
+            call = await self._begin(method, options)
         response: ResponseT = await self._unary_response(call, SingleRequest(request))
         return response
 

@@ -2,18 +2,27 @@
 
 Sans-IO: no channels, no sockets; time and chance are injected so the
 ordering is tested deterministically. How much the caller's own node keeps
-under load is ``load``'s job; this module orders and keeps endpoint health. Thread-safe: discovery threads update the set while calls
-(on an event loop or in threads) order it.
+under load is ``load``'s job; this module orders and keeps endpoint health.
+
+Threads: discovery threads (and node probes) change the endpoint set while
+calls order it. A change is published as one immutable ``_View`` (one
+assignment), so a call reads a consistent endpoint set without a lock. What
+calls change (rotation, health, load accounting, the spill rule) is guarded
+by ``call_lock`` when calls run in several threads (the blocking client),
+and by nothing when they all run on one event loop (the asyncio client:
+``Balancer(..., call_lock=None)``): the same code either way.
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import logging
 import random
 import threading
 import time
 from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 from protoc_gen_localfirst.runtime.client.load import (
@@ -57,6 +66,19 @@ class _Health:
     ejected_until: float = 0.0
 
 
+@dataclass(frozen=True, slots=True, eq=False)
+class _View:
+    """The endpoint set as calls see it, replaced whole when discovery changes it."""
+
+    ready: tuple[Endpoint, ...] = ()
+    tiers: tuple[tuple[Endpoint, ...], ...] = ()
+    """Ready endpoints by locality tier, nearest first."""
+    load: dict[str, EndpointLoad] = dataclasses.field(default_factory=dict)
+    """Every known endpoint's load (the objects stay while the endpoint does)."""
+    addresses: frozenset[str] = frozenset()
+    """Of the ready endpoints."""
+
+
 class Balancer:
     """Orders endpoints for one call: same node, then same zone, then the rest.
 
@@ -90,6 +112,7 @@ class Balancer:
         on_ejection: Callable[[Endpoint, float], None] | None = None,
         locality: LocalityPolicy | None = None,
         chance: Callable[[], float] = random.random,
+        call_lock: AbstractContextManager[object] | None = None,
     ) -> None:
         self.node = node
         self._explicit_zone = zone
@@ -98,23 +121,30 @@ class Balancer:
         self._clock = clock
         self._on_unreachable = on_unreachable
         self.on_ejection = on_ejection
-        self._tiers: tuple[tuple[Endpoint, ...], ...] = ()
         self._lock = threading.Lock()
+        """Between writers of the endpoint set (discovery, node learning, probes)."""
+        self._call_lock = call_lock
+        """Between calls in several threads (None: calls run on one event loop)."""
+        self._view = _View()
         self._discovered: tuple[Endpoint, ...] = ()
         self._all: tuple[Endpoint, ...] = ()
-        self._ready: tuple[Endpoint, ...] = ()
         self._learned: dict[str, str] = {}
         self._health: dict[str, _Health] = {}
+        """Changed by calls only; entries of endpoints gone are dropped by the next plan."""
+        self._departed: collections.deque[str] = collections.deque()
+        """Addresses that left the ready set, whose health the next plan forgets
+        (a deque: discovery appends while calls take, each atomic)."""
         self._turn = 0
         self.locality = locality or LocalityPolicy()
         self._chance = chance
-        self._load: dict[str, EndpointLoad] = {}
         self._spill = SpillController(self.locality)
         self._ready_before: set[str] = set()
         self.version = 0
         """Counts changes of the ready endpoint set (calls waiting for new endpoints watch it)."""
         self._floor: float | None = None
         """The lowest latency the local tier showed: its no-load round trip."""
+        self._lowest_sample: float | None = None
+        """The lowest latency any endpoint showed (a lower bound of every EWMA)."""
         self._node_checked = node is None
         """Whether the missing-node check is settled: warned, or our node was seen."""
         self._node_warning: str | None = None
@@ -129,7 +159,7 @@ class Balancer:
 
     @property
     def ready_endpoints(self) -> tuple[Endpoint, ...]:
-        return self._ready
+        return self._view.ready
 
     def update(self, endpoints: Iterable[Endpoint]) -> None:
         """Replace the endpoint set; health and learned nodes of those that stay are kept."""
@@ -138,10 +168,9 @@ class Balancer:
             present = {e.address for e in self._discovered}
             self._learned = {a: n for a, n in self._learned.items() if a in present}
             self._rebuild()
-            ready = {e.address for e in self._ready}
-            self._health = {a: h for a, h in self._health.items() if a in ready}
-            self._load = {a: self._load.get(a) or EndpointLoad() for a in present}
+            ready = set(self._view.addresses)
             if ready != self._ready_before:
+                self._departed.extend(self._ready_before - ready)
                 self._ready_before = ready
                 self.version += 1
         self._log_node_warning()
@@ -168,13 +197,14 @@ class Balancer:
             log.warning(warning)
 
     def _rebuild(self) -> None:
+        """A new ``_View`` from the discovered endpoints and the learned nodes (writers only)."""
         self._all = tuple(
             dataclasses.replace(e, node=self._learned[e.address])
             if e.node is None and e.address in self._learned
             else e
             for e in self._discovered
         )
-        self._ready = tuple(e for e in self._all if e.ready)
+        ready = tuple(e for e in self._all if e.ready)
         if not self._node_checked:
             # Settled by the first sight of our node (a local replica that is
             # replaced later leaves a gap that is no misspelling) or by the warning.
@@ -187,9 +217,15 @@ class Balancer:
                 (e.zone for e in self._all if e.zone and self.node and e.node == self.node), None
             )
         tiers: dict[int, list[Endpoint]] = {}
-        for endpoint in self._ready:
+        for endpoint in ready:
             tiers.setdefault(self.tier(endpoint), []).append(endpoint)
-        self._tiers = tuple(tuple(tiers[level]) for level in sorted(tiers))
+        old = self._view.load
+        self._view = _View(
+            ready=ready,
+            tiers=tuple(tuple(tiers[level]) for level in sorted(tiers)),
+            load={e.address: old.get(e.address) or EndpointLoad() for e in self._all},
+            addresses=frozenset(e.address for e in ready),
+        )
 
     def tier(self, endpoint: Endpoint) -> int:
         """0 = caller's node, 1 = caller's zone, 2 = elsewhere."""
@@ -205,48 +241,66 @@ class Balancer:
 
     def plan(self) -> tuple[list[Endpoint], str | None]:
         """One call's endpoint order, and why its local tier was passed over (or None)."""
-        with self._lock:
-            self._turn += 1
-            now = self._clock()
-            tiers, ejected = self._available_tiers(now)
-            ordered = [self._two_choices(group, now) for group in tiers]
-            spill = self._spill_reason(tiers, now)
-            if spill is not None:
-                ordered[0], ordered[1] = ordered[1], ordered[0]
-            flat = [endpoint for group in ordered for endpoint in group]
-            if ejected:
-                ejected.sort(key=lambda e: (self._health[e.address].ejected_until, self.tier(e)))
-                flat.extend(ejected)
-            return flat, spill
+        lock = self._call_lock
+        if lock is None:
+            return self._plan(self._view)
+        with lock:
+            return self._plan(self._view)
 
-    def _available_tiers(self, now: float) -> tuple[list[list[Endpoint]], list[Endpoint]]:
+    def _plan(self, view: _View) -> tuple[list[Endpoint], str | None]:
+        self._turn += 1
+        now = self._clock()
+        tiers, ejected = self._available_tiers(view, now)
+        load = view.load
+        ordered = [self._two_choices(group, load, now) for group in tiers]
+        spill = self._spill_reason(tiers, load, now)
+        if spill is not None:
+            ordered[0], ordered[1] = ordered[1], ordered[0]
+        flat = [endpoint for group in ordered for endpoint in group]
+        if ejected:
+            health = self._health
+            ejected.sort(key=lambda e: (health[e.address].ejected_until, self.tier(e)))
+            flat.extend(ejected)
+        return flat, spill
+
+    def _available_tiers(
+        self, view: _View, now: float
+    ) -> tuple[list[list[Endpoint]], list[Endpoint]]:
         """Ready endpoints by tier (nearest first, rotated), and the ejected ones."""
-        if not self._health:  # nothing ejected: the tiers computed on update
-            return [_rotated(group, self._turn) for group in self._tiers], []
+        health = self._health
+        departed = self._departed
+        while departed:  # endpoints that left: a returning one starts healthy
+            health.pop(departed.popleft(), None)
+        if not health:  # nothing ejected: the tiers computed on update
+            return [_rotated(group, self._turn) for group in view.tiers], []
         tiers: dict[int, list[Endpoint]] = {}
         ejected: list[Endpoint] = []
-        for endpoint in self._ready:
+        for endpoint in view.ready:
             if self._is_ejected(endpoint, now):
                 ejected.append(endpoint)
             else:
                 tiers.setdefault(self.tier(endpoint), []).append(endpoint)
         return [_rotated(tiers[level], self._turn) for level in sorted(tiers)], ejected
 
-    def _two_choices(self, group: list[Endpoint], now: float) -> list[Endpoint]:
+    def _two_choices(
+        self, group: list[Endpoint], load: dict[str, EndpointLoad], now: float
+    ) -> list[Endpoint]:
         """Of the (rotated) first two, the less loaded first."""
         if len(group) > 1:
             ttl = self.locality.report_ttl
-            first, second = (self._load[e.address].cost(now, ttl) for e in group[:2])
-            if second < first:
+            first = load[group[0].address].cost(now, ttl)
+            if load[group[1].address].cost(now, ttl) < first:
                 group[0], group[1] = group[1], group[0]
         return group
 
-    def _spill_reason(self, tiers: list[list[Endpoint]], now: float) -> str | None:
+    def _spill_reason(
+        self, tiers: list[list[Endpoint]], load: dict[str, EndpointLoad], now: float
+    ) -> str | None:
         """Why the caller's own tier should not take this call, or None (it should)."""
         if not self.locality.spill or len(tiers) < 2 or self.tier(tiers[0][0]) != 0:
             return None
         ttl = self.locality.report_ttl
-        local = [self._load[e.address].utilization(now, ttl) for e in tiers[0]]
+        local = [load[e.address].utilization(now, ttl) for e in tiers[0]]
         if all(u is not None for u in local):  # the servers' limits decide
             return SPILL_FULL if all(u > 1.0 for u in local if u is not None) else None
         if self._chance() >= self._spill.local_share:
@@ -254,7 +308,15 @@ class Balancer:
         return None
 
     def attempt_started(self, endpoint: Endpoint) -> None:
-        load = self._load.get(endpoint.address)
+        lock = self._call_lock
+        if lock is None:
+            self._attempt_started(endpoint)
+            return
+        with lock:
+            self._attempt_started(endpoint)
+
+    def _attempt_started(self, endpoint: Endpoint) -> None:
+        load = self._view.load.get(endpoint.address)
         if load is not None:
             load.outstanding += 1
 
@@ -270,29 +332,46 @@ class Balancer:
 
         ``ran``: whether the server counted the call in its report (not so for a refusal).
         """
-        with self._lock:
-            load = self._load.get(endpoint.address)
-            if load is None:
-                return
-            load.outstanding = max(load.outstanding - 1, 0)
-            now = self._clock()
-            if report is not None:
-                load.reported(report, now, finished_call=ran)
-            if latency is not None:
-                load.sample(latency, now, self.locality)
-                if self.tier(endpoint) == 0:
-                    self._local_answered(latency, now)
+        lock = self._call_lock
+        if lock is None:
+            self._attempt_ended(endpoint, latency, report, ran)
+            return
+        with lock:
+            self._attempt_ended(endpoint, latency, report, ran)
 
-    def _local_answered(self, latency: float, now: float) -> None:
+    def _attempt_ended(
+        self, endpoint: Endpoint, latency: float | None, report: LoadReport | None, ran: bool
+    ) -> None:
+        view = self._view
+        load = view.load.get(endpoint.address)
+        if load is None:
+            return
+        load.outstanding = max(load.outstanding - 1, 0)
+        now = self._clock()
+        if report is not None:
+            load.reported(report, now, finished_call=ran)
+        if latency is not None:
+            load.sample(latency, now, self.locality)
+            lowest = self._lowest_sample
+            if lowest is None or latency < lowest:
+                lowest = self._lowest_sample = latency
+            if self.tier(endpoint) == 0:
+                self._local_answered(view, latency, lowest, now)
+
+    def _local_answered(self, view: _View, latency: float, lowest: float, now: float) -> None:
         self._floor = latency if self._floor is None else min(self._floor, latency)
-        local = [
-            self._load[e.address].mean_latency for e in self._tiers[0] if e.address in self._load
-        ]
+        # Every latency EWMA is at least the lowest sample of any endpoint: until that
+        # much time has passed, the spill rule would not change (O(1) per call; the
+        # tiers' latencies are looked at about once per local round trip).
+        if not self._spill.due(lowest, now):
+            return
+        load = view.load
+        local = [load[e.address].mean_latency for e in view.tiers[0] if e.address in load]
         others = [
-            self._load[e.address].mean_latency
-            for group in self._tiers[1:2]
+            load[e.address].mean_latency
+            for group in view.tiers[1:2]
             for e in group
-            if e.address in self._load
+            if e.address in load
         ]
         self._spill.observe(_lowest(local), _lowest(others) if others else None, self._floor, now)
 
@@ -302,15 +381,15 @@ class Balancer:
         Reports come with every answer; decoding one costs a few microseconds,
         and one per ``REPORT_INTERVAL`` per endpoint keeps the view fresh.
         """
-        load = self._load.get(endpoint.address)
+        load = self._view.load.get(endpoint.address)
         return load is not None and self._clock() - load.reported_at >= REPORT_INTERVAL
 
     def reported(self, endpoint: Endpoint, report: LoadReport) -> None:
-        """A load report from outside a call (a health probe)."""
-        with self._lock:
-            load = self._load.get(endpoint.address)
-            if load is not None:
-                load.reported(report, self._clock(), finished_call=False)
+        """A load report from outside a call (a health probe, in a probe thread: a few
+        attribute writes, atomic each, as a call's own report writes them)."""
+        load = self._view.load.get(endpoint.address)
+        if load is not None:
+            load.reported(report, self._clock(), finished_call=False)
 
     @property
     def local_share(self) -> float:
@@ -319,19 +398,24 @@ class Balancer:
 
     def load_of(self, endpoint: Endpoint) -> EndpointLoad | None:
         """What this client knows of ``endpoint``'s load (diagnostics)."""
-        return self._load.get(endpoint.address)
+        return self._view.load.get(endpoint.address)
 
     def is_ejected(self, endpoint: Endpoint) -> bool:
-        with self._lock:
-            return self._is_ejected(endpoint, self._clock())
+        return self._is_ejected(endpoint, self._clock())
 
     def _is_ejected(self, endpoint: Endpoint, now: float) -> bool:
         health = self._health.get(endpoint.address)
         return health is not None and health.ejected_until > now
 
     def record_success(self, endpoint: Endpoint) -> None:
-        with self._lock:
+        if not self._health:  # the common case: nothing to forget
+            return
+        lock = self._call_lock
+        if lock is None:
             health = self._health.pop(endpoint.address, None)
+        else:
+            with lock:
+                health = self._health.pop(endpoint.address, None)
         if health is not None and health.consecutive_failures:
             log.info("endpoint %s is answering again", endpoint.describe())
 
@@ -349,19 +433,30 @@ class Balancer:
         self._record_failure(endpoint, "does not answer in time")
 
     def _record_failure(self, endpoint: Endpoint, what: str) -> bool:
-        with self._lock:
-            if all(e.address != endpoint.address for e in self._ready):
-                return False
-            health = self._health.setdefault(endpoint.address, _Health())
-            health.consecutive_failures += 1
-            duration = self._ejection.duration(health.consecutive_failures)
-            health.ejected_until = self._clock() + duration
-            first = health.consecutive_failures == 1
+        lock = self._call_lock
+        if lock is None:
+            recorded = self._failed(endpoint)
+        else:
+            with lock:
+                recorded = self._failed(endpoint)
+        if recorded is None:
+            return False
+        first, duration = recorded
         if first:
             log.warning("endpoint %s %s; trying others first", endpoint.describe(), what)
         if self.on_ejection is not None:
             self.on_ejection(endpoint, duration)
         return True
+
+    def _failed(self, endpoint: Endpoint) -> tuple[bool, float] | None:
+        """Eject ``endpoint`` (first failure?, for how long), None if it is not ready."""
+        if endpoint.address not in self._view.addresses:
+            return None
+        health = self._health.setdefault(endpoint.address, _Health())
+        health.consecutive_failures += 1
+        duration = self._ejection.duration(health.consecutive_failures)
+        health.ejected_until = self._clock() + duration
+        return health.consecutive_failures == 1, duration
 
 
 def _rotated(group: tuple[Endpoint, ...] | list[Endpoint], turn: int) -> list[Endpoint]:

@@ -157,6 +157,44 @@ class CallSettings:
 class CallState:
     """One call: its attempts so far, its deadline, and what happens next."""
 
+    # Starting values (immutable) live on the class: a call sets only those that
+    # change, and most calls change few (one attempt, one answer).
+    started = 0
+    """Attempts started (hedged attempts overlap, so this can exceed ``records``)."""
+    in_flight = 0
+    committed = False
+    """Response headers or a message arrived, or requests can no longer be replayed:
+    no further attempt (gRFC A6)."""
+    _verdict: GiveUp | None = None
+    _backoff: float | None = None
+    """Sequential calls: the wait before the next attempt, once decided."""
+    _pushback: float | None = None
+    _backoff_retries = 0
+    _more = True
+    """Hedged calls: further attempts may still be sent."""
+    _next_hedge_at = 0.0
+    _last: _Verdict | None = None
+    _index = 0
+    """Position in ``_order`` of the next attempt's endpoint."""
+    _transparent = 0
+    """Failed attempts that never left the client (not counted in ``max_attempts``)."""
+    _unsent_since: float | None = None
+    _await: AwaitEndpoints | None = None
+    _replan = False
+    _refreshed = False
+    _not_before = 0.0
+    """Hedged calls: no attempt before this time (backoff after an unsent attempt)."""
+    _finished = False
+    _hedges = 0
+    _failovers = 0
+    _transparent_retries = 0
+    _pending_transparent = 0
+    _last_endpoint: Endpoint | None = None
+    _idle_since: float | None = None
+    """When the last attempt in flight ended (None: one is in flight, or none started)."""
+    _retry_delay = 0.0
+    _call_info: CallInfo | None = None
+
     def __init__(
         self,
         settings: CallSettings,
@@ -175,44 +213,9 @@ class CallState:
         self._deadline = None if timeout is None else clock() + timeout
         self._order, spill = settings.balancer.plan()
         self.records: list[AttemptRecord] = []
-        self.started = 0
-        """Attempts started (hedged attempts overlap, so this can exceed ``records``)."""
-        self.in_flight = 0
-        self.committed = False
-        """Response headers or a message arrived, or requests can no longer be replayed:
-        no further attempt (gRFC A6)."""
-        self._verdict: GiveUp | None = None
-        self._backoff: float | None = None
-        """Sequential calls: the wait before the next attempt, once decided."""
-        self._pushback: float | None = None
-        self._backoff_retries = 0
-        self._more = True
-        """Hedged calls: further attempts may still be sent."""
-        self._next_hedge_at = 0.0
-        self._last: _Verdict | None = None
-        self._index = 0
-        """Position in ``_order`` of the next attempt's endpoint."""
-        self._transparent = 0
-        """Failed attempts that never left the client (not counted in ``max_attempts``)."""
-        self._unsent_since: float | None = None
         self._unreachable: set[str] = set()
-        self._await: AwaitEndpoints | None = None
-        self._replan = False
-        self._refreshed = False
-        self._not_before = 0.0
-        """Hedged calls: no attempt before this time (backoff after an unsent attempt)."""
         self._unary = settings.info.kind.value == "unary_unary"
         self._spill = spill
-        self._finished = False
-        self._hedges = 0
-        self._failovers = 0
-        self._transparent_retries = 0
-        self._pending_transparent = 0
-        self._last_endpoint: Endpoint | None = None
-        self._idle_since: float | None = None
-        """When the last attempt in flight ended (None: one is in flight, or none started)."""
-        self._retry_delay = 0.0
-        self._call_info: CallInfo | None = None
         events = settings.events
         if events.enabled:
             info = settings.info
@@ -272,16 +275,17 @@ class CallState:
         return LOCALITY_TIERS[min(self.settings.balancer.tier(endpoint), 2)]
 
     def _attempt_outcome(
-        self, attempt: Attempt, outcome: Outcome, code: grpc.StatusCode, node: str | None
+        self, attempt: Attempt, outcome: Outcome, code: grpc.StatusCode, metadata: Metadata | None
     ) -> None:
-        if attempt.info is not None:
+        """``on_attempt_finished``; ``metadata``: the response's, which may name its node."""
+        if attempt.info is not None:  # observers listen: only then is the record made
             self.settings.events.attempt_finished(
                 AttemptFinished(
                     attempt=attempt.info,
                     outcome=outcome,
                     code=code,
                     latency=self._clock() - attempt.started_at,
-                    node=node or attempt.endpoint.node,
+                    node=announced_node(metadata) or attempt.endpoint.node,
                 )
             )
 
@@ -404,7 +408,7 @@ class CallState:
         """``attempt`` answered OK (for streams: it committed and ended OK)."""
         self._one_ended()
         self._learn_node(attempt.endpoint, trailers)
-        self._attempt_outcome(attempt, "ok", grpc.StatusCode.OK, announced_node(trailers))
+        self._attempt_outcome(attempt, "ok", grpc.StatusCode.OK, trailers)
         self._finish(grpc.StatusCode.OK, attempt.endpoint)
         self._attempt_ended(attempt, trailers, answered=True)
         self.settings.balancer.record_success(attempt.endpoint)
@@ -424,7 +428,7 @@ class CallState:
         outcome: Outcome = (
             "refused" if failure.overloaded else "unsent" if failure.not_taken else "error"
         )
-        self._attempt_outcome(attempt, outcome, failure.code, announced_node(failure.trailers))
+        self._attempt_outcome(attempt, outcome, failure.code, failure.trailers)
         # A refused call never ran there: its report does not count it.
         self._attempt_ended(attempt, failure.trailers, answered=False, ran=not failure.overloaded)
         if failure.overloaded:

@@ -4,6 +4,12 @@ A channel is made on the first attempt to its endpoint and kept while the
 endpoint is in the ready set. When discovery drops the endpoint, its channel
 is retired: calls in flight on it finish, then it is closed. An endpoint that
 comes back before that gets its channel back.
+
+Threads: discovery changes the pool (``keep_only``) from its own thread, under
+the pool's lock. Calls count their channel's use (``acquire``/``release``)
+under that lock too when they run in several threads (the blocking client);
+on one event loop (``threaded=False``) they need none: a channel found is
+used as is, and only a missing one is looked for again under the lock.
 """
 
 from __future__ import annotations
@@ -26,10 +32,13 @@ class ChannelPool(Generic[ChannelT]):
         self,
         new_channel: Callable[[Endpoint], ChannelT],
         close_channels: Callable[[list[ChannelT]], None],
+        *,
+        threaded: bool = True,
     ) -> None:
         self._new_channel = new_channel
         self._close_channels = close_channels
         self._lock = threading.Lock()
+        self._call_lock = self._lock if threaded else None
         self.active: dict[str, ChannelT] = {}
         self.retired: dict[str, ChannelT] = {}
         self._in_flight: collections.Counter[str] = collections.Counter()
@@ -49,11 +58,16 @@ class ChannelPool(Generic[ChannelT]):
         ``MethodKind`` values are grpc's multi-callable factory names.
         """
         address = endpoint.address
-        with self._lock:
-            channel = self.active.get(address) or self.retired.get(address)
+        if self._call_lock is None:
+            channel = self.active.get(address)
             if channel is None:
-                channel = self.active[address] = self._new_channel(endpoint)
+                with self._lock:
+                    channel = self._channel(endpoint)
             self._in_flight[address] += 1
+        else:
+            with self._call_lock:
+                channel = self._channel(endpoint)
+                self._in_flight[address] += 1
         key = (address, info.path)
         cached = self._callables.get(key)
         if cached is not None and cached[0] is channel:
@@ -66,9 +80,20 @@ class ChannelPool(Generic[ChannelT]):
         self._callables[key] = (channel, multicallable)
         return multicallable
 
+    def _channel(self, endpoint: Endpoint) -> ChannelT:
+        """The endpoint's channel, made if there is none (under the lock)."""
+        address = endpoint.address
+        channel = self.active.get(address) or self.retired.get(address)
+        if channel is None:
+            channel = self.active[address] = self._new_channel(endpoint)
+        return channel
+
     def release(self, endpoint: Endpoint) -> None:
-        with self._lock:
+        if self._call_lock is None:
             self._in_flight[endpoint.address] -= 1
+        else:
+            with self._call_lock:
+                self._in_flight[endpoint.address] -= 1
         if self.retired:
             self.close_idle_retired()
 

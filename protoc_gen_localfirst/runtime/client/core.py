@@ -145,6 +145,9 @@ class ClientCore(Generic[ChannelT]):
     _transports: frozenset[str] = frozenset({"h2", "h3", "auto"})
     _interceptor_types: tuple[type, ...] = ()
     _interceptor_accepted = ""
+    _calls_in_threads = True
+    """Whether calls run in several threads (the blocking client): the balancer then
+    guards what calls change with a lock; on one event loop nothing needs one."""
 
     def __init__(
         self,
@@ -200,7 +203,9 @@ class ClientCore(Generic[ChannelT]):
         self._credentials = credentials
         options = {**DEFAULT_CHANNEL_OPTIONS, **dict(channel_options)}
         self._channel_options = tuple(options.items())
-        self.channels: ChannelPool[ChannelT] = ChannelPool(self._new_channel, self._close_channels)
+        self.channels: ChannelPool[ChannelT] = ChannelPool(
+            self._new_channel, self._close_channels, threaded=self._calls_in_threads
+        )
         self._settings: dict[int, CallSettings] = {}
         self._resolved = threading.Event()
         self.balancer = Balancer(
@@ -210,6 +215,7 @@ class ClientCore(Generic[ChannelT]):
             on_unreachable=lambda endpoint: self.source.request_refresh(),
             on_ejection=self.events.ejection,
             locality=locality,
+            call_lock=threading.Lock() if self._calls_in_threads else None,
         )
         self.prober = self._node_prober(credentials) if probe_nodes else None
         self.source.start(self._on_endpoints)

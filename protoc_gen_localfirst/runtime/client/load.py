@@ -163,6 +163,12 @@ class SpillController:
         self.local_share = 1.0
         self._changed_at = float("-inf")
 
+    def due(self, floor: float, now: float) -> bool:
+        """Whether ``observe`` may change the share now, ``floor`` being a lower bound of
+        the local latency it would be given: False means ``observe`` would return
+        without a change (one change per local round trip)."""
+        return now - self._changed_at >= floor
+
     def observe(
         self, local: float | None, next_tier: float | None, floor: float | None, now: float
     ) -> None:

@@ -127,7 +127,12 @@ def check_timeout(timeout: object) -> None:
 
 def check_call_options(options: Mapping[str, Any]) -> None:
     """What a call was given: ``timeout`` and ``retry`` (``core.CallOptions``)."""
-    check_timeout(options.get("timeout"))
+    timeout = options.get("timeout")
+    if options.get("retry") is None and (
+        timeout is None or (type(timeout) in (float, int) and 0 < timeout < math.inf)
+    ):
+        return  # the common case, checked at once (every call comes here)
+    check_timeout(timeout)
     _check_optional("retry", options.get("retry"), RetryPolicy)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass
+from functools import cached_property
 
 
 class TargetError(ValueError):
@@ -32,9 +33,9 @@ class Endpoint:
     zone: str | None = None
     ready: bool = True
 
-    @property
+    @cached_property
     def address(self) -> str:
-        """``host:port``, with IPv6 hosts in brackets."""
+        """``host:port``, with IPv6 hosts in brackets (worked out once: every call uses it)."""
         if ":" in self.host:
             return f"[{self.host}]:{self.port}"
         return f"{self.host}:{self.port}"

@@ -10,6 +10,9 @@ Two server processes run on this machine, each on its own UDP port:
   answers its length. Its client is a minimal qh3 HTTP/3 client. Both sides
   write 1 MiB at a time and wait while more than 1 MiB is queued on the stream
   (woken by qh3's ``transmit``): the least flow control any application needs.
+* ``qh3 alone, batching listener``: the same server listening through
+  ``quiclib.serve_batched`` (qh3's recvmmsg/GSO transport, datagrams handed
+  over in batches), as our server does: the fair baseline for it.
 * ``localfirst h3``: our HTTP/3 server (``start_server(http3=True)``) with a
   Greeter whose ``LotsOfReplies`` streams ``count`` replies of 1 MiB and whose
   ``LotsOfGreetings`` counts the bytes of the names it receives; the client is
@@ -17,7 +20,8 @@ Two server processes run on this machine, each on its own UDP port:
   ``LotsOfReplies`` and uploading N requests of 1 MiB with ``LotsOfGreetings``.
 
 Rounds interleave the variants on one warmed-up connection each; the table
-gives the median MB/s (10^6 bytes) over rounds and the ratio to qh3 alone.
+gives the median MB/s (10^6 bytes) over rounds and the ratio to qh3 alone on
+the batching listener (the higher of the two baselines here).
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ sys.path.insert(0, str(GENERATED))
 MIB = 1 << 20
 HOST = "127.0.0.1"
 CHUNK = MIB
+BATCHED = "qh3 alone, batching listener"
 """Bytes the qh3-alone sides write at a time, and queue at most before waiting."""
 
 
@@ -156,8 +161,8 @@ def _qh3_protocol_class() -> Any:
     return Qh3Alone
 
 
-async def serve_qh3(port: int, cert: str, key: str) -> None:
-    from qh3.asyncio import serve
+async def serve_qh3(port: int, cert: str, key: str, *, batched: bool = False) -> None:
+    from qh3.asyncio import serve as qh3_serve
     from qh3.h3.connection import H3_ALPN
     from qh3.quic.configuration import QuicConfiguration
 
@@ -166,6 +171,9 @@ async def serve_qh3(port: int, cert: str, key: str) -> None:
         is_client=False, alpn_protocols=H3_ALPN, max_datagram_frame_size=65536
     )
     configuration.load_cert_chain(cert, key)
+    serve = qh3_serve
+    if batched:
+        from protoc_gen_localfirst.runtime.http3.quiclib import serve_batched as serve
     await serve(HOST, port, configuration=configuration, create_protocol=_qh3_protocol_class())
     print(port, flush=True)
     await asyncio.Event().wait()
@@ -278,14 +286,17 @@ async def run(args: argparse.Namespace) -> dict[str, dict[str, float]]:
     with tempfile.TemporaryDirectory() as tmp_dir:
         tmp = Path(tmp_dir)
         tls = make_tls_files(tmp / "tls")
-        qh3_port, lf_port = _free_udp_tcp_port(), _free_udp_tcp_port()
-        servers = [_spawn("qh3", qh3_port, tls, tmp), _spawn("localfirst", lf_port, tls, tmp)]
+        kinds = ("qh3", "qh3-batched", "localfirst")
+        ports = [_free_udp_tcp_port() for _ in kinds]
+        servers = [_spawn(kind, port, tls, tmp) for kind, port in zip(kinds, ports, strict=True)]
+        qh3_port, batched_port, lf_port = ports
         try:
-            for server, kind in zip(servers, ("qh3", "localfirst"), strict=True):
+            for server, kind in zip(servers, kinds, strict=True):
                 assert server.stdout is not None
                 if not await asyncio.to_thread(server.stdout.readline):  # its port: serving
                     raise RuntimeError((tmp / f"{kind}.log").read_text())
             qh3, close_qh3 = await qh3_client(qh3_port, str(tls.ca))
+            batched, close_batched = await qh3_client(batched_port, str(tls.ca))
             channel, (down, up, pb2) = await localfirst_client(lf_port, str(tls.ca))
             big = pb2.HelloRequest(name="x" * MIB, count=args.mib)
 
@@ -305,16 +316,24 @@ async def run(args: argparse.Namespace) -> dict[str, dict[str, float]]:
                 reply = await up(requests(), timeout=120)
                 return int(reply.message)
 
-            async def qh3_down() -> int:
-                return int(await qh3.request(f"/down/{total}", 0))
+            def qh3_down(protocol: Any) -> Callable[[], Awaitable[int]]:
+                async def download() -> int:
+                    return int(await protocol.request(f"/down/{total}", 0))
 
-            async def qh3_up() -> int:
-                await qh3.request("/up", total)
-                return total
+                return download
+
+            def qh3_up(protocol: Any) -> Callable[[], Awaitable[int]]:
+                async def upload() -> int:
+                    await protocol.request("/up", total)
+                    return total
+
+                return upload
 
             variants = {
-                ("qh3 alone", "download"): qh3_down,
-                ("qh3 alone", "upload"): qh3_up,
+                ("qh3 alone", "download"): qh3_down(qh3),
+                ("qh3 alone", "upload"): qh3_up(qh3),
+                (BATCHED, "download"): qh3_down(batched),
+                (BATCHED, "upload"): qh3_up(batched),
                 ("localfirst h3", "download"): lf_down,
                 ("localfirst h3", "upload"): lf_up,
             }
@@ -326,6 +345,7 @@ async def run(args: argparse.Namespace) -> dict[str, dict[str, float]]:
                     rates[key].append(await timed(what, total))
             await channel.close()
             close_qh3()
+            close_batched()
         finally:
             for server in servers:
                 server.terminate()
@@ -337,7 +357,7 @@ async def run(args: argparse.Namespace) -> dict[str, dict[str, float]]:
 
 
 def table(results: dict[str, dict[str, float]], args: argparse.Namespace) -> str:
-    base = results["qh3 alone"]
+    base = results[BATCHED]
     lines = [
         f"HTTP/3 streaming, {args.mib} MiB each way in 1 MiB messages, "
         + f"median of {args.repeats} rounds",
@@ -356,13 +376,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mib", type=int, default=64, help="MiB per transfer")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--serve", choices=["qh3", "localfirst"], help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--serve", choices=["qh3", "qh3-batched", "localfirst"], help=argparse.SUPPRESS
+    )
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--cert", help=argparse.SUPPRESS)
     parser.add_argument("--key", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve == "qh3":
         asyncio.run(serve_qh3(args.port, args.cert, args.key))
+    elif args.serve == "qh3-batched":
+        asyncio.run(serve_qh3(args.port, args.cert, args.key, batched=True))
     elif args.serve == "localfirst":
         asyncio.run(serve_localfirst(args.port, args.cert, args.key))
     else:

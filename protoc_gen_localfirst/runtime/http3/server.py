@@ -105,6 +105,7 @@ from protoc_gen_localfirst.runtime.http3.quiclib import (
     QuicLib,
     limit_peer_streams,
     load_quic_library,
+    serve_batched,
     stream_errors_h3,
 )
 from protoc_gen_localfirst.runtime.http3.server_call import H3ServerCall
@@ -241,8 +242,9 @@ class H3Server:
             self._refresh_certificate()
             return protocol_class(*args, h3_server=self, **kwargs)
 
+        serve = serve_batched if self.lib.name == "qh3" else self.lib.serve
         try:
-            self._listener = await self.lib.serve(
+            self._listener = await serve(
                 bare, port, configuration=self._configuration, create_protocol=create_protocol
             )
         except OSError as error:

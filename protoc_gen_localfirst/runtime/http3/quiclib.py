@@ -4,14 +4,17 @@
 classes and helpers the server uses (``QuicLib``); ``stream_errors_h3`` makes
 its ``H3Connection`` reset one stream for malformed request headers instead
 of closing the connection (and lets the server drop a finished stream's state); ``send_backlog`` is a stream's untransmitted bytes;
-``limit_peer_streams`` sets how many request streams a client may have open at once.
+``limit_peer_streams`` sets how many request streams a client may have open at once;
+``serve_batched`` is qh3's ``serve`` on its batching UDP transport.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import importlib
 import logging
+import socket
 import sys
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -26,6 +29,7 @@ __all__ = [
     "limit_peer_streams",
     "load_quic_library",
     "send_backlog",
+    "serve_batched",
     "stream_errors_h3",
 ]
 
@@ -233,3 +237,64 @@ def limit_peer_streams(quic: Any, limit: int) -> None:
 
     quic._create_core = create_limited_core
     quic._create_tls = create_limited_tls
+
+
+async def serve_batched(
+    host: str, port: int, *, configuration: Any, create_protocol: Callable[..., Any]
+) -> Any:
+    """qh3's ``serve``, on qh3's own batching UDP transport (qh3 only).
+
+    ``qh3.asyncio.serve`` listens on a plain asyncio datagram endpoint: one
+    ``recvfrom`` per event-loop turn, and each datagram is a full pass
+    through the connection (events, then a transmit that sends its own
+    ACK). Uploads were bound by that. The client already uses qh3's
+    ``OptimizedDatagramTransport`` (recvmmsg/GRO, GSO sends); here the
+    listener uses it too, and a burst of short-header datagrams for one
+    connection is handed over as one batch (``datagrams_received``: one
+    pass, one transmit). Long-header packets (handshakes, new connections,
+    version negotiation) go through qh3's own per-datagram path unchanged.
+    """
+    from qh3._hazmat import pull_quic_header
+    from qh3.asyncio._transport import create_optimized_datagram_transport
+    from qh3.asyncio.server import QuicServer
+
+    class _BatchingServer(QuicServer):
+        def datagrams_received(self, datagrams: list[bytes], addr: Any) -> None:
+            protocols = self._protocols
+            cid_length = self._configuration.connection_id_length
+            batch: list[bytes] = []
+            target: Any = None
+            for data in datagrams:
+                try:
+                    header = pull_quic_header(data, 0, cid_length)
+                except ValueError:
+                    continue
+                protocol = protocols.get(header[3]) if header[0] is None else None
+                if protocol is not target or protocol is None:
+                    if batch:
+                        target.datagrams_received(batch, addr)
+                        batch = []
+                    target = protocol
+                if protocol is None:
+                    self.datagram_received(data, addr)
+                else:
+                    batch.append(data)
+            if batch:
+                target.datagrams_received(batch, addr)
+
+    loop = asyncio.get_running_loop()
+    family, kind, proto, _, address = (
+        await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM, flags=socket.AI_PASSIVE)
+    )[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.bind(address)
+    except OSError:
+        sock.close()
+        raise
+    _, server = await create_optimized_datagram_transport(
+        loop,
+        lambda: _BatchingServer(configuration=configuration, create_protocol=create_protocol),
+        sock=sock,
+    )
+    return server

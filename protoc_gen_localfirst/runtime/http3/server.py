@@ -66,9 +66,17 @@ not-yet-transmitted bytes exceed ``SEND_HIGH_WATER`` (qh3:
 ``get_send_buffer_size``; aioquic: the stream sender's unsent range), waking
 on every receive/transmit of the connection, so a streaming handler cannot
 outrun QUIC flow control and congestion control. Receiving: neither library
-lets the application withhold flow-control credit, so received request
-messages are queued; more than ``max(4 * max_message_size, 16 MiB)`` queued
-on one stream fails the call with RESOURCE_EXHAUSTED.
+lets the application withhold flow-control credit (qh3 2.x: its Rust core
+sends MAX_STREAM_DATA/MAX_DATA by itself as it hands data over in
+``StreamDataReceived`` events; Python sets only the window sizes,
+``QuicConfiguration.max_stream_data``/``max_data``, 6 and 15 MiB; pausing the
+UDP transport would stop ACKs for every connection of the listener), so
+received request messages are queued; more than ``max(4 * max_message_size,
+16 MiB)`` queued on one stream fails the call with RESOURCE_EXHAUSTED.
+
+On qh3 the listener is ``quiclib.serve_batched``: qh3's recvmmsg/GSO
+transport, a burst of datagrams for one connection processed in one pass
+(one transmit), which is what lets uploads reach qh3's own speed.
 
 Limits
 ------
@@ -105,6 +113,7 @@ from protoc_gen_localfirst.runtime.http3.quiclib import (
     QuicLib,
     limit_peer_streams,
     load_quic_library,
+    serve_batched,
     stream_errors_h3,
 )
 from protoc_gen_localfirst.runtime.http3.server_call import H3ServerCall
@@ -241,8 +250,9 @@ class H3Server:
             self._refresh_certificate()
             return protocol_class(*args, h3_server=self, **kwargs)
 
+        serve = serve_batched if self.lib.name == "qh3" else self.lib.serve
         try:
-            self._listener = await self.lib.serve(
+            self._listener = await serve(
                 bare, port, configuration=self._configuration, create_protocol=create_protocol
             )
         except OSError as error:

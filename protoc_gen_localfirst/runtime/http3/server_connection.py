@@ -69,6 +69,7 @@ class H3ConnectionHandler:
         self.peer = "unknown"
         self.closed = False
         self._progress = asyncio.Event()
+        self._writers_waiting = 0
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -141,8 +142,9 @@ class H3ConnectionHandler:
 
     def progress(self) -> None:
         """Datagrams came in or went out: wake writers waiting for room."""
-        self._progress.set()
-        self._progress = asyncio.Event()
+        if self._writers_waiting:  # else nobody listens: no new Event per transmit
+            self._progress.set()
+            self._progress = asyncio.Event()
 
     @property
     def held_streams(self) -> dict[str, int]:
@@ -175,7 +177,11 @@ class H3ConnectionHandler:
             and not call.finished
             and send_backlog(self.quic, call.stream_id) > SEND_HIGH_WATER
         ):
-            await self._progress.wait()
+            self._writers_waiting += 1
+            try:
+                await self._progress.wait()
+            finally:
+                self._writers_waiting -= 1
         if self.closed:
             raise asyncio.CancelledError()
 

@@ -140,6 +140,15 @@ class OpenTelemetryObserver(BaseObserver):
         self.tracer = trace.get_tracer(
             INSTRUMENTATION_NAME, __version__, tracer_provider=tracer_provider
         )
+        self._create_grpc_instruments(meter)
+        self._create_localfirst_instruments(meter)
+        self._calls: dict[CallInfo, trace.Span] = {}
+        self._attempt_spans: dict[AttemptInfo, trace.Span] = {}
+        self._server: OpenTelemetryServerInterceptor | None = None
+        self._lock = threading.Lock()
+
+    def _create_grpc_instruments(self, meter: metrics.Meter) -> None:
+        """gRFC A66/A96's client instruments."""
         self._attempt_started = meter.create_counter(
             "grpc.client.attempt.started", "{attempt}", "Number of client call attempts started."
         )
@@ -173,6 +182,9 @@ class OpenTelemetryObserver(BaseObserver):
             "Total time of delay while there is no active attempt during the client call.",
             explicit_bucket_boundaries_advisory=LATENCY_BUCKETS,
         )
+
+    def _create_localfirst_instruments(self, meter: metrics.Meter) -> None:
+        """Ours: locality, failover, hedging, spill, throttling, ejection counts."""
         self._attempts = meter.create_counter(
             "localfirst.client.attempts",
             "{attempt}",
@@ -201,10 +213,6 @@ class OpenTelemetryObserver(BaseObserver):
             "{ejection}",
             "Endpoints ejected (avoided for a while) after repeated failures.",
         )
-        self._calls: dict[CallInfo, trace.Span] = {}
-        self._attempt_spans: dict[AttemptInfo, trace.Span] = {}
-        self._server: OpenTelemetryServerInterceptor | None = None
-        self._lock = threading.Lock()
 
     def server_interceptor(self) -> OpenTelemetryServerInterceptor:
         """The server side, with this observer's providers (one instance, reused)."""

@@ -1,8 +1,8 @@
 """What generated code imports. Nothing in here generates code."""
 
+from protoc_gen_localfirst.runtime.client.actions import Metadata
 from protoc_gen_localfirst.runtime.client.aio import AsyncClient, RequestStream
 from protoc_gen_localfirst.runtime.client.balancer import EjectionPolicy
-from protoc_gen_localfirst.runtime.client.call import Metadata
 from protoc_gen_localfirst.runtime.client.errors import AttemptRecord, CallFailedError
 from protoc_gen_localfirst.runtime.client.load import STRICT_LOCALITY, LocalityPolicy
 from protoc_gen_localfirst.runtime.client.observers import (

@@ -9,16 +9,15 @@ import grpc.aio
 import pytest
 from google.protobuf.wrappers_pb2 import StringValue
 
-from protoc_gen_localfirst.runtime.client.balancer import Balancer
-from protoc_gen_localfirst.runtime.client.call import (
-    PREVIOUS_ATTEMPTS_KEY,
+from protoc_gen_localfirst.runtime.client.actions import (
     Attempt,
     AwaitEndpoints,
     CallSettings,
-    CallState,
     GiveUp,
     Wait,
 )
+from protoc_gen_localfirst.runtime.client.balancer import Balancer
+from protoc_gen_localfirst.runtime.client.call import PREVIOUS_ATTEMPTS_KEY, CallState
 from protoc_gen_localfirst.runtime.client.errors import CallFailedError
 from protoc_gen_localfirst.runtime.client.observers import (
     AttemptFinished,

@@ -13,8 +13,9 @@ import grpc.aio
 import pytest
 from google.protobuf.wrappers_pb2 import StringValue
 
+from protoc_gen_localfirst.runtime.client.actions import Attempt, CallSettings
 from protoc_gen_localfirst.runtime.client.balancer import Balancer
-from protoc_gen_localfirst.runtime.client.call import Attempt, CallSettings, CallState
+from protoc_gen_localfirst.runtime.client.call import CallState
 from protoc_gen_localfirst.runtime.client.load import (
     SPILL_FULL,
     SPILL_SLOW,

@@ -7,8 +7,9 @@ import grpc.aio
 import pytest
 from google.protobuf.wrappers_pb2 import StringValue
 
+from protoc_gen_localfirst.runtime.client.actions import Attempt, CallSettings, GiveUp
 from protoc_gen_localfirst.runtime.client.balancer import Balancer
-from protoc_gen_localfirst.runtime.client.call import Attempt, CallSettings, CallState, GiveUp
+from protoc_gen_localfirst.runtime.client.call import CallState
 from protoc_gen_localfirst.runtime.client.failures import provably_not_processed
 from protoc_gen_localfirst.runtime.client.observers import ClientEvents
 from protoc_gen_localfirst.runtime.client.policy import RetryPolicy

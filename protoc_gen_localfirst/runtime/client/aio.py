@@ -16,13 +16,8 @@ import grpc
 import grpc.aio
 
 from protoc_gen_localfirst.runtime.client import validation
-from protoc_gen_localfirst.runtime.client.call import (
-    Attempt,
-    AwaitEndpoints,
-    CallState,
-    GiveUp,
-    Wait,
-)
+from protoc_gen_localfirst.runtime.client.actions import Attempt, AwaitEndpoints, GiveUp, Wait
+from protoc_gen_localfirst.runtime.client.call import CallState
 from protoc_gen_localfirst.runtime.client.core import (
     ENDPOINT_POLL,
     CallOptions,

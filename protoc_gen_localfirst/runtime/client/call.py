@@ -9,15 +9,9 @@ retried (gRFC A6: retryable code, idempotency, commit, pushback, throttling,
 deadline), how long to back off (tenacity's full-jitter strategy), when to
 hedge, and the error the caller finally sees.
 
-Actions:
-
-- ``Attempt``: start this attempt (endpoint, timeout, metadata).
-- ``Wait(seconds)``: sleep that long, or, while hedged attempts are in flight,
-  wait until one of them ends or ``seconds`` pass (None: until one ends).
-- ``AwaitEndpoints(seconds, version)``: every known endpoint failed to
-  connect and discovery was asked to re-resolve; wait until the balancer's
-  endpoint set changes from ``version`` or ``seconds`` pass.
-- ``GiveUp(error)``: raise ``error``; no further attempt will be made.
+The driver's side of the conversation (``actions``): ``CallSettings``, what a
+call starts with, and the actions ``Attempt``, ``Wait``, ``AwaitEndpoints``
+and ``GiveUp``.
 
 Transparent retries (gRFC A6): an attempt that never left the client (no
 connection, HTTP/3 request not sent, stream refused) is retried whatever the
@@ -42,11 +36,19 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import Any
 
 import grpc
 
-from protoc_gen_localfirst.runtime.client.balancer import Balancer
+from protoc_gen_localfirst.runtime.client.actions import (
+    Action,
+    Attempt,
+    AwaitEndpoints,
+    CallSettings,
+    GiveUp,
+    Metadata,
+    Wait,
+)
 from protoc_gen_localfirst.runtime.client.errors import AttemptRecord, CallFailedError
 from protoc_gen_localfirst.runtime.client.failures import (
     DO_NOT_RETRY,
@@ -61,97 +63,23 @@ from protoc_gen_localfirst.runtime.client.observers import (
     AttemptInfo,
     CallFinished,
     CallInfo,
-    ClientEvents,
     Locality,
     Outcome,
 )
 from protoc_gen_localfirst.runtime.client.policy import (
     NOT_PROCESSED_CODES,
     REPLAY_SAFE,
-    RetryPolicy,
     retry_state,
 )
-from protoc_gen_localfirst.runtime.client.throttling import RetryThrottle
 from protoc_gen_localfirst.runtime.discovery.endpoints import Endpoint
 from protoc_gen_localfirst.runtime.identity import announced_node
 from protoc_gen_localfirst.runtime.loadreport import from_trailers
-from protoc_gen_localfirst.schema import MethodInfo
-
-Metadata = Sequence[tuple[str, str | bytes]]
 
 PREVIOUS_ATTEMPTS_KEY = "localfirst-previous-rpc-attempts"
 """Sent on attempts after the first (the value is how many came before).
 gRFC A6 names it ``grpc-previous-rpc-attempts``, but grpcio (1.85) accepts a
 ``grpc-`` key from the application and then drops it: the server never sees
 it. So the runtime uses its own key, next to ``localfirst-node``."""
-
-
-@dataclass(slots=True)
-class Attempt:
-    """Start an attempt: send the request to ``endpoint`` within ``timeout`` seconds."""
-
-    number: int
-    """1 for the first attempt of the call."""
-    endpoint: Endpoint
-    timeout: float | None
-    metadata: Metadata | None
-    hedged: bool
-    started_at: float
-    info: AttemptInfo | None = None
-    """The observers' record of this attempt (None: no observers)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Wait:
-    """Sleep ``seconds``; with attempts in flight, wake early when one ends (None: no limit)."""
-
-    seconds: float | None
-
-
-@dataclass(frozen=True, slots=True)
-class AwaitEndpoints:
-    """Wait for the endpoint set to change from ``version``, at most ``seconds``."""
-
-    seconds: float
-    version: int
-
-
-@dataclass(frozen=True, slots=True)
-class GiveUp:
-    """Raise ``error`` (``from cause`` when it replaces the attempt's own error)."""
-
-    error: grpc.RpcError
-    cause: grpc.RpcError | None = None
-
-    def raise_error(self) -> NoReturn:
-        if self.cause is None:
-            raise self.error
-        raise self.error from self.cause
-
-
-Action = Attempt | Wait | AwaitEndpoints | GiveUp
-
-
-@dataclass(frozen=True, slots=True)
-class CallSettings:
-    """What a call needs from its client, fixed for the call."""
-
-    info: MethodInfo[Any, Any]
-    policy: RetryPolicy
-    retryable_codes: frozenset[grpc.StatusCode]
-    hedging: bool
-    balancer: Balancer
-    events: ClientEvents
-    throttle: RetryThrottle | None
-    no_endpoints_reason: Callable[[], str]
-    refresh: Callable[[], None] = lambda: None
-    """Ask discovery to re-resolve now, past its rate limit."""
-    unsent_patience: float = 5.0
-    """Seconds a call without deadline keeps retrying attempts that could not be sent."""
-    target: str = ""
-    """The client's target, for observers."""
-    transport: str = "h2"
-    """The client's transport (``h2``, ``h3``, ``auto``), for observers."""
 
 
 class CallState:

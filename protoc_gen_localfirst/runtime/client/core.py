@@ -21,13 +21,9 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypedDict, TypeVar
 import grpc
 
 from protoc_gen_localfirst.runtime.client import validation
+from protoc_gen_localfirst.runtime.client.actions import AwaitEndpoints, CallSettings, Metadata
 from protoc_gen_localfirst.runtime.client.balancer import Balancer, EjectionPolicy
-from protoc_gen_localfirst.runtime.client.call import (
-    AwaitEndpoints,
-    CallSettings,
-    CallState,
-    Metadata,
-)
+from protoc_gen_localfirst.runtime.client.call import CallState
 from protoc_gen_localfirst.runtime.client.channels import ChannelPool
 from protoc_gen_localfirst.runtime.client.load import LocalityPolicy
 from protoc_gen_localfirst.runtime.client.observers import CallObserver, ClientEvents, ClientStats
@@ -191,34 +187,49 @@ class ClientCore(Generic[ChannelT]):
         self.source = source or make_source(target, dns=dns, kubernetes=kubernetes)
         self.tls = client_tls(given, self.source.server_name)
         """The TLS setting of both transports (None: plaintext, or ``credentials``)."""
-        if self.tls is not None and not self.tls.skip_verify:
-            credentials = self.tls.grpc_credentials()
-            channel_options = (*channel_options, *self.tls.grpc_channel_options())
+        self._credentials, self._channel_options = self._http2_channel_settings(
+            credentials, channel_options
+        )
         self.node = own_node(node)
         self.retry_policy = retry or RetryPolicy()
         self.events = ClientEvents(observers)
         self.throttle = _retry_throttle(throttling)
         self.retry_buffer_limit = retry_buffer_limit
         self.resolve_timeout = resolve_timeout
-        self._credentials = credentials
-        options = {**DEFAULT_CHANNEL_OPTIONS, **dict(channel_options)}
-        self._channel_options = tuple(options.items())
         self.channels: ChannelPool[ChannelT] = ChannelPool(
             self._new_channel, self._close_channels, threaded=self._calls_in_threads
         )
         self._settings: dict[int, CallSettings] = {}
         self._resolved = threading.Event()
-        self.balancer = Balancer(
+        self.balancer = self._new_balancer(zone, ejection, locality)
+        self.prober = self._node_prober(self._credentials) if probe_nodes else None
+        self.source.start(self._on_endpoints)
+
+    def _new_balancer(
+        self, zone: str | None, ejection: EjectionPolicy | None, locality: LocalityPolicy | None
+    ) -> Balancer:
+        return Balancer(
             node=self.node,
             zone=own_zone(zone),
             ejection=ejection,
             on_unreachable=lambda endpoint: self.source.request_refresh(),
             on_ejection=self.events.ejection,
             locality=locality,
+            # Only the blocking client has calls on several threads.
             call_lock=threading.Lock() if self._calls_in_threads else None,
         )
-        self.prober = self._node_prober(credentials) if probe_nodes else None
-        self.source.start(self._on_endpoints)
+
+    def _http2_channel_settings(
+        self,
+        credentials: grpc.ChannelCredentials | None,
+        channel_options: Sequence[tuple[str, Any]],
+    ) -> tuple[grpc.ChannelCredentials | None, tuple[tuple[str, Any], ...]]:
+        """The HTTP/2 channels' credentials and arguments: from ``self.tls`` when TLS is
+        on (``credentials`` otherwise), over ``DEFAULT_CHANNEL_OPTIONS``."""
+        if self.tls is not None and not self.tls.skip_verify:
+            credentials = self.tls.grpc_credentials()
+            channel_options = (*channel_options, *self.tls.grpc_channel_options())
+        return credentials, tuple({**DEFAULT_CHANNEL_OPTIONS, **dict(channel_options)}.items())
 
     def _node_prober(self, credentials: grpc.ChannelCredentials | None) -> NodeProber:
         """Health checks that learn new endpoints' nodes and load (over HTTP/2)."""

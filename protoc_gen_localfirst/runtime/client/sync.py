@@ -15,13 +15,8 @@ from typing import Any, Self, Unpack
 
 import grpc
 
-from protoc_gen_localfirst.runtime.client.call import (
-    Attempt,
-    AwaitEndpoints,
-    CallState,
-    GiveUp,
-    Wait,
-)
+from protoc_gen_localfirst.runtime.client.actions import Attempt, AwaitEndpoints, GiveUp, Wait
+from protoc_gen_localfirst.runtime.client.call import CallState
 from protoc_gen_localfirst.runtime.client.core import (
     ENDPOINT_POLL,
     CallOptions,

@@ -22,7 +22,7 @@ import grpc
 
 from protoc_gen_localfirst.runtime.client import validation
 from protoc_gen_localfirst.runtime.client.actions import AwaitEndpoints, CallSettings, Metadata
-from protoc_gen_localfirst.runtime.client.balancer import Balancer, EjectionPolicy
+from protoc_gen_localfirst.runtime.client.balancer import Balancer, EjectionPolicy, LockedBalancer
 from protoc_gen_localfirst.runtime.client.call import CallState
 from protoc_gen_localfirst.runtime.client.channels import ChannelPool
 from protoc_gen_localfirst.runtime.client.load import LocalityPolicy
@@ -208,15 +208,15 @@ class ClientCore(Generic[ChannelT]):
     def _new_balancer(
         self, zone: str | None, ejection: EjectionPolicy | None, locality: LocalityPolicy | None
     ) -> Balancer:
-        return Balancer(
+        # Only the blocking client has calls on several threads.
+        kind = LockedBalancer if self._calls_in_threads else Balancer
+        return kind(
             node=self.node,
             zone=own_zone(zone),
             ejection=ejection,
             on_unreachable=lambda endpoint: self.source.request_refresh(),
             on_ejection=self.events.ejection,
             locality=locality,
-            # Only the blocking client has calls on several threads.
-            call_lock=threading.Lock() if self._calls_in_threads else None,
         )
 
     def _http2_channel_settings(

@@ -353,7 +353,8 @@ class Balancer:
             self._forget_failures(endpoint)
         if load is None:
             return
-        load.outstanding = max(load.outstanding - 1, 0)
+        if load.outstanding:
+            load.outstanding -= 1
         now = self._clock()
         if report is not None:
             if isinstance(report, bytes):
@@ -361,24 +362,41 @@ class Balancer:
                 report = decode_cached(report) if fresh else None
             if report is not None:
                 load.reported(report, now, finished_call=ran)
-        if latency is not None:
-            load.sample(latency, now, self.locality)
-            lowest = self._lowest_sample
-            if lowest is None or latency < lowest:
-                lowest = self._lowest_sample = latency
-            self._tier_latency[load.tier].sample(latency, now, self.locality.latency_half_life)
-            if load.tier == 0:
-                self._local_answered(view, latency, lowest, now)
-
-    def _local_answered(self, view: _View, latency: float, lowest: float, now: float) -> None:
-        self._floor = latency if self._floor is None else min(self._floor, latency)
+        if latency is None:
+            return
+        policy = self.locality
+        load.sample(latency, now, policy)
+        lowest = self._lowest_sample
+        if lowest is None or latency < lowest:
+            lowest = self._lowest_sample = latency
+        tier = self._tier_latency[load.tier]
+        if tier.mean is None:
+            tier.mean = latency
+        else:  # the tier's average: a sample weighs more the longer since the last one
+            weight = 0.5 ** ((now - tier.sampled_at) / policy.latency_half_life)
+            tier.mean = tier.mean * weight + latency * (1 - weight)
+        tier.sampled_at = now
+        if load.tier != 0:
+            return
+        floor = self._floor
+        if floor is None or latency < floor:
+            self._floor = latency
         # Every latency average is at least the lowest sample of any endpoint: until
         # that much time has passed, the spill rule would not change.
-        if not self._spill.due(lowest, now):
-            return
-        levels = view.levels
-        next_tier = self._tier_latency[levels[1]].mean if len(levels) > 1 else None
-        self._spill.observe(self._tier_latency[0].mean, next_tier, self._floor, now)
+        if now - self._spill.changed_at >= lowest:
+            levels = view.levels
+            next_tier = self._tier_latency[levels[1]].mean if len(levels) > 1 else None
+            self._spill.observe(self._tier_latency[0].mean, next_tier, self._floor, now)
+
+    def wants_trailers(self, endpoint: Endpoint) -> bool:
+        """Whether an answer's trailers are worth reading: the endpoint's node is not
+        known yet (servers name it there), or its last load report is older than
+        ``REPORT_INTERVAL``. Most answers' are not (reading them costs the call a
+        few microseconds)."""
+        if endpoint.node is None:
+            return True
+        load = self._view.load.get(endpoint.address)
+        return load is not None and self._clock() - load.reported_at >= REPORT_INTERVAL
 
     def reported(self, endpoint: Endpoint, report: LoadReport) -> None:
         """A load report from outside a call (a health probe, in a probe thread: a few
@@ -505,6 +523,10 @@ class Order(Sequence[Endpoint]):
     def __len__(self) -> int:
         return self._length
 
+    def cycle(self, index: int) -> Endpoint:
+        """``self[index % len(self)]``: attempts go round the order (one call fewer)."""
+        return self[index % self._length]
+
     @overload
     def __getitem__(self, index: int) -> Endpoint: ...
 
@@ -542,21 +564,13 @@ class Order(Sequence[Endpoint]):
 
 
 class _TierLatency:
-    """A tier's answers' latency, averaged with a half-life in seconds (O(1) per answer)."""
+    """A tier's answers' latency, averaged with ``LocalityPolicy.latency_half_life``."""
 
     __slots__ = ("mean", "sampled_at")
 
     def __init__(self) -> None:
         self.mean: float | None = None
         self.sampled_at = 0.0
-
-    def sample(self, latency: float, now: float, half_life: float) -> None:
-        if self.mean is None:
-            self.mean = latency
-        else:
-            weight = 0.5 ** ((now - self.sampled_at) / half_life)
-            self.mean = self.mean * weight + latency * (1 - weight)
-        self.sampled_at = now
 
 
 def _rotated(group: Sequence[Endpoint], turn: int) -> list[Endpoint]:

@@ -155,7 +155,7 @@ class CallState:
                 kind=info.kind.value,
                 started_at=clock(),
             )
-        events.call_started(self._call_info)
+        events.call_started(self._call_info)  # counted even without observers
         if spill is not None:
             events.spill(self.method, spill)
 
@@ -163,7 +163,10 @@ class CallState:
 
     def next_action(self) -> Action:
         """The next thing the driver should do (see the module docstring)."""
-        action = self._next_action()
+        if self.started == 0 and not self.hedging:  # a call's first attempt: nothing to weigh
+            action = self._attempt(hedged=False)
+        else:
+            action = self._next_action()
         if isinstance(action, GiveUp):
             self._finish(_code_of(action.error), None)
         return action
@@ -171,7 +174,8 @@ class CallState:
     def close(self) -> None:
         """The driver is done with the call: if it never ended, it was cancelled (or,
         for a stream, the caller stopped reading). Raises ``on_call_finished`` once."""
-        self._finish(grpc.StatusCode.CANCELLED, None)
+        if not self._finished:
+            self._finish(grpc.StatusCode.CANCELLED, None)
 
     def _finish(self, code: grpc.StatusCode, endpoint: Endpoint | None) -> None:
         if self._finished:
@@ -277,31 +281,31 @@ class CallState:
                     attempts=(),
                 )
             )
-        endpoint = self._order[self._index % len(self._order)]
+        endpoint = self._order.cycle(self._index)
         self._index += 1
-        self.started += 1
-        if self.in_flight == 0 and self._idle_since is not None:
-            self._retry_delay += self._clock() - self._idle_since
-            self._idle_since = None
+        self.started = number = self.started + 1
+        now = self._clock()
         self.in_flight += 1
         self.settings.balancer.attempt_started(endpoint)
-        number = self.started
         metadata = self.metadata
-        if number > 1:
+        last = None
+        if number > 1:  # a retry, failover or hedge: what a first attempt has none of
+            if self.in_flight == 1 and self._idle_since is not None:
+                self._retry_delay += now - self._idle_since
+                self._idle_since = None
             previous = (PREVIOUS_ATTEMPTS_KEY, str(number - 1))
             metadata = (*metadata, previous) if metadata else (previous,)
-        last = self.records[-1].endpoint if self.records else None
-        if hedged:
-            self._hedges += 1
-        elif last is not None and last.address != endpoint.address:
-            self._failovers += 1
-        if self._pending_transparent:
-            self._pending_transparent -= 1
-            self._transparent_retries += 1
+            last = self.records[-1].endpoint if self.records else None
+            if hedged:
+                self._hedges += 1
+            elif last is not None and last.address != endpoint.address:
+                self._failovers += 1
+            if self._pending_transparent:
+                self._pending_transparent -= 1
+                self._transparent_retries += 1
         self._last_endpoint = endpoint
         events = self.settings.events
         events.attempt(self.method, endpoint, number, hedged=hedged, previous=last)
-        now = self._clock()
         info = None
         if self._call_info is not None:
             locality = self._locality(endpoint)
@@ -309,15 +313,12 @@ class CallState:
             events.attempt_started(info)
             if info.metadata:  # what observers add (trace context): one place, both transports
                 metadata = (*metadata, *info.metadata) if metadata else tuple(info.metadata)
-        return Attempt(number, endpoint, self._attempt_timeout(), metadata, hedged, now, info)
-
-    def _attempt_timeout(self) -> float | None:
-        """``min(per_attempt_timeout, what remains of the deadline)``."""
-        per_attempt = self.policy.per_attempt_timeout
-        if self._deadline is None:
-            return per_attempt
-        remaining = max(self._deadline - self._clock(), 0.0)
-        return remaining if per_attempt is None else min(per_attempt, remaining)
+        # The attempt's timeout: min(per_attempt_timeout, what remains of the deadline).
+        timeout = self.policy.per_attempt_timeout
+        if self._deadline is not None:
+            remaining = max(self._deadline - now, 0.0)
+            timeout = remaining if timeout is None else min(timeout, remaining)
+        return Attempt(number, endpoint, timeout, metadata, hedged, now, info)
 
     def _deadline_passed(self, now: float | None = None) -> bool:
         if self._deadline is None:
@@ -335,22 +336,29 @@ class CallState:
     def attempt_succeeded(self, attempt: Attempt, trailers: Metadata | None = None) -> None:
         """``attempt`` answered OK (for streams: it committed and ended OK).
 
-        Every call's last step, so it does its work in one pass: the trailers are
-        read once, and the balancer hears of the answer in one call.
+        ``trailers`` may name the server's node and carry its load report; a
+        driver without observers need not read them when the balancer does not
+        want them (``Balancer.wants_trailers``), and gives None. Every call's
+        last step, so it does its work in one pass: the trailers are read once,
+        and the balancer hears of the answer in one call.
         """
         self._one_ended()
         endpoint = attempt.endpoint
         settings = self.settings
-        node, report = _node_and_report(trailers)
-        if node is not None and node != endpoint.node:
-            settings.balancer.learn_node(endpoint.address, node)
+        report = None
+        if trailers:
+            node, report = _node_and_report(trailers)
+            if node is not None and node != endpoint.node:
+                settings.balancer.learn_node(endpoint.address, node)
         if attempt.info is not None:
             self._attempt_outcome(attempt, "ok", grpc.StatusCode.OK, trailers)
-        self._finish(grpc.StatusCode.OK, endpoint)
+        if not self._finished:
+            self._finish(grpc.StatusCode.OK, endpoint)
         latency = self._clock() - attempt.started_at if settings.unary else None
         settings.balancer.attempt_ended(endpoint, latency, report, ok=True)
-        if settings.throttle is not None:
-            settings.throttle.record_success()
+        throttle = settings.throttle
+        if throttle is not None and throttle.tokens < throttle.max_tokens:
+            throttle.record_success()
         if self.hedging and attempt.number > 1:
             settings.events.hedge_won()
 

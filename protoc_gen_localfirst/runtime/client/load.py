@@ -155,13 +155,10 @@ class SpillController:
     def __init__(self, policy: LocalityPolicy) -> None:
         self.policy = policy
         self.local_share = 1.0
-        self._changed_at = float("-inf")
-
-    def due(self, floor: float, now: float) -> bool:
-        """Whether ``observe`` may change the share now, ``floor`` being a lower bound of
-        the local latency it would be given: False means ``observe`` would return
-        without a change (one change per local round trip)."""
-        return now - self._changed_at >= floor
+        self.changed_at = float("-inf")
+        """When the share last changed: ``observe`` changes it at most once per local
+        round trip, so before ``changed_at`` + a lower bound of the local latency,
+        calling it would change nothing."""
 
     def observe(
         self, local: float | None, next_tier: float | None, floor: float | None, now: float
@@ -171,9 +168,9 @@ class SpillController:
         if local is None or reference is None:
             return
         policy = self.policy
-        if now - self._changed_at < local:
+        if now - self.changed_at < local:
             return  # one change per local round trip: one busy spell is one signal
-        self._changed_at = now
+        self.changed_at = now
         if local > reference * policy.latency_tolerance + policy.latency_slack:
             self.local_share = max(policy.min_local_share, self.local_share * policy.share_decrease)
         else:

@@ -102,9 +102,10 @@ class SyncClient(ClientCore[grpc.Channel]):
         self.close()
 
     def _begin(self, method: MethodInfo[Any, Any], options: CallOptions) -> CallState:
-        wait = self._first_resolution_wait(options)
-        if wait is not None:
-            self._resolved.wait(wait)
+        if not self._has_endpoints:  # only until discovery's first answer
+            wait = self._first_resolution_wait(options)
+            if wait is not None:
+                self._resolved.wait(wait)
         return self._new_call(method, options)
 
     # -- the four call shapes (what generated methods call) ---------------------------
@@ -202,7 +203,8 @@ class SyncClient(ClientCore[grpc.Channel]):
             raise
         finally:
             self.channels.release(endpoint)
-        call.attempt_succeeded(attempt, grpc_call.trailing_metadata())
+        wanted = attempt.info is not None or self.balancer.wants_trailers(endpoint)
+        call.attempt_succeeded(attempt, grpc_call.trailing_metadata() if wanted else None)
         return response
 
     def _wait(

@@ -2,6 +2,7 @@
 
     python -m bench.client_cpu                 # 40 rounds of 300 calls per variant
     python -m bench.client_cpu --rounds 80
+    python -m bench.client_cpu --concurrency 32 --batch 2000   # asyncio calls 32 at a time
 
 End-to-end latency on a small shared machine moves 10-50% between runs; the
 CPU time a client process spends per call moves far less. Here one process
@@ -39,21 +40,36 @@ sys.path.insert(0, str(REPO / "generated"))
 from greeter.v1 import greeter_localfirst, greeter_pb2
 
 
-async def cpu_per_call(call: Callable[[], object], calls: int) -> float:
-    """Microseconds of this process's CPU per call, ``calls`` calls one after another
-    (awaited when ``call`` returns an awaitable)."""
+async def cpu_per_call(call: Callable[[], object], calls: int, concurrency: int = 1) -> float:
+    """Microseconds of this process's CPU per call, ``calls`` calls from ``concurrency``
+    workers (asyncio calls; blocking ones run one after another)."""
     started = time.process_time()
-    for _ in range(calls):
-        result = call()
-        if inspect.isawaitable(result):
-            await result
+    result = call()
+    if not inspect.isawaitable(result):
+        for _ in range(calls - 1):
+            call()
+        return (time.process_time() - started) / calls * 1e6
+    await result
+    remaining = calls - 1
+
+    async def worker() -> None:
+        nonlocal remaining
+        while remaining > 0:
+            remaining -= 1
+            await call()  # type: ignore[misc]
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
     return (time.process_time() - started) / calls * 1e6
 
 
-async def run(rounds: int, batch: int) -> dict[str, list[float]]:
+async def run(rounds: int, batch: int, concurrency: int) -> dict[str, list[float]]:
     with tempfile.TemporaryDirectory() as tmp:
-        replica = ReplicaProcess("bench-cpu", "node-bench", "127.0.0.89", REPO / "generated")
-        replica.log_dir = Path(tmp)
+        # Streams per connection above any concurrency measured (plain grpc does not
+        # retry streams the server refuses).
+        replica = ReplicaProcess(
+            "bench-cpu", "node-bench", "127.0.0.89", REPO / "generated", log_dir=Path(tmp),
+            extra_args=["--max-concurrent-streams", "256"],
+        )  # fmt: skip
         replica.start()
         target = f"static:///{replica.static}"
         paths: dict[str, Any] = {
@@ -79,7 +95,7 @@ async def run(rounds: int, batch: int) -> dict[str, list[float]]:
             results: dict[str, list[float]] = {name: [] for name in variants}
             for _ in range(rounds):
                 for name, variant in variants.items():
-                    results[name].append(await cpu_per_call(variant, batch))
+                    results[name].append(await cpu_per_call(variant, batch, concurrency))
             await client.close()
             sync_client.close()
             await aio_channel.close()
@@ -97,8 +113,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=40)
     parser.add_argument("--batch", type=int, default=300, help="calls per variant per round")
+    parser.add_argument(
+        "--concurrency", type=int, default=1, help="asyncio calls in flight (blocking: 1)"
+    )
     args = parser.parse_args()
-    results = asyncio.run(run(args.rounds, args.batch))
+    results = asyncio.run(run(args.rounds, args.batch, args.concurrency))
     print("machine: " + ", ".join(f"{k} {v}" for k, v in machine().items()))
     print("| variant | CPU us per call (median) | quartiles |")
     print("|---|---|---|")

@@ -22,6 +22,7 @@ Why our own ``open_connection`` instead of ``qh3.asyncio.connect``:
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import socket
 import ssl
@@ -104,7 +105,7 @@ class H3ClientProtocol(QuicConnectionProtocol):
         self._send_stopped: set[int] = set()
         self._send_ended: set[int] = set()
         """Streams whose request ended (FIN queued, or our side reset)."""
-        self._credit_waiters: list[asyncio.Future[None]] = []
+        self._credit_waiters: collections.deque[asyncio.Future[None]] = collections.deque()
         self._handshake: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.ended: str | None = None
         """Why the connection ended, or None while it is usable."""
@@ -137,6 +138,16 @@ class H3ClientProtocol(QuicConnectionProtocol):
     async def wait_handshake(self) -> None:
         await asyncio.shield(self._handshake)
 
+    def can_start_now(self) -> bool:
+        """Whether a call may open its stream right now, without waiting for anything."""
+        return (
+            self.ended is None
+            and not self.goaway
+            and not self._credit_waiters
+            and self._handshake.done()
+            and self._has_stream_credit()
+        )
+
     def _has_stream_credit(self) -> bool:
         # The peer's MAX_STREAMS is cumulative: stream N (id 4N) may open while N < limit.
         next_index = self._quic.get_next_available_stream_id() // 4
@@ -148,10 +159,34 @@ class H3ClientProtocol(QuicConnectionProtocol):
         Like HTTP/2's MAX_CONCURRENT_STREAMS in grpc: calls beyond the limit
         queue (within their deadline) instead of failing.
         """
-        while self.ended is None and not self._has_stream_credit():
+        if self.ended is not None or (not self._credit_waiters and self._has_stream_credit()):
+            return
+        # FIFO: transmit() wakes the oldest waiters, only as many as there are
+        # streams to open (not every waiter after every datagram); one that
+        # finds the credit taken (a new call was quicker) waits again in front.
+        front = False
+        while True:
             waiter = self._loop.create_future()
-            self._credit_waiters.append(waiter)
-            await waiter
+            if front:
+                self._credit_waiters.appendleft(waiter)
+            else:
+                self._credit_waiters.append(waiter)
+            try:
+                await waiter
+            except BaseException:
+                if waiter in self._credit_waiters:
+                    self._credit_waiters.remove(waiter)
+                elif not waiter.cancelled():
+                    self.credit_unused()  # woken, then cancelled: pass the credit on
+                raise
+            if self.ended is not None or self._has_stream_credit():
+                return
+            front = True
+
+    def credit_unused(self) -> None:
+        """A call woken by ``wait_stream_credit`` opens no stream: wake the next waiter."""
+        if self._credit_waiters:
+            self._loop.call_soon(self._wake_credit_waiters)
 
     def start_request(self, listener: StreamListener, headers: list[tuple[bytes, bytes]]) -> int:
         """Open a request stream, send its headers, and route its events to ``listener``."""
@@ -246,7 +281,7 @@ class H3ClientProtocol(QuicConnectionProtocol):
 
     def transmit(self) -> None:
         super().transmit()
-        if self._credit_waiters and (self.ended is not None or self._has_stream_credit()):
+        if self._credit_waiters:
             self._wake_credit_waiters()
         if self._writers:
             for stream_id in list(self._writers):
@@ -266,10 +301,18 @@ class H3ClientProtocol(QuicConnectionProtocol):
     # private
 
     def _wake_credit_waiters(self) -> None:
-        waiters, self._credit_waiters = self._credit_waiters, []
-        for waiter in waiters:
+        """Wake the oldest waiters, one per stream the peer lets us open now (all once ended)."""
+        waiters = self._credit_waiters
+        if self.ended is not None:
+            available = len(waiters)
+        else:
+            next_index = self._quic.get_next_available_stream_id() // 4
+            available = self._quic.max_concurrent_bidi_streams - next_index
+        while waiters and available > 0:
+            waiter = waiters.popleft()
             if not waiter.done():
                 waiter.set_result(None)
+                available -= 1
 
     def _check_closing(self) -> None:
         """End now if qh3 decided to close (e.g. an HTTP/3 protocol error).

@@ -24,7 +24,10 @@ before the handler runs (exactly one message, else INTERNAL); streaming
 requests are an async iterator (or ``context.read()``).
 
 A unary response's headers, message and trailers are queued together and
-leave in one transmit (see ``server.announce`` for why that matters).
+leave in one transmit (see ``server.announce`` for why that matters); the
+final responses of all calls that end in one pass of the event loop share
+that transmit (``H3ConnectionHandler.transmit_soon``: fewer datagrams and
+system calls per call than a transmit each).
 
 Per stream
 ----------

@@ -148,6 +148,18 @@ class RawClient:
         self.protocol.response(sid)
         return sid
 
+    async def stream_credit(self, timeout: float = 5.0) -> None:
+        """Wait until the server lets us open one more stream (its MAX_STREAMS
+        comes once it has seen our ACKs of closed streams)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while max(self._next, int(self.quic.get_next_available_stream_id())) // 4 >= int(
+            self.quic.max_concurrent_bidi_streams
+        ):
+            if loop.time() > deadline:
+                raise TimeoutError("no stream credit from the server")
+            await asyncio.sleep(0.001)
+
     def headers(self, sid: int, headers: list[tuple[bytes, bytes]], end: bool = False) -> None:
         self.h3.send_headers(sid, headers, end_stream=end)
         self.protocol.transmit()
@@ -176,6 +188,7 @@ class RawClient:
         """A whole well-formed call: headers, length-prefixed payloads, FIN."""
         from protoc_gen_localfirst.runtime.wire import encode_message
 
+        await self.stream_credit()
         sid = self.stream()
         self.headers(sid, request_headers(path, timeout=timeout, **metadata))
         self.data(sid, b"".join(encode_message(p) for p in payloads), end=True)

@@ -265,11 +265,16 @@ async def serve_batched(
             batch: list[bytes] = []
             target: Any = None
             for data in datagrams:
-                try:
-                    header = pull_quic_header(data, 0, cid_length)
-                except ValueError:
-                    continue
-                protocol = protocols.get(header[3]) if header[0] is None else None
+                # A short header (first bit 0) is followed by the destination
+                # connection id: no header parse per datagram of a burst.
+                if data and not data[0] & 0x80:
+                    protocol = protocols.get(data[1 : 1 + cid_length])
+                else:
+                    try:
+                        pull_quic_header(data, 0, cid_length)
+                    except ValueError:
+                        continue
+                    protocol = None
                 if protocol is not target or protocol is None:
                     if batch:
                         target.datagrams_received(batch, addr)

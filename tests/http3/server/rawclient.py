@@ -26,7 +26,7 @@ from qh3.asyncio.protocol import QuicConnectionProtocol
 from qh3.h3.connection import H3_ALPN, H3Connection
 from qh3.h3.events import DataReceived, GoawayReceived, HeadersReceived
 from qh3.quic.configuration import QuicConfiguration
-from qh3.quic.events import ConnectionTerminated, StreamReset
+from qh3.quic.events import ConnectionTerminated, StopSendingReceived, StreamReset
 
 from protoc_gen_localfirst.runtime.wire import (
     H3Error,
@@ -82,6 +82,8 @@ class _Protocol(QuicConnectionProtocol):
         self.goaway: int | None = None
         self.goaway_event = asyncio.Event()
         self.terminated = asyncio.Event()
+        self.answer_stop_sending = False
+        """Reset our side on STOP_SENDING, as RFC 9000 3.5 asks (and real clients do)."""
 
     def response(self, sid: int) -> Response:
         return self.responses.setdefault(sid, Response())
@@ -91,6 +93,9 @@ class _Protocol(QuicConnectionProtocol):
             self.terminated.set()
             for response in self.responses.values():
                 response.done.set()
+        if isinstance(event, StopSendingReceived) and self.answer_stop_sending:
+            with contextlib.suppress(Exception):  # our side already ended
+                self._quic.reset_stream(event.stream_id, event.error_code)
         if isinstance(event, StreamReset):
             response = self.response(event.stream_id)
             response.reset_code = event.error_code

@@ -14,14 +14,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -39,6 +41,7 @@ sys.path.insert(0, str(GENERATED))
 from greeter.v1 import greeter_localfirst, greeter_pb2
 
 Variant = Callable[[], Awaitable[object]]
+BASELINE = "grpcio h2 (baseline)"
 
 
 def machine() -> dict[str, str]:
@@ -65,6 +68,17 @@ def machine() -> dict[str, str]:
         "kernel": platform.release(),
         **versions,
     }
+
+
+@contextlib.contextmanager
+def busy_loop() -> Iterator[None]:
+    """One CPU-bound process beside the benchmark, as on a busy node."""
+    process = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        yield
+    finally:
+        process.kill()
+        process.wait()
 
 
 def plain_unary(channel: grpc.aio.Channel) -> Variant:
@@ -142,7 +156,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     transport="h3",
                     ca_file=ca,
                 )
-            variants: dict[str, Variant] = {"grpcio h2 (baseline)": plain_unary(plain_channel)}
+            variants: dict[str, Variant] = {BASELINE: plain_unary(plain_channel)}
             variants.update({name: localfirst_unary(c) for name, c in clients.items()})
             calls = {
                 1: 500 if args.quick else 3000,
@@ -156,11 +170,21 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                         rounds[name].append(
                             await closed_loop(variant, concurrency=concurrency, calls=count)
                         )
+                base = rounds[BASELINE]
                 results["unary"][concurrency] = {
                     name: {
                         "p50_ms": statistics.median(r.p50_ms for r in runs),
                         "p99_ms": statistics.median(r.p99_ms for r in runs),
                         "calls_per_s": statistics.median(r.calls_per_s for r in runs),
+                        # Each round's ratio to the baseline's run next to it, then the
+                        # median: slow drifts of a shared machine cancel out.
+                        "paired": {
+                            key: statistics.median(
+                                getattr(r, key) / getattr(b, key)
+                                for r, b in zip(runs, base, strict=True)
+                            )
+                            for key in ("p50_ms", "p99_ms", "calls_per_s")
+                        },
                     }
                     for name, runs in rounds.items()
                 }
@@ -173,7 +197,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 response_deserializer=greeter_pb2.HelloReply.FromString,
             )
             stream_variants: dict[str, Callable[[], Any]] = {
-                "grpcio h2 (baseline)": lambda: plain_stream(request, timeout=120),
+                BASELINE: lambda: plain_stream(request, timeout=120),
             }
             for name, client in clients.items():
                 stream_variants[name] = partial(client.lots_of_replies, request, timeout=120)
@@ -197,19 +221,19 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 def table(results: dict[str, Any]) -> str:
     lines = []
     for concurrency, by_name in results["unary"].items():
-        base = by_name["grpcio h2 (baseline)"]
-        lines.append(f"\nunary SayHello, concurrency {concurrency}")
+        lines.append(f"\nunary SayHello, concurrency {concurrency} (ratios: median of rounds' own)")
         lines.append(
             "| variant | p50 ms | p99 ms | calls/s | p50 ratio | p99 ratio | calls/s ratio |"
         )
         lines.append("|---|---|---|---|---|---|---|")
         for name, r in by_name.items():
+            paired = r["paired"]
             lines.append(
                 f"| {name} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} | {r['calls_per_s']:.0f} "
-                f"| {r['p50_ms'] / base['p50_ms']:.3f} | {r['p99_ms'] / base['p99_ms']:.3f} "
-                f"| {r['calls_per_s'] / base['calls_per_s']:.3f} |"
+                f"| {paired['p50_ms']:.3f} | {paired['p99_ms']:.3f} "
+                f"| {paired['calls_per_s']:.3f} |"
             )
-    base_stream = results["stream"]["grpcio h2 (baseline)"]["mb_per_s"]
+    base_stream = results["stream"][BASELINE]["mb_per_s"]
     lines.append("\nserver streaming LotsOfReplies, 1 MiB messages")
     lines.append("| variant | MB/s | ratio |")
     lines.append("|---|---|---|")
@@ -227,9 +251,16 @@ def main() -> None:
         action="store_true",
         help="only plain grpc.aio and localfirst over HTTP/2 (no HTTP/3 replicas)",
     )
+    parser.add_argument(
+        "--busy",
+        action="store_true",
+        help="run beside one CPU-bound process (a busy loop this command starts and stops)",
+    )
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
-    results = asyncio.run(run(args))
+    with busy_loop() if args.busy else contextlib.nullcontext():
+        results = asyncio.run(run(args))
+    results["machine"]["background"] = "one busy loop" if args.busy else "idle"
     print("machine: " + ", ".join(f"{k} {v}" for k, v in results["machine"].items()))
     print(table(results))
     if args.json:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, TypedDict, TypeVar, Unpack
 
@@ -112,7 +113,7 @@ class MethodInfo(Generic[RequestT, ResponseT]):
         if not self.handler_name:
             object.__setattr__(self, "handler_name", self.name)
 
-    @property
+    @functools.cached_property
     def path(self) -> str:
         """The HTTP/2 ``:path``, ``/package.Service/Method``."""
         return f"/{self.service}/{self.name}"

@@ -132,6 +132,23 @@ def decode(data: bytes) -> LoadReport | None:
     )
 
 
+_DECODED: dict[bytes, LoadReport | None] = {}
+_DECODED_LIMIT = 256
+
+
+def decode_cached(data: bytes) -> LoadReport | None:
+    """``decode``, remembering recent reports: a replica's reports repeat (the same
+    calls in flight out of the same limit), and a dict lookup costs less than a parse."""
+    try:
+        return _DECODED[data]
+    except KeyError:
+        pass
+    if len(_DECODED) >= _DECODED_LIMIT:  # bounded: forget all, the next ones refill it
+        _DECODED.clear()
+    report = _DECODED[data] = decode(data)
+    return report
+
+
 def from_trailers(trailers: Any) -> LoadReport | None:
     """The load report among response trailers (key, value) pairs, if there is one."""
     for key, value in trailers or ():

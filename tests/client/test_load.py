@@ -228,6 +228,22 @@ def test_without_next_tier_latency_the_best_local_latency_is_the_reference() -> 
     assert balancer.local_share == pytest.approx(policy.share_decrease)
 
 
+def test_the_local_tier_latency_is_its_answers_average() -> None:
+    """Not its fastest replica's: calls that go to a slow local replica are slow calls."""
+    clock = FakeClock()
+    policy = LocalityPolicy()
+    balancer = make_balancer((LOCAL, LOCAL2, NEXT), policy=policy, clock=clock)
+    answered(balancer, NEXT, latency=0.010)
+    answered(balancer, LOCAL, latency=0.010)  # as fast as next door
+    assert balancer.local_share == 1.0
+    for _ in range(20):  # one local replica stays fast, the other answers in 200 ms
+        clock.now += 0.01
+        answered(balancer, LOCAL, latency=0.010)
+        clock.now += 0.01
+        answered(balancer, LOCAL2, latency=0.200)
+    assert balancer.local_share < policy.share_decrease
+
+
 def test_the_share_decides_spills_by_chance() -> None:
     clock = FakeClock()
     chance = Chance()

@@ -13,7 +13,7 @@ call starts with, and the actions ``next_action()`` answers. Plain data.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 import grpc
@@ -23,7 +23,7 @@ from protoc_gen_localfirst.runtime.client.observers import AttemptInfo, ClientEv
 from protoc_gen_localfirst.runtime.client.policy import RetryPolicy
 from protoc_gen_localfirst.runtime.client.throttling import RetryThrottle
 from protoc_gen_localfirst.runtime.discovery.endpoints import Endpoint
-from protoc_gen_localfirst.schema import MethodInfo
+from protoc_gen_localfirst.schema import MethodInfo, MethodKind
 
 __all__ = ["Action", "Attempt", "AwaitEndpoints", "CallSettings", "GiveUp", "Metadata", "Wait"]
 
@@ -96,3 +96,11 @@ class CallSettings:
     """The client's target, for observers."""
     transport: str = "h2"
     """The client's transport (``h2``, ``h3``, ``auto``), for observers."""
+    path: str = field(init=False)
+    """``info.path``, worked out once."""
+    unary: bool = field(init=False)
+    """Whether the rpc is unary-unary (its answers' latency feeds the balancer)."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", self.info.path)
+        object.__setattr__(self, "unary", self.info.kind is MethodKind.UNARY_UNARY)

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Coroutine, Iterable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, TypeAlias, TypeVar, Unpack
 
 import grpc
 import grpc.aio
 
-from protoc_gen_localfirst.runtime.client import validation
 from protoc_gen_localfirst.runtime.client.actions import Attempt, AwaitEndpoints, GiveUp, Wait
 from protoc_gen_localfirst.runtime.client.call import CallState
 from protoc_gen_localfirst.runtime.client.core import (
@@ -130,30 +129,24 @@ class AsyncClient(ClientCore[grpc.aio.Channel]):
 
     # -- the four call shapes (what generated methods call) ---------------------------
 
-    async def _unary_unary(
+    def _unary_unary(
         self,
         method: MethodInfo[RequestT, ResponseT],
         request: RequestT,
         **options: Unpack[CallOptions],
-    ) -> ResponseT:
-        if self._resolved.is_set():  # the common case, without one more coroutine
-            validation.check_call_options(options)
-            call = self._new_call(method, options)
-        else:
-            call = await self._begin(method, options)
-        response: ResponseT = await self._unary_response(call, SingleRequest(request))
-        return response
+    ) -> Coroutine[Any, Any, ResponseT]:
+        # The call's coroutine itself, not an ``async def`` awaiting it: one coroutine
+        # frame fewer on every call (the call starts when it is awaited).
+        return self._unary_response(method, options, SingleRequest(request))
 
-    async def _stream_unary(
+    def _stream_unary(
         self,
         method: MethodInfo[RequestT, ResponseT],
         requests: AsyncIterable[RequestT] | Iterable[RequestT],
         **options: Unpack[CallOptions],
-    ) -> ResponseT:
+    ) -> Coroutine[Any, Any, ResponseT]:
         replay = AsyncRequestReplay(requests, self.retry_buffer_limit)
-        call = await self._begin(method, options)
-        response: ResponseT = await self._unary_response(call, replay)
-        return response
+        return self._unary_response(method, options, replay)
 
     def _unary_stream(
         self,
@@ -180,8 +173,14 @@ class AsyncClient(ClientCore[grpc.aio.Channel]):
 
     # -- unary responses ---------------------------------------------------------------
 
-    async def _unary_response(self, call: CallState, requests: Requests) -> Any:
+    async def _unary_response(
+        self, method: MethodInfo[Any, Any], options: CallOptions, requests: Requests
+    ) -> Any:
         """Run the call's attempts; hedged attempts run as concurrent tasks."""
+        if self._has_endpoints:  # the common case, without one more coroutine
+            call = self._new_call(method, options)
+        else:
+            call = await self._begin(method, options)
         hedges: dict[asyncio.Future[Any], Attempt] = {}
         try:
             while True:
@@ -212,10 +211,13 @@ class AsyncClient(ClientCore[grpc.aio.Channel]):
         endpoint = attempt.endpoint
         multicallable = self.channels.acquire(endpoint, call.settings.info)
         try:
-            grpc_call = _open(multicallable, attempt, requests)
+            grpc_call = multicallable(
+                requests.attempt(), timeout=attempt.timeout, metadata=attempt.metadata
+            )
             try:
                 response = await grpc_call
-                trailers = await grpc_call.trailing_metadata()
+                wanted = attempt.info is not None or self.balancer.wants_trailers(endpoint)
+                trailers = await grpc_call.trailing_metadata() if wanted else None
             except grpc.RpcError as error:
                 call.attempt_failed(attempt, error, replayable=requests.replayable)
                 return _FAILED

@@ -7,10 +7,16 @@ under load is ``load``'s job; this module orders and keeps endpoint health.
 Threads: discovery threads (and node probes) change the endpoint set while
 calls order it. A change is published as one immutable ``_View`` (one
 assignment), so a call reads a consistent endpoint set without a lock. What
-calls change (rotation, health, load accounting, the spill rule) is guarded
-by ``call_lock`` when calls run in several threads (the blocking client),
-and by nothing when they all run on one event loop (the asyncio client:
-``Balancer(..., call_lock=None)``): the same code either way.
+calls change (rotation, health, load accounting, the spill rule) needs no
+lock when every call runs on one event loop (the asyncio client:
+``Balancer``); ``LockedBalancer`` guards the same methods with one lock for
+calls in several threads (the blocking client).
+
+Cost per call, whatever the number of endpoints: ``plan()`` makes an
+``Order`` that finds an attempt's endpoint when asked (tiers are few; an
+endpoint set with ejected endpoints, rare, is sorted in full), and an answer
+updates its endpoint's and its tier's latency averages in place. What grows
+with the endpoint set is done when discovery changes it, not per call.
 """
 
 from __future__ import annotations
@@ -21,9 +27,9 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any, overload
 
 from protoc_gen_localfirst.runtime.client.load import (
     SPILL_FULL,
@@ -34,7 +40,7 @@ from protoc_gen_localfirst.runtime.client.load import (
 )
 from protoc_gen_localfirst.runtime.discovery.endpoints import Endpoint
 from protoc_gen_localfirst.runtime.identity import NO_NODE_WARNING, missing_node_warning
-from protoc_gen_localfirst.runtime.loadreport import LoadReport
+from protoc_gen_localfirst.runtime.loadreport import LoadReport, decode_cached
 
 log = logging.getLogger("protoc_gen_localfirst.balancer")
 
@@ -73,6 +79,8 @@ class _View:
     ready: tuple[Endpoint, ...] = ()
     tiers: tuple[tuple[Endpoint, ...], ...] = ()
     """Ready endpoints by locality tier, nearest first."""
+    levels: tuple[int, ...] = ()
+    """The tier (0 = our node, 1 = our zone, 2 = the rest) of each entry of ``tiers``."""
     load: dict[str, EndpointLoad] = dataclasses.field(default_factory=dict)
     """Every known endpoint's load (the objects stay while the endpoint does)."""
     addresses: frozenset[str] = frozenset()
@@ -112,7 +120,6 @@ class Balancer:
         on_ejection: Callable[[Endpoint, float], None] | None = None,
         locality: LocalityPolicy | None = None,
         chance: Callable[[], float] = random.random,
-        call_lock: AbstractContextManager[object] | None = None,
     ) -> None:
         self.node = node
         self._explicit_zone = zone
@@ -123,8 +130,6 @@ class Balancer:
         self.on_ejection = on_ejection
         self._lock = threading.Lock()
         """Between writers of the endpoint set (discovery, node learning, probes)."""
-        self._call_lock = call_lock
-        """Between calls in several threads (None: calls run on one event loop)."""
         self._view = _View()
         self._discovered: tuple[Endpoint, ...] = ()
         self._all: tuple[Endpoint, ...] = ()
@@ -144,7 +149,10 @@ class Balancer:
         self._floor: float | None = None
         """The lowest latency the local tier showed: its no-load round trip."""
         self._lowest_sample: float | None = None
-        """The lowest latency any endpoint showed (a lower bound of every EWMA)."""
+        """The lowest latency any endpoint showed (a lower bound of every average)."""
+        self._tier_latency = [_TierLatency(), _TierLatency(), _TierLatency()]
+        """Each tier's answers' latency average (the spill rule compares the local
+        tier's with the next one's)."""
         self._node_checked = node is None
         """Whether the missing-node check is settled: warned, or our node was seen."""
         self._node_warning: str | None = None
@@ -220,10 +228,15 @@ class Balancer:
         for endpoint in ready:
             tiers.setdefault(self.tier(endpoint), []).append(endpoint)
         old = self._view.load
+        load = {e.address: old.get(e.address) or EndpointLoad() for e in self._all}
+        for endpoint in self._all:
+            load[endpoint.address].tier = self.tier(endpoint)
+        levels = tuple(sorted(tiers))
         self._view = _View(
             ready=ready,
-            tiers=tuple(tuple(tiers[level]) for level in sorted(tiers)),
-            load={e.address: old.get(e.address) or EndpointLoad() for e in self._all},
+            tiers=tuple(tuple(tiers[level]) for level in levels),
+            levels=levels,
+            load=load,
             addresses=frozenset(e.address for e in ready),
         )
 
@@ -237,42 +250,36 @@ class Balancer:
 
     def order(self) -> list[Endpoint]:
         """The order in which one call's attempts should try the ready endpoints."""
-        return self.plan()[0]
+        return list(self.plan()[0])
 
-    def plan(self) -> tuple[list[Endpoint], str | None]:
+    def plan(self) -> tuple[Order, str | None]:
         """One call's endpoint order, and why its local tier was passed over (or None)."""
-        lock = self._call_lock
-        if lock is None:
-            return self._plan(self._view)
-        with lock:
-            return self._plan(self._view)
-
-    def _plan(self, view: _View) -> tuple[list[Endpoint], str | None]:
-        self._turn += 1
-        now = self._clock()
-        tiers, ejected = self._available_tiers(view, now)
-        load = view.load
-        ordered = [self._two_choices(group, load, now) for group in tiers]
-        spill = self._spill_reason(tiers, load, now)
-        if spill is not None:
-            ordered[0], ordered[1] = ordered[1], ordered[0]
-        flat = [endpoint for group in ordered for endpoint in group]
-        if ejected:
-            health = self._health
-            ejected.sort(key=lambda e: (health[e.address].ejected_until, self.tier(e)))
-            flat.extend(ejected)
-        return flat, spill
-
-    def _available_tiers(
-        self, view: _View, now: float
-    ) -> tuple[list[list[Endpoint]], list[Endpoint]]:
-        """Ready endpoints by tier (nearest first, rotated), and the ejected ones."""
-        health = self._health
+        view = self._view
+        self._turn = turn = self._turn + 1
         departed = self._departed
         while departed:  # endpoints that left: a returning one starts healthy
-            health.pop(departed.popleft(), None)
-        if not health:  # nothing ejected: the tiers computed on update
-            return [_rotated(group, self._turn) for group in view.tiers], []
+            self._health.pop(departed.popleft(), None)
+        now = self._clock()
+        if self._health:
+            return self._plan_around_ejected(view, now)
+        tiers = view.tiers
+        load = view.load
+        ttl = self.locality.report_ttl
+        swapped = 0
+        for position, group in enumerate(tiers):  # power of two choices, per tier
+            size = len(group)
+            if size > 1:
+                first = load[group[turn % size].address].cost(now, ttl)
+                if load[group[(turn + 1) % size].address].cost(now, ttl) < first:
+                    swapped |= 1 << position
+        spill = self._spill_reason(tiers, view.levels, load, now)
+        if spill is not None:  # the next tier first; the tiers' two choices go with them
+            tiers = (tiers[1], tiers[0], *tiers[2:])
+            swapped = (swapped & ~3) | (swapped & 1) << 1 | (swapped & 2) >> 1
+        return Order(tiers, turn, swapped, len(view.ready)), spill
+
+    def _plan_around_ejected(self, view: _View, now: float) -> tuple[Order, str | None]:
+        """``plan`` while endpoints are ejected: they go last, soonest back first (O(n))."""
         tiers: dict[int, list[Endpoint]] = {}
         ejected: list[Endpoint] = []
         for endpoint in view.ready:
@@ -280,42 +287,45 @@ class Balancer:
                 ejected.append(endpoint)
             else:
                 tiers.setdefault(self.tier(endpoint), []).append(endpoint)
-        return [_rotated(tiers[level], self._turn) for level in sorted(tiers)], ejected
-
-    def _two_choices(
-        self, group: list[Endpoint], load: dict[str, EndpointLoad], now: float
-    ) -> list[Endpoint]:
-        """Of the (rotated) first two, the less loaded first."""
-        if len(group) > 1:
-            ttl = self.locality.report_ttl
-            first = load[group[0].address].cost(now, ttl)
-            if load[group[1].address].cost(now, ttl) < first:
+        levels = tuple(sorted(tiers))
+        groups = [_rotated(tiers[level], self._turn) for level in levels]
+        load = view.load
+        ttl = self.locality.report_ttl
+        for group in groups:
+            if len(group) > 1 and load[group[1].address].cost(now, ttl) < load[
+                group[0].address
+            ].cost(now, ttl):
                 group[0], group[1] = group[1], group[0]
-        return group
+        spill = self._spill_reason(groups, levels, load, now)
+        if spill is not None:
+            groups[0], groups[1] = groups[1], groups[0]
+        health = self._health
+        ejected.sort(key=lambda e: (health[e.address].ejected_until, self.tier(e)))
+        return Order((*groups, ejected), 0, 0, len(view.ready)), spill
 
     def _spill_reason(
-        self, tiers: list[list[Endpoint]], load: dict[str, EndpointLoad], now: float
+        self,
+        tiers: Sequence[Sequence[Endpoint]],
+        levels: Sequence[int],
+        load: dict[str, EndpointLoad],
+        now: float,
     ) -> str | None:
-        """Why the caller's own tier should not take this call, or None (it should)."""
-        if not self.locality.spill or len(tiers) < 2 or self.tier(tiers[0][0]) != 0:
+        """Why the caller's own tier should not take this call, or None (it should).
+
+        Costs O(replicas on the caller's node), not O(endpoints).
+        """
+        if not self.locality.spill or len(tiers) < 2 or levels[0] != 0:
             return None
         ttl = self.locality.report_ttl
-        local = [load[e.address].utilization(now, ttl) for e in tiers[0]]
-        if all(u is not None for u in local):  # the servers' limits decide
-            return SPILL_FULL if all(u > 1.0 for u in local if u is not None) else None
-        if self._chance() >= self._spill.local_share:
-            return SPILL_SLOW
-        return None
+        full = True
+        for endpoint in tiers[0]:
+            utilization = load[endpoint.address].utilization(now, ttl)
+            if utilization is None:  # no report to go by: the latency rule decides
+                return SPILL_SLOW if self._chance() >= self._spill.local_share else None
+            full = full and utilization > 1.0
+        return SPILL_FULL if full else None
 
     def attempt_started(self, endpoint: Endpoint) -> None:
-        lock = self._call_lock
-        if lock is None:
-            self._attempt_started(endpoint)
-            return
-        with lock:
-            self._attempt_started(endpoint)
-
-    def _attempt_started(self, endpoint: Endpoint) -> None:
         load = self._view.load.get(endpoint.address)
         if load is not None:
             load.outstanding += 1
@@ -324,63 +334,67 @@ class Balancer:
         self,
         endpoint: Endpoint,
         latency: float | None,
-        report: LoadReport | None,
+        report: LoadReport | bytes | None,
         *,
         ran: bool = True,
+        ok: bool = False,
     ) -> None:
         """An attempt ended: its latency (unary answers only) and the server's load report.
 
-        ``ran``: whether the server counted the call in its report (not so for a refusal).
+        ``report`` may be the report's bytes as they came in the trailers: they are
+        decoded only when the endpoint's last report is older than
+        ``REPORT_INTERVAL`` (a refusal's always: it shows the replica full).
+        ``ran``: whether the server counted the call in its report (not so for a
+        refusal). ``ok``: the attempt succeeded, so the endpoint is healthy again.
         """
-        lock = self._call_lock
-        if lock is None:
-            self._attempt_ended(endpoint, latency, report, ran)
-            return
-        with lock:
-            self._attempt_ended(endpoint, latency, report, ran)
-
-    def _attempt_ended(
-        self, endpoint: Endpoint, latency: float | None, report: LoadReport | None, ran: bool
-    ) -> None:
         view = self._view
         load = view.load.get(endpoint.address)
+        if ok and self._health:
+            self._forget_failures(endpoint)
         if load is None:
             return
-        load.outstanding = max(load.outstanding - 1, 0)
+        if load.outstanding:
+            load.outstanding -= 1
         now = self._clock()
         if report is not None:
-            load.reported(report, now, finished_call=ran)
-        if latency is not None:
-            load.sample(latency, now, self.locality)
-            lowest = self._lowest_sample
-            if lowest is None or latency < lowest:
-                lowest = self._lowest_sample = latency
-            if self.tier(endpoint) == 0:
-                self._local_answered(view, latency, lowest, now)
-
-    def _local_answered(self, view: _View, latency: float, lowest: float, now: float) -> None:
-        self._floor = latency if self._floor is None else min(self._floor, latency)
-        # Every latency EWMA is at least the lowest sample of any endpoint: until that
-        # much time has passed, the spill rule would not change (O(1) per call; the
-        # tiers' latencies are looked at about once per local round trip).
-        if not self._spill.due(lowest, now):
+            if isinstance(report, bytes):
+                fresh = not ran or now - load.reported_at >= REPORT_INTERVAL
+                report = decode_cached(report) if fresh else None
+            if report is not None:
+                load.reported(report, now, finished_call=ran)
+        if latency is None:
             return
-        load = view.load
-        local = [load[e.address].mean_latency for e in view.tiers[0] if e.address in load]
-        others = [
-            load[e.address].mean_latency
-            for group in view.tiers[1:2]
-            for e in group
-            if e.address in load
-        ]
-        self._spill.observe(_lowest(local), _lowest(others) if others else None, self._floor, now)
+        policy = self.locality
+        load.sample(latency, now, policy)
+        lowest = self._lowest_sample
+        if lowest is None or latency < lowest:
+            lowest = self._lowest_sample = latency
+        tier = self._tier_latency[load.tier]
+        if tier.mean is None:
+            tier.mean = latency
+        else:  # the tier's average: a sample weighs more the longer since the last one
+            weight = 0.5 ** ((now - tier.sampled_at) / policy.latency_half_life)
+            tier.mean = tier.mean * weight + latency * (1 - weight)
+        tier.sampled_at = now
+        if load.tier != 0:
+            return
+        floor = self._floor
+        if floor is None or latency < floor:
+            self._floor = latency
+        # Every latency average is at least the lowest sample of any endpoint: until
+        # that much time has passed, the spill rule would not change.
+        if now - self._spill.changed_at >= lowest:
+            levels = view.levels
+            next_tier = self._tier_latency[levels[1]].mean if len(levels) > 1 else None
+            self._spill.observe(self._tier_latency[0].mean, next_tier, self._floor, now)
 
-    def wants_report(self, endpoint: Endpoint) -> bool:
-        """Whether a new load report of ``endpoint`` is worth decoding now.
-
-        Reports come with every answer; decoding one costs a few microseconds,
-        and one per ``REPORT_INTERVAL`` per endpoint keeps the view fresh.
-        """
+    def wants_trailers(self, endpoint: Endpoint) -> bool:
+        """Whether an answer's trailers are worth reading: the endpoint's node is not
+        known yet (servers name it there), or its last load report is older than
+        ``REPORT_INTERVAL``. Most answers' are not (reading them costs the call a
+        few microseconds)."""
+        if endpoint.node is None:
+            return True
         load = self._view.load.get(endpoint.address)
         return load is not None and self._clock() - load.reported_at >= REPORT_INTERVAL
 
@@ -408,14 +422,11 @@ class Balancer:
         return health is not None and health.ejected_until > now
 
     def record_success(self, endpoint: Endpoint) -> None:
-        if not self._health:  # the common case: nothing to forget
-            return
-        lock = self._call_lock
-        if lock is None:
-            health = self._health.pop(endpoint.address, None)
-        else:
-            with lock:
-                health = self._health.pop(endpoint.address, None)
+        if self._health:  # the common case (nothing ejected) has nothing to forget
+            self._forget_failures(endpoint)
+
+    def _forget_failures(self, endpoint: Endpoint) -> None:
+        health = self._health.pop(endpoint.address, None)
         if health is not None and health.consecutive_failures:
             log.info("endpoint %s is answering again", endpoint.describe())
 
@@ -433,12 +444,7 @@ class Balancer:
         self._record_failure(endpoint, "does not answer in time")
 
     def _record_failure(self, endpoint: Endpoint, what: str) -> bool:
-        lock = self._call_lock
-        if lock is None:
-            recorded = self._failed(endpoint)
-        else:
-            with lock:
-                recorded = self._failed(endpoint)
+        recorded = self._failed(endpoint)
         if recorded is None:
             return False
         first, duration = recorded
@@ -459,11 +465,114 @@ class Balancer:
         return health.consecutive_failures == 1, duration
 
 
-def _rotated(group: tuple[Endpoint, ...] | list[Endpoint], turn: int) -> list[Endpoint]:
+class LockedBalancer(Balancer):
+    """``Balancer`` for calls in several threads (the blocking client): what calls
+    change is changed under one lock."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._call_lock = threading.Lock()
+        super().__init__(*args, **kwargs)
+
+    def plan(self) -> tuple[Order, str | None]:
+        with self._call_lock:
+            return super().plan()
+
+    def attempt_started(self, endpoint: Endpoint) -> None:
+        with self._call_lock:
+            super().attempt_started(endpoint)
+
+    def attempt_ended(
+        self,
+        endpoint: Endpoint,
+        latency: float | None,
+        report: LoadReport | bytes | None,
+        *,
+        ran: bool = True,
+        ok: bool = False,
+    ) -> None:
+        with self._call_lock:
+            super().attempt_ended(endpoint, latency, report, ran=ran, ok=ok)
+
+    def record_success(self, endpoint: Endpoint) -> None:
+        with self._call_lock:
+            super().record_success(endpoint)
+
+    def _failed(self, endpoint: Endpoint) -> tuple[bool, float] | None:
+        with self._call_lock:
+            return super()._failed(endpoint)
+
+
+class Order(Sequence[Endpoint]):
+    """One call's endpoint order, made in O(1) and read as attempts need it.
+
+    ``tiers`` nearest first, each read from position ``turn`` on (the rotation
+    that spreads calls over a tier), with its first two swapped where bit
+    ``i`` of ``swapped`` is set (two choices: the less loaded first).
+    """
+
+    __slots__ = ("_length", "_swapped", "_tiers", "_turn")
+
+    def __init__(
+        self, tiers: tuple[Sequence[Endpoint], ...], turn: int, swapped: int, length: int
+    ) -> None:
+        self._tiers = tiers
+        self._turn = turn
+        self._swapped = swapped
+        self._length = length
+
+    def __len__(self) -> int:
+        return self._length
+
+    def cycle(self, index: int) -> Endpoint:
+        """``self[index % len(self)]``: attempts go round the order (one call fewer)."""
+        return self[index % self._length]
+
+    @overload
+    def __getitem__(self, index: int) -> Endpoint: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[Endpoint]: ...
+
+    def __getitem__(self, index: int | slice) -> Endpoint | list[Endpoint]:
+        if isinstance(index, slice):
+            return list(self)[index]
+        if index < 0:
+            index += self._length
+        if not 0 <= index < self._length:
+            raise IndexError(index)
+        for position, group in enumerate(self._tiers):
+            size = len(group)
+            if index < size:
+                if index < 2 and self._swapped >> position & 1:
+                    index = 1 - index
+                return group[(self._turn + index) % size]
+            index -= size
+        raise IndexError(index)  # pragma: no cover - lengths add up to _length
+
+    def __iter__(self) -> Iterator[Endpoint]:
+        return (self[index] for index in range(self._length))
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Sequence):
+            return list(self) == list(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Order({list(self)!r})"
+
+
+class _TierLatency:
+    """A tier's answers' latency, averaged with ``LocalityPolicy.latency_half_life``."""
+
+    __slots__ = ("mean", "sampled_at")
+
+    def __init__(self) -> None:
+        self.mean: float | None = None
+        self.sampled_at = 0.0
+
+
+def _rotated(group: Sequence[Endpoint], turn: int) -> list[Endpoint]:
     first = turn % len(group)
     return [*group[first:], *group[:first]]
-
-
-def _lowest(latencies: list[float | None]) -> float | None:
-    known = [latency for latency in latencies if latency is not None]
-    return min(known) if known else None

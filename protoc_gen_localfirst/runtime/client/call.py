@@ -72,8 +72,8 @@ from protoc_gen_localfirst.runtime.client.policy import (
     retry_state,
 )
 from protoc_gen_localfirst.runtime.discovery.endpoints import Endpoint
-from protoc_gen_localfirst.runtime.identity import announced_node
-from protoc_gen_localfirst.runtime.loadreport import from_trailers
+from protoc_gen_localfirst.runtime.identity import NODE_METADATA_KEY, announced_node
+from protoc_gen_localfirst.runtime.loadreport import LOAD_REPORT_KEY, ORCA_REPORT_KEY
 
 PREVIOUS_ATTEMPTS_KEY = "localfirst-previous-rpc-attempts"
 """Sent on attempts after the first (the value is how many came before).
@@ -122,6 +122,8 @@ class CallState:
     """When the last attempt in flight ended (None: one is in flight, or none started)."""
     _retry_delay = 0.0
     _call_info: CallInfo | None = None
+    _unreachable: frozenset[str] | set[str] = frozenset()
+    """Endpoints whose attempts could not be sent since the endpoint set last changed."""
 
     def __init__(
         self,
@@ -132,7 +134,7 @@ class CallState:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings = settings
-        self.method = settings.info.path
+        self.method = settings.path
         self.policy = settings.policy
         self.hedging = settings.hedging
         self.timeout = timeout
@@ -141,8 +143,6 @@ class CallState:
         self._deadline = None if timeout is None else clock() + timeout
         self._order, spill = settings.balancer.plan()
         self.records: list[AttemptRecord] = []
-        self._unreachable: set[str] = set()
-        self._unary = settings.info.kind.value == "unary_unary"
         self._spill = spill
         events = settings.events
         if events.enabled:
@@ -155,7 +155,7 @@ class CallState:
                 kind=info.kind.value,
                 started_at=clock(),
             )
-        events.call_started(self._call_info)
+        events.call_started(self._call_info)  # counted even without observers
         if spill is not None:
             events.spill(self.method, spill)
 
@@ -163,7 +163,10 @@ class CallState:
 
     def next_action(self) -> Action:
         """The next thing the driver should do (see the module docstring)."""
-        action = self._next_action()
+        if self.started == 0 and not self.hedging:  # a call's first attempt: nothing to weigh
+            action = self._attempt(hedged=False)
+        else:
+            action = self._next_action()
         if isinstance(action, GiveUp):
             self._finish(_code_of(action.error), None)
         return action
@@ -171,7 +174,8 @@ class CallState:
     def close(self) -> None:
         """The driver is done with the call: if it never ended, it was cancelled (or,
         for a stream, the caller stopped reading). Raises ``on_call_finished`` once."""
-        self._finish(grpc.StatusCode.CANCELLED, None)
+        if not self._finished:
+            self._finish(grpc.StatusCode.CANCELLED, None)
 
     def _finish(self, code: grpc.StatusCode, endpoint: Endpoint | None) -> None:
         if self._finished:
@@ -226,7 +230,7 @@ class CallState:
         if self._replan:  # after waiting for discovery: the endpoint set as it is now
             self._order, _ = self.settings.balancer.plan()
             self._index, self._replan = 0, False
-            self._unreachable.clear()
+            self._unreachable = frozenset()
         if self.hedging:
             return self._next_hedged()
         if self._backoff is not None:
@@ -277,31 +281,31 @@ class CallState:
                     attempts=(),
                 )
             )
-        endpoint = self._order[self._index % len(self._order)]
+        endpoint = self._order.cycle(self._index)
         self._index += 1
-        self.started += 1
-        if self.in_flight == 0 and self._idle_since is not None:
-            self._retry_delay += self._clock() - self._idle_since
-            self._idle_since = None
+        self.started = number = self.started + 1
+        now = self._clock()
         self.in_flight += 1
         self.settings.balancer.attempt_started(endpoint)
-        number = self.started
         metadata = self.metadata
-        if number > 1:
+        last = None
+        if number > 1:  # a retry, failover or hedge: what a first attempt has none of
+            if self.in_flight == 1 and self._idle_since is not None:
+                self._retry_delay += now - self._idle_since
+                self._idle_since = None
             previous = (PREVIOUS_ATTEMPTS_KEY, str(number - 1))
             metadata = (*metadata, previous) if metadata else (previous,)
-        last = self.records[-1].endpoint if self.records else None
-        if hedged:
-            self._hedges += 1
-        elif last is not None and last.address != endpoint.address:
-            self._failovers += 1
-        if self._pending_transparent:
-            self._pending_transparent -= 1
-            self._transparent_retries += 1
+            last = self.records[-1].endpoint if self.records else None
+            if hedged:
+                self._hedges += 1
+            elif last is not None and last.address != endpoint.address:
+                self._failovers += 1
+            if self._pending_transparent:
+                self._pending_transparent -= 1
+                self._transparent_retries += 1
         self._last_endpoint = endpoint
         events = self.settings.events
         events.attempt(self.method, endpoint, number, hedged=hedged, previous=last)
-        now = self._clock()
         info = None
         if self._call_info is not None:
             locality = self._locality(endpoint)
@@ -309,15 +313,12 @@ class CallState:
             events.attempt_started(info)
             if info.metadata:  # what observers add (trace context): one place, both transports
                 metadata = (*metadata, *info.metadata) if metadata else tuple(info.metadata)
-        return Attempt(number, endpoint, self._attempt_timeout(), metadata, hedged, now, info)
-
-    def _attempt_timeout(self) -> float | None:
-        """``min(per_attempt_timeout, what remains of the deadline)``."""
-        per_attempt = self.policy.per_attempt_timeout
-        if self._deadline is None:
-            return per_attempt
-        remaining = max(self._deadline - self._clock(), 0.0)
-        return remaining if per_attempt is None else min(per_attempt, remaining)
+        # The attempt's timeout: min(per_attempt_timeout, what remains of the deadline).
+        timeout = self.policy.per_attempt_timeout
+        if self._deadline is not None:
+            remaining = max(self._deadline - now, 0.0)
+            timeout = remaining if timeout is None else min(timeout, remaining)
+        return Attempt(number, endpoint, timeout, metadata, hedged, now, info)
 
     def _deadline_passed(self, now: float | None = None) -> bool:
         if self._deadline is None:
@@ -333,17 +334,33 @@ class CallState:
         self._learn_node(attempt.endpoint, headers)
 
     def attempt_succeeded(self, attempt: Attempt, trailers: Metadata | None = None) -> None:
-        """``attempt`` answered OK (for streams: it committed and ended OK)."""
+        """``attempt`` answered OK (for streams: it committed and ended OK).
+
+        ``trailers`` may name the server's node and carry its load report; a
+        driver without observers need not read them when the balancer does not
+        want them (``Balancer.wants_trailers``), and gives None. Every call's
+        last step, so it does its work in one pass: the trailers are read once,
+        and the balancer hears of the answer in one call.
+        """
         self._one_ended()
-        self._learn_node(attempt.endpoint, trailers)
-        self._attempt_outcome(attempt, "ok", grpc.StatusCode.OK, trailers)
-        self._finish(grpc.StatusCode.OK, attempt.endpoint)
-        self._attempt_ended(attempt, trailers, answered=True)
-        self.settings.balancer.record_success(attempt.endpoint)
-        if self.settings.throttle is not None:
-            self.settings.throttle.record_success()
+        endpoint = attempt.endpoint
+        settings = self.settings
+        report = None
+        if trailers:
+            node, report = _node_and_report(trailers)
+            if node is not None and node != endpoint.node:
+                settings.balancer.learn_node(endpoint.address, node)
+        if attempt.info is not None:
+            self._attempt_outcome(attempt, "ok", grpc.StatusCode.OK, trailers)
+        if not self._finished:
+            self._finish(grpc.StatusCode.OK, endpoint)
+        latency = self._clock() - attempt.started_at if settings.unary else None
+        settings.balancer.attempt_ended(endpoint, latency, report, ok=True)
+        throttle = settings.throttle
+        if throttle is not None and throttle.tokens < throttle.max_tokens:
+            throttle.record_success()
         if self.hedging and attempt.number > 1:
-            self.settings.events.hedge_won()
+            settings.events.hedge_won()
 
     def attempt_failed(
         self, attempt: Attempt, error: grpc.RpcError, *, replayable: bool = True
@@ -358,7 +375,7 @@ class CallState:
         )
         self._attempt_outcome(attempt, outcome, failure.code, failure.trailers)
         # A refused call never ran there: its report does not count it.
-        self._attempt_ended(attempt, failure.trailers, answered=False, ran=not failure.overloaded)
+        self._attempt_ended(attempt, failure.trailers, ran=not failure.overloaded)
         if failure.overloaded:
             self.settings.events.spill(self.method, SPILL_REFUSED)
         self.records.append(AttemptRecord(attempt.endpoint, failure.code, failure.details))
@@ -383,7 +400,7 @@ class CallState:
         """A hedged attempt lost the race and was cancelled (or the caller cancelled)."""
         self._one_ended()
         self._attempt_outcome(attempt, "cancelled", grpc.StatusCode.CANCELLED, None)
-        self._attempt_ended(attempt, None, answered=False)
+        self._attempt_ended(attempt, None)
 
     def _one_ended(self) -> None:
         self.in_flight -= 1
@@ -391,18 +408,15 @@ class CallState:
             self._idle_since = self._clock()  # for observers: time with no attempt in flight
 
     def _attempt_ended(
-        self, attempt: Attempt, trailers: Metadata | None, *, answered: bool, ran: bool = True
+        self, attempt: Attempt, trailers: Metadata | None, *, ran: bool = True
     ) -> None:
-        latency = self._clock() - attempt.started_at if answered and self._unary else None
-        balancer = self.settings.balancer
-        # A refusal's report (the replica is full) always counts; others at most every 2 ms.
-        fresh = trailers and (not ran or balancer.wants_report(attempt.endpoint))
-        report = from_trailers(trailers) if fresh else None
-        balancer.attempt_ended(attempt.endpoint, latency, report, ran=ran)
+        """An attempt ended without an answer: its endpoint's load (and report) only."""
+        _, report = _node_and_report(trailers)
+        self.settings.balancer.attempt_ended(attempt.endpoint, None, report, ran=ran)
 
     def _learn_node(self, endpoint: Endpoint, metadata: Metadata | None) -> None:
         """Servers name their node in response metadata: keep the balancer's view right."""
-        node = announced_node(metadata)
+        node, _ = _node_and_report(metadata)
         if node is not None and node != endpoint.node:
             self.settings.balancer.learn_node(endpoint.address, node)
 
@@ -471,7 +485,7 @@ class CallState:
             # on the connection, which now knows the limit. Nothing is unreachable.
             self._schedule_retry(verdict, counted=False)
             return
-        self._unreachable.add(attempt.endpoint.address)
+        self._unreachable = {*self._unreachable, attempt.endpoint.address}
         if self._unreachable >= {e.address for e in self._order}:
             # Every known endpoint refused or is stopping: the set is stale. Re-resolve now, and
             # wait (within the deadline) for it to change before trying again.
@@ -486,7 +500,7 @@ class CallState:
             # At most a backoff's length: a replica may come back at the same address.
             wait = min(remaining, self.policy.max_backoff)
             self._await = AwaitEndpoints(wait, self.settings.balancer.version)
-            self._unreachable.clear()
+            self._unreachable = frozenset()
             return
         if self.hedging:
             self._backoff_retries += 1
@@ -580,6 +594,22 @@ class _Verdict:
     failure: Failure
     retryable: bool
     throttled: bool
+
+
+def _node_and_report(metadata: Metadata | None) -> tuple[str | None, bytes | None]:
+    """The node a server named (``identity.announced_node``) and its load report's
+    bytes (as ``loadreport.from_trailers`` finds them), in one pass over ``metadata``."""
+    node = report = None
+    for key, value in metadata or ():
+        if key == NODE_METADATA_KEY:
+            if node is None:
+                node = value.decode() if isinstance(value, bytes) else str(value)
+        elif report is None and isinstance(value, bytes) and key in _REPORT_KEYS:
+            report = value
+    return node, report
+
+
+_REPORT_KEYS = (LOAD_REPORT_KEY, ORCA_REPORT_KEY)
 
 
 def _code_of(error: grpc.RpcError) -> grpc.StatusCode:

@@ -72,10 +72,11 @@ class ChannelPool(Generic[ChannelT]):
         cached = self._callables.get(key)
         if cached is not None and cached[0] is channel:
             return cached[1]
+        # The message classes' own (C) methods: no Python frame per message.
         multicallable = getattr(channel, info.kind.value)(
             info.path,
-            request_serializer=info.serialize_request,
-            response_deserializer=info.deserialize_response,
+            request_serializer=info.request_type.SerializeToString,
+            response_deserializer=info.response_type.FromString,
         )
         self._callables[key] = (channel, multicallable)
         return multicallable

@@ -22,7 +22,7 @@ import grpc
 
 from protoc_gen_localfirst.runtime.client import validation
 from protoc_gen_localfirst.runtime.client.actions import AwaitEndpoints, CallSettings, Metadata
-from protoc_gen_localfirst.runtime.client.balancer import Balancer, EjectionPolicy
+from protoc_gen_localfirst.runtime.client.balancer import Balancer, EjectionPolicy, LockedBalancer
 from protoc_gen_localfirst.runtime.client.call import CallState
 from protoc_gen_localfirst.runtime.client.channels import ChannelPool
 from protoc_gen_localfirst.runtime.client.load import LocalityPolicy
@@ -201,6 +201,8 @@ class ClientCore(Generic[ChannelT]):
         )
         self._settings: dict[int, CallSettings] = {}
         self._resolved = threading.Event()
+        self._has_endpoints = False
+        """``_resolved`` is set (read on every call: an attribute costs less than ``is_set``)."""
         self.balancer = self._new_balancer(zone, ejection, locality)
         self.prober = self._node_prober(self._credentials) if probe_nodes else None
         self.source.start(self._on_endpoints)
@@ -208,15 +210,15 @@ class ClientCore(Generic[ChannelT]):
     def _new_balancer(
         self, zone: str | None, ejection: EjectionPolicy | None, locality: LocalityPolicy | None
     ) -> Balancer:
-        return Balancer(
+        # Only the blocking client has calls on several threads.
+        kind = LockedBalancer if self._calls_in_threads else Balancer
+        return kind(
             node=self.node,
             zone=own_zone(zone),
             ejection=ejection,
             on_unreachable=lambda endpoint: self.source.request_refresh(),
             on_ejection=self.events.ejection,
             locality=locality,
-            # Only the blocking client has calls on several threads.
-            call_lock=threading.Lock() if self._calls_in_threads else None,
         )
 
     def _http2_channel_settings(
@@ -276,6 +278,7 @@ class ClientCore(Generic[ChannelT]):
             self.events.endpoints_changed(old, new)
         self.channels.keep_only(ready)
         self._resolved.set()
+        self._has_endpoints = True
         if self.prober is not None:
             self.prober.probe_unknown(new)
 
@@ -323,9 +326,14 @@ class ClientCore(Generic[ChannelT]):
         return settings
 
     def _new_call(self, method: MethodInfo[Any, Any], options: CallOptions) -> CallState:
-        """The call's state machine; ``options`` were checked by ``_first_resolution_wait``."""
-        self.channels.close_idle_retired()
-        settings = self._call_settings(method, options["retry"])
+        """The call's state machine, once its ``options`` are checked."""
+        validation.check_call_options(options)
+        if self.channels.retired:
+            self.channels.close_idle_retired()
+        retry = options["retry"]
+        settings = self._settings.get(id(method)) if retry is None else None
+        if settings is None or settings.info is not method:
+            settings = self._call_settings(method, retry)
         return CallState(settings, timeout=options["timeout"], metadata=options["metadata"])
 
     def _endpoints_unchanged(self, action: AwaitEndpoints, started: float) -> bool:
@@ -337,7 +345,7 @@ class ClientCore(Generic[ChannelT]):
         """Check the call's options; how long it must wait for discovery's first answer
         (None: it has come). Each driver's ``_begin`` calls this first."""
         validation.check_call_options(options)
-        if self._resolved.is_set():
+        if self._has_endpoints:
             return None
         timeout = options["timeout"]
         return self.resolve_timeout if timeout is None else min(timeout, self.resolve_timeout)

@@ -14,8 +14,8 @@ zone, then the rest), from two signals:
    refuses a call for overload proves it was not processed, and the call
    moves on at once (reason ``refused``, counted by the call).
 2. **What this client sees**, for servers that send no reports: an EWMA of
-   each endpoint's latency (a short half-life, so a queue shows within tens
-   of calls while a lone slow answer barely moves it). While the local
+   each tier's answers' latency (a short half-life, so a queue shows within
+   tens of calls while a lone slow answer barely moves it). While the local
    replica answers no slower than the next tier (within
    ``latency_tolerance`` and ``latency_slack``: the cross-node round trip is
    not overload), it keeps everything; when it gets slower, the share it
@@ -97,12 +97,12 @@ class EndpointLoad:
 
     __slots__ = (
         "latency",
-        "mean_latency",
         "others",
         "outstanding",
         "report",
         "reported_at",
         "sampled_at",
+        "tier",
     )
 
     def __init__(self) -> None:
@@ -110,8 +110,8 @@ class EndpointLoad:
         """Attempts of this client in flight to the endpoint."""
         self.latency: float | None = None
         """Peak-EWMA of unary attempt latency, seconds (ranks endpoints of a tier)."""
-        self.mean_latency: float | None = None
-        """Plain EWMA of the same (the spill rule: sustained, not one slow answer)."""
+        self.tier = 2
+        """The endpoint's locality tier (0 = our node, 1 = our zone, 2 = the rest)."""
         self.sampled_at = 0.0
         self.report: LoadReport | None = None
         self.reported_at = 0.0
@@ -119,18 +119,12 @@ class EndpointLoad:
         """Calls of other clients in flight at the endpoint when it last reported."""
 
     def sample(self, latency: float, now: float, policy: LocalityPolicy) -> None:
-        """Both EWMAs; in the peak one a slower sample counts at once, faster ones decay in."""
-        elapsed = now - self.sampled_at
+        """The peak EWMA: a slower sample counts at once, faster ones decay in."""
         if self.latency is None or latency >= self.latency:
             self.latency = latency
         else:
-            weight = 0.5 ** (elapsed / policy.cost_half_life)
+            weight = 0.5 ** ((now - self.sampled_at) / policy.cost_half_life)
             self.latency = self.latency * weight + latency * (1 - weight)
-        if self.mean_latency is None:
-            self.mean_latency = latency
-        else:
-            weight = 0.5 ** (elapsed / policy.latency_half_life)
-            self.mean_latency = self.mean_latency * weight + latency * (1 - weight)
         self.sampled_at = now
 
     def reported(self, report: LoadReport, now: float, *, finished_call: bool = True) -> None:
@@ -161,13 +155,10 @@ class SpillController:
     def __init__(self, policy: LocalityPolicy) -> None:
         self.policy = policy
         self.local_share = 1.0
-        self._changed_at = float("-inf")
-
-    def due(self, floor: float, now: float) -> bool:
-        """Whether ``observe`` may change the share now, ``floor`` being a lower bound of
-        the local latency it would be given: False means ``observe`` would return
-        without a change (one change per local round trip)."""
-        return now - self._changed_at >= floor
+        self.changed_at = float("-inf")
+        """When the share last changed: ``observe`` changes it at most once per local
+        round trip, so before ``changed_at`` + a lower bound of the local latency,
+        calling it would change nothing."""
 
     def observe(
         self, local: float | None, next_tier: float | None, floor: float | None, now: float
@@ -177,9 +168,9 @@ class SpillController:
         if local is None or reference is None:
             return
         policy = self.policy
-        if now - self._changed_at < local:
+        if now - self.changed_at < local:
             return  # one change per local round trip: one busy spell is one signal
-        self._changed_at = now
+        self.changed_at = now
         if local > reference * policy.latency_tolerance + policy.latency_slack:
             self.local_share = max(policy.min_local_share, self.local_share * policy.share_decrease)
         else:

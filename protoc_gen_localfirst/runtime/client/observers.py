@@ -310,22 +310,19 @@ class ClientEvents:
     these typed methods; an observer's exception is logged, never raised.
     """
 
-    __slots__ = ("observers", "stats")
+    __slots__ = ("enabled", "observers", "stats")
 
     def __init__(self, observers: Sequence[CallObserver] = ()) -> None:
         self.stats = ClientStats()
         self.observers: tuple[CallObserver, ...] = tuple(observers)
+        self.enabled = bool(self.observers)
+        """Whether observers listen (else per-call records need not be built)."""
 
     def call_started(self, call: CallInfo | None = None) -> None:
         """A call starts; ``call`` is given when there are observers (see ``enabled``)."""
         self.stats.calls += 1
         if call is not None and self.observers:
             self._each("on_call_started", lambda o: o.on_call_started(call))
-
-    @property
-    def enabled(self) -> bool:
-        """Whether observers listen (else per-call records need not be built)."""
-        return bool(self.observers)
 
     def attempt_started(self, attempt: AttemptInfo) -> None:
         if self.observers:

@@ -102,9 +102,10 @@ class SyncClient(ClientCore[grpc.Channel]):
         self.close()
 
     def _begin(self, method: MethodInfo[Any, Any], options: CallOptions) -> CallState:
-        wait = self._first_resolution_wait(options)
-        if wait is not None:
-            self._resolved.wait(wait)
+        if not self._has_endpoints:  # only until discovery's first answer
+            wait = self._first_resolution_wait(options)
+            if wait is not None:
+                self._resolved.wait(wait)
         return self._new_call(method, options)
 
     # -- the four call shapes (what generated methods call) ---------------------------
@@ -154,17 +155,25 @@ class SyncClient(ClientCore[grpc.Channel]):
     # -- unary responses ---------------------------------------------------------------
 
     def _unary_response(self, call: CallState, requests: Requests) -> Any:
-        """Run the call's attempts; a sequential call waits for each attempt in turn."""
+        """Run the call's attempts; a sequential call waits for each attempt in turn.
+
+        A sequential call's attempt blocks in grpc (``with_call``); hedged attempts
+        run as grpc futures, which cost a thread handoff each (about as much CPU
+        again as the call itself), so only hedging pays for them.
+        """
         attempts = _UnaryAttempts()
         try:
             while True:
                 action = call.next_action()
+                if isinstance(action, Attempt) and not call.hedging:
+                    response = self._unary_attempt(call, action, requests)
+                    if response is not _FAILED:
+                        return response
+                    continue
                 if isinstance(action, Attempt):
                     multicallable = self.channels.acquire(action.endpoint, call.settings.info)
                     attempts.add(_open(multicallable.future, action, requests), action)
-                    if call.hedging:
-                        continue
-                    action = Wait(None)
+                    continue
                 if isinstance(action, GiveUp):
                     action.raise_error()
                 if isinstance(action, AwaitEndpoints):
@@ -179,6 +188,24 @@ class SyncClient(ClientCore[grpc.Channel]):
                 call.attempt_cancelled(attempt)
                 self.channels.release(attempt.endpoint)
             call.close()
+
+    def _unary_attempt(self, call: CallState, attempt: Attempt, requests: Requests) -> Any:
+        """One attempt, blocking until it answers: its response, or ``_FAILED``."""
+        endpoint = attempt.endpoint
+        multicallable = self.channels.acquire(endpoint, call.settings.info)
+        try:
+            response, grpc_call = _open(multicallable.with_call, attempt, requests)
+        except grpc.RpcError as error:
+            call.attempt_failed(attempt, error, replayable=requests.replayable)
+            return _FAILED
+        except BaseException:  # interrupted (KeyboardInterrupt): grpc cancelled the call
+            call.attempt_cancelled(attempt)
+            raise
+        finally:
+            self.channels.release(endpoint)
+        wanted = attempt.info is not None or self.balancer.wants_trailers(endpoint)
+        call.attempt_succeeded(attempt, grpc_call.trailing_metadata() if wanted else None)
+        return response
 
     def _wait(
         self, call: CallState, action: Wait, attempts: _UnaryAttempts, requests: Requests

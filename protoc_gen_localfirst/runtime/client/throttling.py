@@ -36,7 +36,7 @@ class RetryThrottle:
 
     def __init__(self, settings: RetryThrottling | None = None) -> None:
         self.settings = settings or RetryThrottling()
-        self._max = float(self.settings.max_tokens)
+        self.max_tokens = self._max = float(self.settings.max_tokens)
         self._ratio = float(self.settings.token_ratio)
         self._threshold = self._max / 2
         self.tokens = self._max

@@ -38,6 +38,7 @@ from qh3.quic.connection import QuicConnection
 
 from protoc_gen_localfirst.runtime.http3.certcheck import explain_refusal
 from protoc_gen_localfirst.runtime.http3.options import SEND_HIGH_WATER, SEND_LOW_WATER
+from protoc_gen_localfirst.runtime.http3.quiclib import StaticTableEncoder
 from protoc_gen_localfirst.runtime.tls import ClientTls, system_ca_bundle
 
 # Backpressure: a sender waits once SEND_HIGH_WATER is queued on its stream,
@@ -67,7 +68,8 @@ class StreamListener(Protocol):
 
 
 class _ClientH3Connection(H3Connection):
-    """qh3's H3Connection, lenient about one server misconfiguration.
+    """qh3's H3Connection, lenient about one server misconfiguration, encoding
+    headers without the QPACK dynamic table (``quiclib.StaticTableEncoder``).
 
     qh3 servers always send SETTINGS_H3_DATAGRAM=1; unless their
     ``max_datagram_frame_size`` is set they omit the matching transport
@@ -75,6 +77,10 @@ class _ClientH3Connection(H3Connection):
     (H3_SETTINGS_ERROR). This client never uses datagrams, so it ignores the
     setting in that case instead of refusing every such server.
     """
+
+    def __init__(self, quic: QuicConnection) -> None:
+        super().__init__(quic)
+        self._encoder = StaticTableEncoder(self._encoder)  # type: ignore[assignment]
 
     def _validate_settings(self, settings: dict[int, int]) -> None:
         if getattr(self._quic, "_remote_max_datagram_frame_size", 0) is None:
@@ -106,6 +112,10 @@ class H3ClientProtocol(QuicConnectionProtocol):
         self._send_ended: set[int] = set()
         """Streams whose request ended (FIN queued, or our side reset)."""
         self._credit_waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._woken = 0
+        """Credit waiters woken whose task has not resumed yet: each holds one
+        stream of the credit, so calls started meanwhile cannot take it (they
+        would, as their tasks often run first, and starve the woken ones)."""
         self._handshake: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.ended: str | None = None
         """Why the connection ended, or None while it is usable."""
@@ -145,13 +155,14 @@ class H3ClientProtocol(QuicConnectionProtocol):
             and not self.goaway
             and not self._credit_waiters
             and self._handshake.done()
-            and self._has_stream_credit()
+            and self._free_streams() > 0
         )
 
-    def _has_stream_credit(self) -> bool:
+    def _free_streams(self) -> int:
+        """Streams we may open now and no woken waiter holds."""
         # The peer's MAX_STREAMS is cumulative: stream N (id 4N) may open while N < limit.
         next_index = self._quic.get_next_available_stream_id() // 4
-        return next_index < self._quic.max_concurrent_bidi_streams
+        return int(self._quic.max_concurrent_bidi_streams) - next_index - self._woken
 
     async def wait_stream_credit(self) -> None:
         """Wait until the server lets us open one more request stream (MAX_STREAMS).
@@ -159,7 +170,7 @@ class H3ClientProtocol(QuicConnectionProtocol):
         Like HTTP/2's MAX_CONCURRENT_STREAMS in grpc: calls beyond the limit
         queue (within their deadline) instead of failing.
         """
-        if self.ended is not None or (not self._credit_waiters and self._has_stream_credit()):
+        if self.ended is not None or (not self._credit_waiters and self._free_streams() > 0):
             return
         # FIFO: transmit() wakes the oldest waiters, only as many as there are
         # streams to open (not every waiter after every datagram); one that
@@ -176,10 +187,12 @@ class H3ClientProtocol(QuicConnectionProtocol):
             except BaseException:
                 if waiter in self._credit_waiters:
                     self._credit_waiters.remove(waiter)
-                elif not waiter.cancelled():
-                    self.credit_unused()  # woken, then cancelled: pass the credit on
+                elif not waiter.cancelled():  # woken, then cancelled: pass the credit on
+                    self._woken -= 1
+                    self.credit_unused()
                 raise
-            if self.ended is not None or self._has_stream_credit():
+            self._woken -= 1  # the stream it held is ours now (the caller opens it at once)
+            if self.ended is not None or self._free_streams() > 0:
                 return
             front = True
 
@@ -303,15 +316,12 @@ class H3ClientProtocol(QuicConnectionProtocol):
     def _wake_credit_waiters(self) -> None:
         """Wake the oldest waiters, one per stream the peer lets us open now (all once ended)."""
         waiters = self._credit_waiters
-        if self.ended is not None:
-            available = len(waiters)
-        else:
-            next_index = self._quic.get_next_available_stream_id() // 4
-            available = self._quic.max_concurrent_bidi_streams - next_index
+        available = len(waiters) if self.ended is not None else self._free_streams()
         while waiters and available > 0:
             waiter = waiters.popleft()
             if not waiter.done():
                 waiter.set_result(None)
+                self._woken += 1
                 available -= 1
 
     def _check_closing(self) -> None:

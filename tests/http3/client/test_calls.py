@@ -266,3 +266,28 @@ async def test_a_fast_reader_is_not_limited_by_the_receive_queue_bound(
         peak = call.queued_peak  # type: ignore[union-attr]
     assert count == 40  # 40 MB through a 16 MiB bound
     assert peak <= 16 * 1024 * 1024
+
+
+async def test_headers_are_encoded_without_the_qpack_dynamic_table(
+    server: Server, tls_files: TlsFiles
+) -> None:
+    # qh3 2.1's QPACK encoder slows down on a long-lived connection whose header
+    # values keep changing (grpc-timeout counts down): both our sides encode with
+    # the static table and literals only, so no encoder-stream instruction is sent.
+    channel = H3Channel(server.host, server.port, tls=ClientTls(ca_file=str(tls_files.ca)))
+    say = channel.unary_unary(
+        "/greeter.v1.Greeter/SayHello",
+        request_serializer=HelloRequest.SerializeToString,
+        response_deserializer=HelloReply.FromString,
+    )
+    async with channel:
+        for i in range(20):
+            reply = await say(HelloRequest(name=str(i)), timeout=10 + i, metadata=[("k", str(i))])
+            assert reply.message == f"Hello, {i}!"
+        connection = await channel.connect()
+        client_sent = connection._http._encoder_bytes_sent
+    h3_server = server.h3_server
+    assert h3_server is not None
+    server_sent = [conn.h3._encoder_bytes_sent for conn in h3_server.connections]
+    assert client_sent == 0
+    assert server_sent and all(sent == 0 for sent in server_sent)

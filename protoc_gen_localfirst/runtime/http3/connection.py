@@ -38,7 +38,10 @@ from qh3.quic.connection import QuicConnection
 
 from protoc_gen_localfirst.runtime.http3.certcheck import explain_refusal
 from protoc_gen_localfirst.runtime.http3.options import SEND_HIGH_WATER, SEND_LOW_WATER
-from protoc_gen_localfirst.runtime.http3.quiclib import StaticTableEncoder
+from protoc_gen_localfirst.runtime.http3.quiclib import (
+    StaticTableEncoder,
+    skip_unlogged_packet_parsing,
+)
 from protoc_gen_localfirst.runtime.tls import ClientTls, system_ca_bundle
 
 # Backpressure: a sender waits once SEND_HIGH_WATER is queued on its stream,
@@ -105,6 +108,7 @@ class H3ClientProtocol(QuicConnectionProtocol):
 
     def __init__(self, quic: QuicConnection, stream_handler: Any = None) -> None:
         super().__init__(quic, stream_handler)
+        skip_unlogged_packet_parsing(quic)
         self._http = _ClientH3Connection(quic)
         self._listeners: dict[int, StreamListener] = {}
         self._writers: dict[int, asyncio.Future[None]] = {}

@@ -117,6 +117,7 @@ from protoc_gen_localfirst.runtime.http3.quiclib import (
     limit_peer_streams,
     load_quic_library,
     serve_batched,
+    skip_unlogged_packet_parsing,
     stream_errors_h3,
 )
 from protoc_gen_localfirst.runtime.http3.server_call import H3ServerCall
@@ -153,6 +154,7 @@ def _protocol_class(lib: QuicLib) -> Any:
     class _Protocol(lib.QuicConnectionProtocol):  # type: ignore[misc, name-defined]
         def __init__(self, *args: Any, h3_server: H3Server, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
+            skip_unlogged_packet_parsing(self._quic)
             self.handler = H3ConnectionHandler(h3_server, self)
             self.refused = not h3_server.admit_connection(self.handler)
             if h3_server.max_concurrent_streams is not None:

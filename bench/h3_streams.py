@@ -21,7 +21,10 @@ Two server processes run on this machine, each on its own UDP port:
 
 Rounds interleave the variants on one warmed-up connection each; the table
 gives the median MB/s (10^6 bytes) over rounds and the ratio to qh3 alone on
-the batching listener (the higher of the two baselines here).
+the batching listener (the higher of the two baselines here). A second table
+gives the CPU each side spent per MB moved (this process: ``process_time``;
+the server process: ``/proc/PID/stat``): on 2 shared cores MB/s moves with
+whatever else runs, CPU per MB much less.
 """
 
 from __future__ import annotations
@@ -271,12 +274,24 @@ def _free_udp_tcp_port() -> int:
     return port
 
 
-async def timed(what: Callable[[], Awaitable[int]], expected: int) -> float:
+def process_cpu(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` (Linux ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def timed(
+    what: Callable[[], Awaitable[int]], expected: int, server_pid: int
+) -> tuple[float, float, float]:
+    """MB/s, and the client's and the server's CPU milliseconds per MB moved."""
+    cpu, server_cpu = time.process_time(), process_cpu(server_pid)
     started = time.perf_counter()
     moved = await what()
     elapsed = time.perf_counter() - started
+    cpu, server_cpu = time.process_time() - cpu, process_cpu(server_pid) - server_cpu
     assert moved >= expected, (moved, expected)
-    return moved / elapsed / 1e6
+    mb = moved / 1e6
+    return mb / elapsed, cpu * 1e3 / mb, server_cpu * 1e3 / mb
 
 
 async def run(args: argparse.Namespace) -> dict[str, dict[str, float]]:
@@ -339,10 +354,14 @@ async def run(args: argparse.Namespace) -> dict[str, dict[str, float]]:
             }
             for what in variants.values():  # warm-up: connections, handshakes, code paths
                 await what()
-            rates: dict[tuple[str, str], list[float]] = {key: [] for key in variants}
+            pids = {"qh3 alone": servers[0].pid, BATCHED: servers[1].pid}
+            rates: dict[tuple[str, str], list[tuple[float, float, float]]] = {
+                key: [] for key in variants
+            }
             for _ in range(args.repeats):
                 for key, what in variants.items():
-                    rates[key].append(await timed(what, total))
+                    pid = pids.get(key[0], servers[2].pid)
+                    rates[key].append(await timed(what, total, pid))
             await channel.close()
             close_qh3()
             close_batched()
@@ -352,7 +371,10 @@ async def run(args: argparse.Namespace) -> dict[str, dict[str, float]]:
                 server.wait(5)
     results: dict[str, dict[str, float]] = {}
     for (variant, direction), values in rates.items():
-        results.setdefault(variant, {})[direction] = statistics.median(values)
+        medians = [statistics.median(v[i] for v in values) for i in range(3)]
+        results.setdefault(variant, {})[direction] = medians[0]
+        results[variant][f"{direction} client cpu"] = medians[1]
+        results[variant][f"{direction} server cpu"] = medians[2]
     return results
 
 
@@ -368,6 +390,17 @@ def table(results: dict[str, dict[str, float]], args: argparse.Namespace) -> str
         lines.append(
             f"| {name} | {r['download']:.0f} | {r['download'] / base['download']:.2f} "
             f"| {r['upload']:.0f} | {r['upload'] / base['upload']:.2f} |"
+        )
+    lines += [
+        "",
+        "CPU milliseconds per MB moved (median), client / server process:",
+        "| variant | download | upload |",
+        "|---|---|---|",
+    ]
+    for name, r in results.items():
+        lines.append(
+            f"| {name} | {r['download client cpu']:.2f} / {r['download server cpu']:.2f} "
+            f"| {r['upload client cpu']:.2f} / {r['upload server cpu']:.2f} |"
         )
     return "\n".join(lines)
 

@@ -118,6 +118,13 @@ class H3Channel(MultiCallableChannel):
                 f"no QUIC handshake with {self.authority} within {limit:g}s"
             ) from None
 
+    def ready_connection(self) -> H3ClientProtocol | None:
+        """The open, usable connection, if any (calls then start without a task)."""
+        connection = self._connection
+        if connection is None or self._closed or not connection.usable:
+            return None
+        return connection
+
     async def _open(self) -> H3ClientProtocol:
         try:
             connection = await open_connection(

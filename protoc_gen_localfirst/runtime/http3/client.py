@@ -49,6 +49,21 @@ Behaviour (gRFC G2, as grpc-dotnet implements it):
   message larger than max (N vs. M)``), stream reset. Trailers or
   trailers-only give the status; a stream that ends without ``grpc-status``
   maps its HTTP status; a reset by the server maps its HTTP/3 error code.
+* **Unread responses**: qh3 2.x grants QUIC flow-control credit in its Rust
+  core as it hands received data over (MAX_STREAM_DATA/MAX_DATA; Python can
+  only size the windows), so a caller that reads a server stream slowly
+  cannot slow the server down. A server-streaming call holds at most
+  ``max(4 * max_receive_message_length, 16 MiB)`` of response messages
+  unread (64 MiB without a receive limit), then fails with
+  RESOURCE_EXHAUSTED (``... bytes of response messages not read``) and
+  resets its stream: the server's rule for unread requests, from the other
+  side. Pausing the UDP socket instead would stop the ACKs of every call on
+  the connection. A reader that keeps up holds about one batch of datagrams.
+* **Starting a call**: with the connection up and a stream free, a
+  single-request call queues its headers and message at once (no task; they
+  leave in the connection's next transmit); otherwise a task waits for the
+  handshake or for stream credit (MAX_STREAMS; waiters are woken in order,
+  one per stream the server lets us open).
 * **TLS** is mandatory: the server certificate is verified against
   ``ca_file`` (else the system CAs) and the address dialled (IP SANs work);
   ``insecure_skip_verify=True`` turns verification off and logs a warning once.

@@ -10,6 +10,8 @@ the behaviour (deadlines, backpressure, status mapping).
 from __future__ import annotations
 
 import asyncio
+import collections
+import functools
 import logging
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Generator
@@ -48,8 +50,39 @@ class CallChannel(Protocol):
 
     async def connect(self, timeout: float | None = None) -> H3ClientProtocol: ...
 
+    def ready_connection(self) -> H3ClientProtocol | None:
+        """The open, usable connection, if any (no waiting)."""
+        ...
+
 
 _END = object()
+
+_RECEIVE_QUEUE_MIN = 16 * 1024 * 1024
+
+
+def _queue_limit(max_receive_message_length: int | None) -> int:
+    """Response bytes a server-streaming call may hold unread; see ``client``."""
+    largest = max_receive_message_length or _RECEIVE_QUEUE_MIN
+    return max(4 * largest, _RECEIVE_QUEUE_MIN)
+
+
+@functools.lru_cache(maxsize=256)
+def _header_prefix(path: str, authority: str, metadata: wire.Metadata) -> tuple[wire.Header, ...]:
+    """Request headers but ``grpc-timeout``: the same for every call of a method."""
+    return tuple(
+        wire.build_request_headers(
+            path, authority=authority, metadata=metadata, user_agent=USER_AGENT
+        )
+    )
+
+
+def _request_headers(path: str, authority: str, metadata: wire.Metadata) -> wire.Headers:
+    try:
+        return list(_header_prefix(path, authority, metadata))
+    except TypeError:  # metadata not hashable (e.g. a bytearray value)
+        return wire.build_request_headers(
+            path, authority=authority, metadata=metadata, user_agent=USER_AGENT
+        )
 
 
 class H3ClientCall:
@@ -87,7 +120,14 @@ class H3ClientCall:
         self._metadata = metadata
         self._initial: asyncio.Future[grpc.aio.Metadata] = self._loop.create_future()
         self._done: asyncio.Future[None] = self._loop.create_future()
-        self._messages: asyncio.Queue[Any] = asyncio.Queue()
+        # Response messages of a server-streaming call (unary calls keep theirs in
+        # ``_response``): a deque and one waiter, cheaper than an asyncio.Queue.
+        self._messages: collections.deque[Any] = collections.deque()
+        self._readable: asyncio.Future[None] | None = None
+        self._queued_bytes = 0
+        self._queue_limit = _queue_limit(channel.max_receive_message_length)
+        self.queued_peak = 0
+        """The most response bytes this call held unread at once (tests watch it)."""
         self._decoder = wire.MessageDecoder(channel.max_receive_message_length, side="CLIENT")
         self._response: Any = _END
         self._code = grpc.StatusCode.UNKNOWN
@@ -101,6 +141,9 @@ class H3ClientCall:
             None if timeout is None else self._loop.call_later(max(timeout, 0.0), self._expire)
         )
         channel.calls.add(self)
+        self._task: asyncio.Task[None] | None = None
+        if not client_streaming and self._start_now(request):
+            return
         self._task = self._loop.create_task(self._run(request))
 
     # the grpc.aio call interface
@@ -123,14 +166,18 @@ class H3ClientCall:
 
     async def read(self) -> Any:
         """The next response message, ``grpc.aio.EOF`` after the last; raises on a failed call."""
-        if self._messages.empty() and self._done.done():
-            await self._wait_status()
-            return grpc.aio.EOF
-        message = await self._messages.get()
-        if message is _END:
-            self._messages.put_nowait(_END)
-            await self._wait_status()
-            return grpc.aio.EOF
+        messages = self._messages
+        while not messages:
+            if self._done.done():
+                await self._wait_status()
+                return grpc.aio.EOF
+            waiter = self._readable = self._loop.create_future()
+            try:
+                await waiter
+            finally:
+                self._readable = None
+        message, size = messages.popleft()
+        self._queued_bytes -= size
         return message
 
     async def initial_metadata(self) -> grpc.aio.Metadata:
@@ -173,7 +220,8 @@ class H3ClientCall:
     # status
 
     async def _wait_status(self) -> None:
-        await asyncio.shield(self._done)
+        if not self._done.done():
+            await asyncio.shield(self._done)
         if self._locally_cancelled:
             raise asyncio.CancelledError()
         if self._code != grpc.StatusCode.OK:
@@ -205,13 +253,47 @@ class H3ClientCall:
             self._timer.cancel()
         if self._connection is not None and self._stream_id is not None:
             self._connection.finish_stream(self._stream_id)
-        if not self._task.done() and self._task is not asyncio.current_task():
-            self._task.cancel()
-        self._messages.put_nowait(_END)
+        task = self._task
+        if task is not None and not task.done() and task is not asyncio.current_task():
+            task.cancel()
         self._done.set_result(None)
+        self._wake_reader()
         self._channel.calls.discard(self)
 
+    def _wake_reader(self) -> None:
+        waiter = self._readable
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
     # sending
+
+    def _start_now(self, request: Any) -> bool:
+        """Start the call without a task when nothing needs waiting for (the usual case).
+
+        A single request, the channel's connection up, a stream to open and
+        nobody queued for one: headers and request are queued at once (they
+        leave in the connection's next transmit, as from the task). False:
+        the task (``_run``) must do it.
+        """
+        current = getattr(self._channel, "ready_connection", None)
+        connection = current() if current is not None else None
+        if connection is None or not connection.can_start_now():
+            return False
+        try:
+            frame = self._frame(request)
+        except wire.MessageTooLarge as error:
+            self.abort(error.status, error.message)
+            return True
+        except Exception as error:  # becomes the call's status, as in _run
+            log.debug("HTTP/3 call %s failed while serializing", self._path, exc_info=True)
+            self.abort(
+                grpc.StatusCode.UNKNOWN, f"Exception serializing or sending request: {error!r}"
+            )
+            return True
+        self._open_stream(connection)
+        if self._stream_id is not None and not self._done.done():
+            connection.send_data(self._stream_id, frame, end_stream=True)
+        return True
 
     async def _run(self, request: Any) -> None:
         try:
@@ -251,15 +333,22 @@ class H3ClientCall:
             return
         await connection.wait_stream_credit()
         if self._done.done():
+            connection.credit_unused()
+            return
+        self._open_stream(connection)
+
+    def _open_stream(self, connection: H3ClientProtocol) -> None:
+        """Send the request headers on a new stream of ``connection``."""
+        try:
+            headers = _request_headers(self._path, self._channel.authority, self._metadata)
+        except ValueError as error:  # metadata grpc refuses too; as _run reports it
+            self.abort(
+                grpc.StatusCode.UNKNOWN, f"Exception serializing or sending request: {error!r}"
+            )
             return
         remaining = self.time_remaining()
-        headers = wire.build_request_headers(
-            self._path,
-            authority=self._channel.authority,
-            timeout=remaining,
-            metadata=self._metadata,
-            user_agent=USER_AGENT,
-        )
+        if remaining is not None:
+            headers.append((b"grpc-timeout", wire.encode_timeout(remaining)))
         try:
             self._stream_id = connection.start_request(self, headers)
         except ConnectionError as error:
@@ -343,7 +432,16 @@ class H3ClientCall:
             except Exception as error:  # a bad message fails the call
                 raise wire.WireError(f"Exception deserializing response! {error!r}") from error
             if self._server_streaming:
-                self._messages.put_nowait(message)
+                self._messages.append((message, len(raw)))
+                self._queued_bytes += len(raw)
+                self.queued_peak = max(self.queued_peak, self._queued_bytes)
+                if self._queued_bytes > self._queue_limit:
+                    raise wire.WireError(
+                        f"{self._queued_bytes} bytes of response messages not read "
+                        f"(limit {self._queue_limit})",
+                        status=grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    )
+                self._wake_reader()
             elif self._response is _END:
                 self._response = message
             else:

@@ -22,6 +22,7 @@ Why our own ``open_connection`` instead of ``qh3.asyncio.connect``:
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import socket
 import ssl
@@ -37,6 +38,10 @@ from qh3.quic.connection import QuicConnection
 
 from protoc_gen_localfirst.runtime.http3.certcheck import explain_refusal
 from protoc_gen_localfirst.runtime.http3.options import SEND_HIGH_WATER, SEND_LOW_WATER
+from protoc_gen_localfirst.runtime.http3.quiclib import (
+    StaticTableEncoder,
+    skip_unlogged_packet_parsing,
+)
 from protoc_gen_localfirst.runtime.tls import ClientTls, system_ca_bundle
 
 # Backpressure: a sender waits once SEND_HIGH_WATER is queued on its stream,
@@ -66,7 +71,8 @@ class StreamListener(Protocol):
 
 
 class _ClientH3Connection(H3Connection):
-    """qh3's H3Connection, lenient about one server misconfiguration.
+    """qh3's H3Connection, lenient about one server misconfiguration, encoding
+    headers without the QPACK dynamic table (``quiclib.StaticTableEncoder``).
 
     qh3 servers always send SETTINGS_H3_DATAGRAM=1; unless their
     ``max_datagram_frame_size`` is set they omit the matching transport
@@ -74,6 +80,10 @@ class _ClientH3Connection(H3Connection):
     (H3_SETTINGS_ERROR). This client never uses datagrams, so it ignores the
     setting in that case instead of refusing every such server.
     """
+
+    def __init__(self, quic: QuicConnection) -> None:
+        super().__init__(quic)
+        self._encoder = StaticTableEncoder(self._encoder)  # type: ignore[assignment]
 
     def _validate_settings(self, settings: dict[int, int]) -> None:
         if getattr(self._quic, "_remote_max_datagram_frame_size", 0) is None:
@@ -98,13 +108,18 @@ class H3ClientProtocol(QuicConnectionProtocol):
 
     def __init__(self, quic: QuicConnection, stream_handler: Any = None) -> None:
         super().__init__(quic, stream_handler)
+        skip_unlogged_packet_parsing(quic)
         self._http = _ClientH3Connection(quic)
         self._listeners: dict[int, StreamListener] = {}
         self._writers: dict[int, asyncio.Future[None]] = {}
         self._send_stopped: set[int] = set()
         self._send_ended: set[int] = set()
         """Streams whose request ended (FIN queued, or our side reset)."""
-        self._credit_waiters: list[asyncio.Future[None]] = []
+        self._credit_waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._woken = 0
+        """Credit waiters woken whose task has not resumed yet: each holds one
+        stream of the credit, so calls started meanwhile cannot take it (they
+        would, as their tasks often run first, and starve the woken ones)."""
         self._handshake: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.ended: str | None = None
         """Why the connection ended, or None while it is usable."""
@@ -137,10 +152,21 @@ class H3ClientProtocol(QuicConnectionProtocol):
     async def wait_handshake(self) -> None:
         await asyncio.shield(self._handshake)
 
-    def _has_stream_credit(self) -> bool:
+    def can_start_now(self) -> bool:
+        """Whether a call may open its stream right now, without waiting for anything."""
+        return (
+            self.ended is None
+            and not self.goaway
+            and not self._credit_waiters
+            and self._handshake.done()
+            and self._free_streams() > 0
+        )
+
+    def _free_streams(self) -> int:
+        """Streams we may open now and no woken waiter holds."""
         # The peer's MAX_STREAMS is cumulative: stream N (id 4N) may open while N < limit.
         next_index = self._quic.get_next_available_stream_id() // 4
-        return next_index < self._quic.max_concurrent_bidi_streams
+        return int(self._quic.max_concurrent_bidi_streams) - next_index - self._woken
 
     async def wait_stream_credit(self) -> None:
         """Wait until the server lets us open one more request stream (MAX_STREAMS).
@@ -148,10 +174,36 @@ class H3ClientProtocol(QuicConnectionProtocol):
         Like HTTP/2's MAX_CONCURRENT_STREAMS in grpc: calls beyond the limit
         queue (within their deadline) instead of failing.
         """
-        while self.ended is None and not self._has_stream_credit():
+        if self.ended is not None or (not self._credit_waiters and self._free_streams() > 0):
+            return
+        # FIFO: transmit() wakes the oldest waiters, only as many as there are
+        # streams to open (not every waiter after every datagram); one that
+        # finds the credit taken (a new call was quicker) waits again in front.
+        front = False
+        while True:
             waiter = self._loop.create_future()
-            self._credit_waiters.append(waiter)
-            await waiter
+            if front:
+                self._credit_waiters.appendleft(waiter)
+            else:
+                self._credit_waiters.append(waiter)
+            try:
+                await waiter
+            except BaseException:
+                if waiter in self._credit_waiters:
+                    self._credit_waiters.remove(waiter)
+                elif not waiter.cancelled():  # woken, then cancelled: pass the credit on
+                    self._woken -= 1
+                    self.credit_unused()
+                raise
+            self._woken -= 1  # the stream it held is ours now (the caller opens it at once)
+            if self.ended is not None or self._free_streams() > 0:
+                return
+            front = True
+
+    def credit_unused(self) -> None:
+        """A call woken by ``wait_stream_credit`` opens no stream: wake the next waiter."""
+        if self._credit_waiters:
+            self._loop.call_soon(self._wake_credit_waiters)
 
     def start_request(self, listener: StreamListener, headers: list[tuple[bytes, bytes]]) -> int:
         """Open a request stream, send its headers, and route its events to ``listener``."""
@@ -246,7 +298,7 @@ class H3ClientProtocol(QuicConnectionProtocol):
 
     def transmit(self) -> None:
         super().transmit()
-        if self._credit_waiters and (self.ended is not None or self._has_stream_credit()):
+        if self._credit_waiters:
             self._wake_credit_waiters()
         if self._writers:
             for stream_id in list(self._writers):
@@ -266,10 +318,15 @@ class H3ClientProtocol(QuicConnectionProtocol):
     # private
 
     def _wake_credit_waiters(self) -> None:
-        waiters, self._credit_waiters = self._credit_waiters, []
-        for waiter in waiters:
+        """Wake the oldest waiters, one per stream the peer lets us open now (all once ended)."""
+        waiters = self._credit_waiters
+        available = len(waiters) if self.ended is not None else self._free_streams()
+        while waiters and available > 0:
+            waiter = waiters.popleft()
             if not waiter.done():
                 waiter.set_result(None)
+                self._woken += 1
+                available -= 1
 
     def _check_closing(self) -> None:
         """End now if qh3 decided to close (e.g. an HTTP/3 protocol error).

@@ -35,6 +35,8 @@ class Dispatcher:
     ) -> None:
         self.generic_handlers = list(generic_handlers)
         self.interceptors = list(interceptors)
+        self._chain_for: tuple[grpc.aio.ServerInterceptor, ...] | None = None
+        self._chain: Callable[[grpc.HandlerCallDetails], Awaitable[Any]] = self._lookup
 
     async def _lookup(
         self, details: grpc.HandlerCallDetails
@@ -46,21 +48,32 @@ class Dispatcher:
         return None
 
     async def find(self, method: str, metadata: Metadata) -> grpc.RpcMethodHandler[Any, Any] | None:
-        details = _CallDetails(method, metadata)
-
-        def step(index: int) -> Callable[[grpc.HandlerCallDetails], Awaitable[Any]]:
-            if index == len(self.interceptors):
-                return self._lookup
-            interceptor = self.interceptors[index]
-            following = step(index + 1)
-
-            async def call(d: grpc.HandlerCallDetails) -> Any:
-                return await interceptor.intercept_service(following, d)
-
-            return call
-
-        handler: grpc.RpcMethodHandler[Any, Any] | None = await step(0)(details)
+        interceptors = tuple(self.interceptors)
+        if interceptors != self._chain_for:  # built once, again if the list changed
+            self._chain, self._chain_for = self._build_chain(interceptors), interceptors
+        handler: grpc.RpcMethodHandler[Any, Any] | None = await self._chain(
+            _CallDetails(method, metadata)
+        )
         return handler
+
+    def _build_chain(
+        self, interceptors: tuple[grpc.aio.ServerInterceptor, ...]
+    ) -> Callable[[grpc.HandlerCallDetails], Awaitable[Any]]:
+        """The interceptors around the lookup, outermost first (as grpc.aio runs them)."""
+        chain: Callable[[grpc.HandlerCallDetails], Awaitable[Any]] = self._lookup
+        for interceptor in reversed(interceptors):
+            chain = _wrap(interceptor, chain)
+        return chain
+
+
+def _wrap(
+    interceptor: grpc.aio.ServerInterceptor,
+    following: Callable[[grpc.HandlerCallDetails], Awaitable[Any]],
+) -> Callable[[grpc.HandlerCallDetails], Awaitable[Any]]:
+    async def call(details: grpc.HandlerCallDetails) -> Any:
+        return await interceptor.intercept_service(following, details)
+
+    return call
 
 
 class HandlerCollector:

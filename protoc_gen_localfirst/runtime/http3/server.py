@@ -24,7 +24,10 @@ before the handler runs (exactly one message, else INTERNAL); streaming
 requests are an async iterator (or ``context.read()``).
 
 A unary response's headers, message and trailers are queued together and
-leave in one transmit (see ``server.announce`` for why that matters).
+leave in one transmit (see ``server.announce`` for why that matters); the
+final responses of all calls that end in one pass of the event loop share
+that transmit (``H3ConnectionHandler.transmit_soon``: fewer datagrams and
+system calls per call than a transmit each).
 
 Per stream
 ----------
@@ -114,6 +117,7 @@ from protoc_gen_localfirst.runtime.http3.quiclib import (
     limit_peer_streams,
     load_quic_library,
     serve_batched,
+    skip_unlogged_packet_parsing,
     stream_errors_h3,
 )
 from protoc_gen_localfirst.runtime.http3.server_call import H3ServerCall
@@ -150,6 +154,7 @@ def _protocol_class(lib: QuicLib) -> Any:
     class _Protocol(lib.QuicConnectionProtocol):  # type: ignore[misc, name-defined]
         def __init__(self, *args: Any, h3_server: H3Server, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
+            skip_unlogged_packet_parsing(self._quic)
             self.handler = H3ConnectionHandler(h3_server, self)
             self.refused = not h3_server.admit_connection(self.handler)
             if h3_server.max_concurrent_streams is not None:

@@ -12,6 +12,7 @@ than max (N vs. M)``), with N the message's length without its prefix.
 
 from __future__ import annotations
 
+import collections
 import zlib
 
 import grpc
@@ -115,51 +116,102 @@ class MessageDecoder:
         self.max_message_size = max_message_size
         self.side = side
         self.encoding = None if encoding in (None, "identity") else encoding
-        self._buffer = bytearray()
+        # Received payloads are kept as they came (no copy into one buffer); a
+        # message is cut out once whole: a payload holding exactly one message
+        # is returned as is, one spread over several is joined once.
+        self._chunks: collections.deque[bytes | memoryview] = collections.deque()
+        self._offset = 0
+        """Bytes of ``_chunks[0]`` already consumed."""
+        self._size = 0
+        """Bytes held (prefix included) for messages not yet complete."""
+        self._need: int | None = None
+        """The current message's length once its prefix was read (prefix consumed)."""
+        self._flag = 0
         self._error: WireError | None = None
 
     @property
     def buffered(self) -> int:
         """Bytes held for a message not yet complete."""
-        return len(self._buffer)
+        return self._size + (PREFIX_LENGTH if self._need is not None else 0)
 
     def feed(self, data: bytes) -> list[bytes]:
         if self._error is not None:
             raise self._error
-        self._buffer += data
         messages: list[bytes] = []
+        if not data:
+            return messages
+        self._chunks.append(data)
+        self._size += len(data)
         try:
-            while len(self._buffer) >= PREFIX_LENGTH:
-                flag = self._buffer[0]
-                length = int.from_bytes(self._buffer[1:PREFIX_LENGTH], "big")
-                if flag > 1:
-                    raise WireError(f"invalid compressed flag {flag} in message prefix")
-                if flag == 1 and self.encoding is None:
-                    raise WireError("compressed message without grpc-encoding")
-                if self.max_message_size is not None and length > self.max_message_size:
-                    raise MessageTooLarge(length, self.max_message_size, side=self.side)
-                end = PREFIX_LENGTH + length
-                if len(self._buffer) < end:
+            while True:
+                if self._need is None:
+                    if self._size < PREFIX_LENGTH:
+                        break
+                    prefix = self._take(PREFIX_LENGTH)
+                    flag = prefix[0]
+                    length = int.from_bytes(prefix[1:PREFIX_LENGTH], "big")
+                    if flag > 1:
+                        raise WireError(f"invalid compressed flag {flag} in message prefix")
+                    if flag == 1 and self.encoding is None:
+                        raise WireError("compressed message without grpc-encoding")
+                    if self.max_message_size is not None and length > self.max_message_size:
+                        raise MessageTooLarge(length, self.max_message_size, side=self.side)
+                    self._need, self._flag = length, flag
+                if self._size < self._need:
                     break
-                body = bytes(self._buffer[PREFIX_LENGTH:end])
-                del self._buffer[:end]
-                if flag == 1:
+                body = self._take(self._need)
+                self._need = None
+                if self._flag == 1:
                     assert self.encoding is not None
                     body = _decompress(self.encoding, body, self.max_message_size, self.side)
                 messages.append(body)
         except WireError as error:
             self._error = error
-            self._buffer.clear()
+            self._clear()
             raise
         return messages
+
+    def _take(self, count: int) -> bytes:
+        """The next ``count`` bytes held (``count <= _size``), consumed."""
+        chunks = self._chunks
+        self._size -= count
+        if count == 0:
+            return b""
+        first, offset = chunks[0], self._offset
+        available = len(first) - offset
+        if available > count:
+            self._offset = offset + count
+            return bytes(first[offset : offset + count])
+        chunks.popleft()
+        self._offset = 0
+        if available == count:
+            return first if offset == 0 and isinstance(first, bytes) else bytes(first[offset:])
+        parts: list[bytes | memoryview] = [memoryview(first)[offset:] if offset else first]
+        missing = count - available
+        while missing:
+            chunk = chunks[0]
+            if len(chunk) <= missing:
+                parts.append(chunks.popleft())
+                missing -= len(chunk)
+            else:
+                parts.append(memoryview(chunk)[:missing])
+                self._offset = missing
+                missing = 0
+        return b"".join(parts)
+
+    def _clear(self) -> None:
+        self._chunks.clear()
+        self._offset = self._size = 0
+        self._need = None
 
     def end(self) -> None:
         if self._error is not None:
             raise self._error
-        if self._buffer:
-            expected = None
-            if len(self._buffer) >= PREFIX_LENGTH:
-                expected = int.from_bytes(self._buffer[1:PREFIX_LENGTH], "big")
-            self._error = TruncatedMessage(len(self._buffer), expected)
-            self._buffer.clear()
+        held = self.buffered
+        if held:
+            expected = self._need
+            if expected is None and self._size >= PREFIX_LENGTH:
+                expected = int.from_bytes(self._take(PREFIX_LENGTH)[1:], "big")
+            self._error = TruncatedMessage(held, expected)
+            self._clear()
             raise self._error

@@ -155,6 +155,10 @@ def parse_request_headers(headers: Sequence[Header]) -> RequestHead:
     )
 
 
+_VALID_FIELDS: set[Header] = set()
+"""Regular request fields already checked (bounded): most repeat from call to call."""
+
+
 def _split_request_fields(headers: Sequence[Header]) -> tuple[dict[bytes, bytes], list[Header]]:
     """Pseudo-headers and regular fields of a well-formed HTTP/3 request (RFC 9114 4.3)."""
     pseudo: dict[bytes, bytes] = {}
@@ -171,9 +175,14 @@ def _split_request_fields(headers: Sequence[Header]) -> tuple[dict[bytes, bytes]
                 raise _malformed(f"invalid character in {name.decode()}")
             pseudo[name] = value
             continue
-        _check_field(name, value)
-        if name == b"te" and value != b"trailers":
-            raise _malformed(f"te: {value[:40]!r} (only 'trailers' is allowed)")
+        if (name, value) not in _VALID_FIELDS:
+            _check_field(name, value)
+            if name == b"te" and value != b"trailers":
+                raise _malformed(f"te: {value[:40]!r} (only 'trailers' is allowed)")
+            if len(value) <= 256:
+                if len(_VALID_FIELDS) >= 4096:
+                    _VALID_FIELDS.clear()
+                _VALID_FIELDS.add((name, value))
         regular.append((name, value))
     for required in (b":method", b":scheme", b":path"):
         if not pseudo.get(required):

@@ -72,6 +72,29 @@ def encode_metadata(metadata: MetadataInput) -> Headers:
     return headers
 
 
+_DECODED: dict[Header, tuple[str, str | bytes] | None] = {}
+"""Header pairs already decoded (None: not metadata). Most pairs repeat from
+call to call (user-agent, node announcements, static metadata); a bounded
+memo saves their validation and decoding."""
+_DECODED_MAX = 4096
+_DECODED_VALUE_MAX = 256
+
+
+def _decode_pair(raw_name: bytes, raw_value: bytes) -> tuple[str, str | bytes] | None:
+    try:
+        name = raw_name.decode("ascii")
+    except UnicodeDecodeError:
+        return None
+    if _is_reserved(name) or not _KEY_RE.fullmatch(name):
+        return None
+    if name.endswith("-bin"):
+        return (name, _b64decode(raw_value))
+    text = raw_value.decode("latin-1").strip(" \t")
+    if not _PRINTABLE_RE.fullmatch(text):
+        raise WireError(f"metadata value for {name!r} is not printable ASCII")
+    return (name, text)
+
+
 def decode_metadata(headers: Iterable[Header]) -> Metadata:
     """User metadata from received headers or trailers; ``WireError`` if invalid.
 
@@ -80,18 +103,17 @@ def decode_metadata(headers: Iterable[Header]) -> Metadata:
     values must be printable ASCII. Names that are not gRPC keys are skipped.
     """
     pairs: list[tuple[str, str | bytes]] = []
+    decoded = _DECODED
     for raw_name, raw_value in headers:
+        header = (raw_name, raw_value)
         try:
-            name = raw_name.decode("ascii")
-        except UnicodeDecodeError:
-            continue
-        if _is_reserved(name) or not _KEY_RE.fullmatch(name):
-            continue
-        if name.endswith("-bin"):
-            pairs.append((name, _b64decode(raw_value)))
-            continue
-        text = raw_value.decode("latin-1").strip(" \t")
-        if not _PRINTABLE_RE.fullmatch(text):
-            raise WireError(f"metadata value for {name!r} is not printable ASCII")
-        pairs.append((name, text))
+            pair = decoded[header]
+        except KeyError:
+            pair = _decode_pair(raw_name, raw_value)
+            if len(raw_value) <= _DECODED_VALUE_MAX:
+                if len(decoded) >= _DECODED_MAX:
+                    decoded.clear()
+                decoded[header] = pair
+        if pair is not None:
+            pairs.append(pair)
     return tuple(pairs)

@@ -208,3 +208,86 @@ async def test_calls_beyond_the_servers_stream_limit_queue_instead_of_failing(
             *(client.say_hello(HelloRequest(name=str(i)), timeout=10) for i in range(300))
         )
     assert len(replies) == 300
+
+
+def _say_lots(channel: H3Channel) -> grpc.aio.UnaryStreamMultiCallable[HelloRequest, HelloReply]:
+    return channel.unary_stream(
+        "/greeter.v1.Greeter/LotsOfReplies",
+        request_serializer=HelloRequest.SerializeToString,
+        response_deserializer=HelloReply.FromString,
+    )
+
+
+async def test_a_slow_readers_receive_queue_is_bounded(server: Server, tls_files: TlsFiles) -> None:
+    # qh3 grants QUIC credit itself as data arrives, so a server-streaming call
+    # whose caller does not read cannot stop the server: the client holds at
+    # most max(4 * max_receive_message_length, 16 MiB) unread, then fails the
+    # call with RESOURCE_EXHAUSTED (the server's rule for unread requests).
+    message = 1_000_000
+    limit = 16 * 1024 * 1024
+    channel = H3Channel(
+        server.host,
+        server.port,
+        tls=ClientTls(ca_file=str(tls_files.ca)),
+        channel_options=[("grpc.max_receive_message_length", 2 * message)],
+    )
+    async with channel:
+        call = _say_lots(channel)(HelloRequest(name="x" * message, count=40), timeout=30)
+        first = await call.read()  # then read nothing until the call ended
+        await call.wait_done()
+        read = 1
+        with pytest.raises(grpc.aio.AioRpcError) as failure:
+            while await call.read() is not grpc.aio.EOF:
+                read += 1
+        peak = call.queued_peak  # type: ignore[union-attr]
+        # the connection is fine afterwards
+        after = _say_lots(channel)(HelloRequest(name="ok", count=2), timeout=10)
+        assert [r.message async for r in after] == ["ok 0", "ok 1"]
+    assert isinstance(first, HelloReply)
+    assert failure.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "not read" in (failure.value.details() or "")
+    assert limit < peak <= limit + 2 * message  # over the limit by at most one message
+    assert read < 40
+
+
+async def test_a_fast_reader_is_not_limited_by_the_receive_queue_bound(
+    server: Server, tls_files: TlsFiles
+) -> None:
+    message = 1_000_000
+    channel = H3Channel(
+        server.host,
+        server.port,
+        tls=ClientTls(ca_file=str(tls_files.ca)),
+        channel_options=[("grpc.max_receive_message_length", 2 * message)],
+    )
+    async with channel:
+        call = _say_lots(channel)(HelloRequest(name="x" * message, count=40), timeout=30)
+        count = sum([1 async for _ in call])
+        peak = call.queued_peak  # type: ignore[union-attr]
+    assert count == 40  # 40 MB through a 16 MiB bound
+    assert peak <= 16 * 1024 * 1024
+
+
+async def test_headers_are_encoded_without_the_qpack_dynamic_table(
+    server: Server, tls_files: TlsFiles
+) -> None:
+    # qh3 2.1's QPACK encoder slows down on a long-lived connection whose header
+    # values keep changing (grpc-timeout counts down): both our sides encode with
+    # the static table and literals only, so no encoder-stream instruction is sent.
+    channel = H3Channel(server.host, server.port, tls=ClientTls(ca_file=str(tls_files.ca)))
+    say = channel.unary_unary(
+        "/greeter.v1.Greeter/SayHello",
+        request_serializer=HelloRequest.SerializeToString,
+        response_deserializer=HelloReply.FromString,
+    )
+    async with channel:
+        for i in range(20):
+            reply = await say(HelloRequest(name=str(i)), timeout=10 + i, metadata=[("k", str(i))])
+            assert reply.message == f"Hello, {i}!"
+        connection = await channel.connect()
+        client_sent = connection._http._encoder_bytes_sent
+    h3_server = server.h3_server
+    assert h3_server is not None
+    server_sent = [conn.h3._encoder_bytes_sent for conn in h3_server.connections]
+    assert client_sent == 0
+    assert server_sent and all(sent == 0 for sent in server_sent)

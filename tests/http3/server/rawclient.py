@@ -26,7 +26,7 @@ from qh3.asyncio.protocol import QuicConnectionProtocol
 from qh3.h3.connection import H3_ALPN, H3Connection
 from qh3.h3.events import DataReceived, GoawayReceived, HeadersReceived
 from qh3.quic.configuration import QuicConfiguration
-from qh3.quic.events import ConnectionTerminated, StreamReset
+from qh3.quic.events import ConnectionTerminated, StopSendingReceived, StreamReset
 
 from protoc_gen_localfirst.runtime.wire import (
     H3Error,
@@ -82,6 +82,8 @@ class _Protocol(QuicConnectionProtocol):
         self.goaway: int | None = None
         self.goaway_event = asyncio.Event()
         self.terminated = asyncio.Event()
+        self.answer_stop_sending = False
+        """Reset our side on STOP_SENDING, as RFC 9000 3.5 asks (and real clients do)."""
 
     def response(self, sid: int) -> Response:
         return self.responses.setdefault(sid, Response())
@@ -91,6 +93,9 @@ class _Protocol(QuicConnectionProtocol):
             self.terminated.set()
             for response in self.responses.values():
                 response.done.set()
+        if isinstance(event, StopSendingReceived) and self.answer_stop_sending:
+            with contextlib.suppress(Exception):  # our side already ended
+                self._quic.reset_stream(event.stream_id, event.error_code)
         if isinstance(event, StreamReset):
             response = self.response(event.stream_id)
             response.reset_code = event.error_code
@@ -148,6 +153,18 @@ class RawClient:
         self.protocol.response(sid)
         return sid
 
+    async def stream_credit(self, timeout: float = 5.0) -> None:
+        """Wait until the server lets us open one more stream (its MAX_STREAMS
+        comes once it has seen our ACKs of closed streams)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while max(self._next, int(self.quic.get_next_available_stream_id())) // 4 >= int(
+            self.quic.max_concurrent_bidi_streams
+        ):
+            if loop.time() > deadline:
+                raise TimeoutError("no stream credit from the server")
+            await asyncio.sleep(0.001)
+
     def headers(self, sid: int, headers: list[tuple[bytes, bytes]], end: bool = False) -> None:
         self.h3.send_headers(sid, headers, end_stream=end)
         self.protocol.transmit()
@@ -176,6 +193,7 @@ class RawClient:
         """A whole well-formed call: headers, length-prefixed payloads, FIN."""
         from protoc_gen_localfirst.runtime.wire import encode_message
 
+        await self.stream_credit()
         sid = self.stream()
         self.headers(sid, request_headers(path, timeout=timeout, **metadata))
         self.data(sid, b"".join(encode_message(p) for p in payloads), end=True)

@@ -125,7 +125,7 @@ def h3_replica(name: str, host: str, library: str, tls: TlsFiles, tmp: Path) -> 
     return ReplicaProcess(
         name, "node-bench", host, GENERATED, log_dir=tmp, ca_file=tls.ca,
         extra_args=["--http3", "--certfile", str(tls.cert), "--keyfile", str(tls.key),
-                    "--quic-library", library],
+                    "--quic-library", library, "--max-concurrent-streams", "128"],
     )  # fmt: skip
 
 
@@ -137,8 +137,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         # the two QUIC stacks under one client.
         tls = make_tls_files(tmp / "tls")
         ca = str(tls.ca)
-        # Streams per connection above the highest concurrency measured: the clients
-        # (one connection each) must not be refused streams (REFUSED_STREAM).
+        # Streams per connection above the highest concurrency measured, on every
+        # replica: the clients (one connection each) must not wait for or be refused
+        # streams (REFUSED_STREAM) while the baseline is not.
         h2_replica = ReplicaProcess(
             "bench-h2", "node-bench", "127.0.0.89", GENERATED, log_dir=tmp,
             extra_args=["--max-concurrent-streams", "128"],

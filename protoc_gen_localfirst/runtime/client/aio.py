@@ -216,7 +216,8 @@ class AsyncClient(ClientCore[grpc.aio.Channel]):
             )
             try:
                 response = await grpc_call
-                wanted = attempt.info is not None or self.balancer.wants_trailers(endpoint)
+                # Most answers' trailers are not read (see CallState.wants_trailers).
+                wanted = call.wants_trailers(attempt)
                 trailers = await grpc_call.trailing_metadata() if wanted else None
             except grpc.RpcError as error:
                 call.attempt_failed(attempt, error, replayable=requests.replayable)

@@ -333,12 +333,18 @@ class CallState:
             self.committed = True
         self._learn_node(attempt.endpoint, headers)
 
+    def wants_trailers(self, attempt: Attempt) -> bool:
+        """Whether the driver should read the trailers of ``attempt``'s answer for
+        ``attempt_succeeded``: observers listen, or the balancer wants them (the
+        server's node is unknown, or its load report is due)."""
+        return attempt.info is not None or self.settings.balancer.wants_trailers(attempt.endpoint)
+
     def attempt_succeeded(self, attempt: Attempt, trailers: Metadata | None = None) -> None:
         """``attempt`` answered OK (for streams: it committed and ended OK).
 
         ``trailers`` may name the server's node and carry its load report; a
-        driver without observers need not read them when the balancer does not
-        want them (``Balancer.wants_trailers``), and gives None. Every call's
+        driver reads them only when ``wants_trailers`` says so, and else gives
+        None. Every call's
         last step, so it does its work in one pass: the trailers are read once,
         and the balancer hears of the answer in one call.
         """

@@ -301,11 +301,8 @@ class ClientCore(Generic[ChannelT]):
     def _call_settings(
         self, method: MethodInfo[Any, Any], retry: RetryPolicy | None
     ) -> CallSettings:
-        """Worked out once per rpc (and per call only when the call overrides ``retry``)."""
-        if retry is None:
-            cached = self._settings.get(id(method))
-            if cached is not None and cached.info is method:
-                return cached
+        """Worked out once per rpc (and per call only when the call overrides ``retry``);
+        ``_new_call`` looks in the cache first."""
         policy = effective_policy(method, self.retry_policy, retry)
         settings = CallSettings(
             info=method,
@@ -332,7 +329,7 @@ class ClientCore(Generic[ChannelT]):
             self.channels.close_idle_retired()
         retry = options["retry"]
         settings = self._settings.get(id(method)) if retry is None else None
-        if settings is None or settings.info is not method:
+        if settings is None or settings.info is not method:  # first call, or its own retry=
             settings = self._call_settings(method, retry)
         return CallState(settings, timeout=options["timeout"], metadata=options["metadata"])
 

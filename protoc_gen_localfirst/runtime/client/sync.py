@@ -198,13 +198,13 @@ class SyncClient(ClientCore[grpc.Channel]):
         except grpc.RpcError as error:
             call.attempt_failed(attempt, error, replayable=requests.replayable)
             return _FAILED
-        except BaseException:  # interrupted (KeyboardInterrupt): grpc cancelled the call
+        except BaseException:  # interrupted (KeyboardInterrupt): the attempt ends here
             call.attempt_cancelled(attempt)
             raise
         finally:
             self.channels.release(endpoint)
-        wanted = attempt.info is not None or self.balancer.wants_trailers(endpoint)
-        call.attempt_succeeded(attempt, grpc_call.trailing_metadata() if wanted else None)
+        trailers = grpc_call.trailing_metadata() if call.wants_trailers(attempt) else None
+        call.attempt_succeeded(attempt, trailers)
         return response
 
     def _wait(

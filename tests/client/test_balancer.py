@@ -73,3 +73,27 @@ def test_update_keeps_health_of_remaining_endpoints() -> None:
     balancer.update([B])
     balancer.update([A1, B])
     assert balancer.order()[0] == A1
+
+
+def test_a_stopping_server_is_ejected_for_the_longest_time_and_late_answers_keep_it_so() -> None:
+    """A draining server refuses calls for a while, then grpc stops it: a call that
+    reaches it then is cancelled, not safely retryable. So its first refusal ejects it
+    for ``max_time``, and answers to calls sent before the refusal do not end that."""
+    clock = FakeClock()
+    balancer = Balancer(
+        [A1, B],
+        node="a",
+        zone=None,
+        ejection=EjectionPolicy(base_time=0.5, max_time=5),
+        clock=clock,
+    )
+    balancer.record_stopping(A1)
+    clock.now += 1.0  # past the first failure's 0.5 s
+    balancer.record_success(A1)  # a call sent before the refusal answers late
+    assert balancer.order() == [B, A1]
+    clock.now += 4.01  # max_time over: a real call may find a restarted server
+    assert balancer.order() == [A1, B]
+    balancer.record_success(A1)
+    balancer.record_connection_failure(A1)  # the count restarted: the first failure's time
+    clock.now += 0.51
+    assert balancer.order()[0] == A1

@@ -70,6 +70,9 @@ class EjectionPolicy:
 class _Health:
     consecutive_failures: int = 0
     ejected_until: float = 0.0
+    stopping_until: float = 0.0
+    """The endpoint refused a call because it is shutting down: until then, an answer
+    to a call sent before that does not end its ejection."""
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -426,13 +429,28 @@ class Balancer:
             self._forget_failures(endpoint)
 
     def _forget_failures(self, endpoint: Endpoint) -> None:
-        health = self._health.pop(endpoint.address, None)
-        if health is not None and health.consecutive_failures:
+        health = self._health.get(endpoint.address)
+        if health is None or health.stopping_until > self._clock():
+            return  # a late answer from a server that said it is stopping
+        del self._health[endpoint.address]
+        if health.consecutive_failures:
             log.info("endpoint %s is answering again", endpoint.describe())
 
     def record_connection_failure(self, endpoint: Endpoint) -> None:
         """An attempt could not reach ``endpoint``: eject it for a growing time."""
         if self._record_failure(endpoint, "is unreachable") and self._on_unreachable is not None:
+            self._on_unreachable(endpoint)
+
+    def record_stopping(self, endpoint: Endpoint) -> None:
+        """``endpoint`` refused a call because its server is shutting down (drain).
+
+        Ejected for ``EjectionPolicy.max_time`` at once, not the first failure's
+        short time: the server refuses calls for a while and then stops, and a call
+        that reaches it as grpc stops is cancelled (CANCELLED, not safely
+        retryable); answers to calls sent before the refusal do not end it.
+        """
+        recorded = self._record_failure(endpoint, "is shutting down", stopping=True)
+        if recorded and self._on_unreachable is not None:
             self._on_unreachable(endpoint)
 
     def record_timeout(self, endpoint: Endpoint) -> None:
@@ -443,8 +461,8 @@ class Balancer:
         """
         self._record_failure(endpoint, "does not answer in time")
 
-    def _record_failure(self, endpoint: Endpoint, what: str) -> bool:
-        recorded = self._failed(endpoint)
+    def _record_failure(self, endpoint: Endpoint, what: str, *, stopping: bool = False) -> bool:
+        recorded = self._failed(endpoint, stopping=stopping)
         if recorded is None:
             return False
         first, duration = recorded
@@ -454,13 +472,16 @@ class Balancer:
             self.on_ejection(endpoint, duration)
         return True
 
-    def _failed(self, endpoint: Endpoint) -> tuple[bool, float] | None:
+    def _failed(self, endpoint: Endpoint, *, stopping: bool = False) -> tuple[bool, float] | None:
         """Eject ``endpoint`` (first failure?, for how long), None if it is not ready."""
         if endpoint.address not in self._view.addresses:
             return None
         health = self._health.setdefault(endpoint.address, _Health())
         health.consecutive_failures += 1
         duration = self._ejection.duration(health.consecutive_failures)
+        if stopping:
+            duration = self._ejection.max_time
+            health.stopping_until = self._clock() + duration
         health.ejected_until = self._clock() + duration
         return health.consecutive_failures == 1, duration
 
@@ -497,9 +518,9 @@ class LockedBalancer(Balancer):
         with self._call_lock:
             super().record_success(endpoint)
 
-    def _failed(self, endpoint: Endpoint) -> tuple[bool, float] | None:
+    def _failed(self, endpoint: Endpoint, *, stopping: bool = False) -> tuple[bool, float] | None:
         with self._call_lock:
-            return super()._failed(endpoint)
+            return super()._failed(endpoint, stopping=stopping)
 
 
 class Order(Sequence[Endpoint]):

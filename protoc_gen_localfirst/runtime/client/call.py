@@ -387,7 +387,7 @@ class CallState:
         self.records.append(AttemptRecord(attempt.endpoint, failure.code, failure.details))
         deadline_passed = self._deadline_passed()
         if not (failure.overloaded or failure.refused_stream):  # busy, not broken: no ejection
-            self._report_endpoint(attempt.endpoint, failure.code, deadline_passed)
+            self._report_endpoint(attempt.endpoint, failure, deadline_passed)
         retryable, throttled = self._retryable(failure, deadline_passed)
         if throttled:
             self.settings.events.throttled(self.method)
@@ -434,12 +434,13 @@ class CallState:
         self._finish(_code_of(self._verdict.error), attempt.endpoint)
         return self._verdict
 
-    def _report_endpoint(
-        self, endpoint: Endpoint, code: grpc.StatusCode, deadline_passed: bool
-    ) -> None:
+    def _report_endpoint(self, endpoint: Endpoint, failure: Failure, deadline_passed: bool) -> None:
         if self.committed:
             return
-        if code in NOT_PROCESSED_CODES:
+        code = failure.code
+        if failure.draining and failure.not_processed:
+            self.settings.balancer.record_stopping(endpoint)
+        elif code in NOT_PROCESSED_CODES:
             self.settings.balancer.record_connection_failure(endpoint)
         elif code == grpc.StatusCode.DEADLINE_EXCEEDED and not deadline_passed:
             # The per-attempt timeout cut it: the endpoint is slow or frozen.

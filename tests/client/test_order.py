@@ -31,26 +31,29 @@ def as_list(tiers: tuple[tuple[Endpoint, ...], ...], turn: int, swapped: int) ->
 
 
 @pytest.mark.parametrize("turn", [0, 1, 2, 7, 1000])
-@pytest.mark.parametrize("swapped", [0, 0b001, 0b010, 0b111])
-def test_an_order_reads_as_the_rotated_and_swapped_tiers(turn: int, swapped: int) -> None:
-    tiers = (LOCAL, ZONE, FAR)
-    order = Order(tiers, turn, swapped, sum(map(len, tiers)))
-    expected = as_list(tiers, turn, swapped)
+@pytest.mark.parametrize("swapped", [0, 0b001, 0b010, 0b011])
+def test_an_order_reads_as_the_rotated_and_swapped_tiers_then_the_last(
+    turn: int, swapped: int
+) -> None:
+    tiers = (LOCAL, ZONE)
+    order = Order(tiers, turn, swapped, last=FAR[::-1])
+    expected = [*as_list(tiers[:2], turn, swapped), *FAR[::-1]]
     assert list(order) == expected
     assert order == expected
     assert len(order) == len(expected)
     assert [order[i] for i in range(-len(expected), 0)] == expected  # negative indexes
     assert order[2:6] == expected[2:6]
     assert [order.cycle(i) for i in range(25)] == [expected[i % 10] for i in range(25)]
+    assert order[-1] == FAR[0]  # the last group is read as it is, not rotated
 
 
 def test_reading_past_the_end_raises_index_error() -> None:
-    order = Order((LOCAL,), 0, 0, len(LOCAL))
+    order = Order((LOCAL,), 0, 0)
     with pytest.raises(IndexError):
         order[len(LOCAL)]
     with pytest.raises(IndexError):
         order[-len(LOCAL) - 1]
-    assert list(Order((), 0, 0, 0)) == []
+    assert list(Order((), 0, 0)) == []
 
 
 def test_plans_match_the_full_sort_whatever_the_number_of_endpoints() -> None:

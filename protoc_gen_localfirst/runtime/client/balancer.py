@@ -258,15 +258,37 @@ class Balancer:
     def plan(self) -> tuple[Order, str | None]:
         """One call's endpoint order, and why its local tier was passed over (or None)."""
         view = self._view
-        self._turn = turn = self._turn + 1
+        self._turn += 1
         departed = self._departed
         while departed:  # endpoints that left: a returning one starts healthy
             self._health.pop(departed.popleft(), None)
         now = self._clock()
-        if self._health:
-            return self._plan_around_ejected(view, now)
-        tiers = view.tiers
-        load = view.load
+        if not self._health:  # the common case: the tiers as discovery last built them
+            return self._order(view.tiers, view.levels, view.load, now)
+        # Ejected endpoints go last, soonest back first: O(n), only while some are.
+        tiers: dict[int, list[Endpoint]] = {}
+        ejected: list[Endpoint] = []
+        for endpoint in view.ready:
+            if self._is_ejected(endpoint, now):
+                ejected.append(endpoint)
+            else:
+                tiers.setdefault(self.tier(endpoint), []).append(endpoint)
+        health = self._health
+        ejected.sort(key=lambda e: (health[e.address].ejected_until, self.tier(e)))
+        levels = tuple(sorted(tiers))
+        groups = tuple(tiers[level] for level in levels)
+        return self._order(groups, levels, view.load, now, last=tuple(ejected))
+
+    def _order(
+        self,
+        tiers: tuple[Sequence[Endpoint], ...],
+        levels: tuple[int, ...],
+        load: dict[str, EndpointLoad],
+        now: float,
+        last: tuple[Endpoint, ...] = (),
+    ) -> tuple[Order, str | None]:
+        """The call's ``Order`` over ``tiers`` (then ``last``): O(number of tiers)."""
+        turn = self._turn
         ttl = self.locality.report_ttl
         swapped = 0
         for position, group in enumerate(tiers):  # power of two choices, per tier
@@ -275,36 +297,11 @@ class Balancer:
                 first = load[group[turn % size].address].cost(now, ttl)
                 if load[group[(turn + 1) % size].address].cost(now, ttl) < first:
                     swapped |= 1 << position
-        spill = self._spill_reason(tiers, view.levels, load, now)
+        spill = self._spill_reason(tiers, levels, load, now)
         if spill is not None:  # the next tier first; the tiers' two choices go with them
             tiers = (tiers[1], tiers[0], *tiers[2:])
             swapped = (swapped & ~3) | (swapped & 1) << 1 | (swapped & 2) >> 1
-        return Order(tiers, turn, swapped, len(view.ready)), spill
-
-    def _plan_around_ejected(self, view: _View, now: float) -> tuple[Order, str | None]:
-        """``plan`` while endpoints are ejected: they go last, soonest back first (O(n))."""
-        tiers: dict[int, list[Endpoint]] = {}
-        ejected: list[Endpoint] = []
-        for endpoint in view.ready:
-            if self._is_ejected(endpoint, now):
-                ejected.append(endpoint)
-            else:
-                tiers.setdefault(self.tier(endpoint), []).append(endpoint)
-        levels = tuple(sorted(tiers))
-        groups = [_rotated(tiers[level], self._turn) for level in levels]
-        load = view.load
-        ttl = self.locality.report_ttl
-        for group in groups:
-            if len(group) > 1 and load[group[1].address].cost(now, ttl) < load[
-                group[0].address
-            ].cost(now, ttl):
-                group[0], group[1] = group[1], group[0]
-        spill = self._spill_reason(groups, levels, load, now)
-        if spill is not None:
-            groups[0], groups[1] = groups[1], groups[0]
-        health = self._health
-        ejected.sort(key=lambda e: (health[e.address].ejected_until, self.tier(e)))
-        return Order((*groups, ejected), 0, 0, len(view.ready)), spill
+        return Order(tiers, turn, swapped, last), spill
 
     def _spill_reason(
         self,
@@ -528,18 +525,24 @@ class Order(Sequence[Endpoint]):
 
     ``tiers`` nearest first, each read from position ``turn`` on (the rotation
     that spreads calls over a tier), with its first two swapped where bit
-    ``i`` of ``swapped`` is set (two choices: the less loaded first).
+    ``i`` of ``swapped`` is set (two choices: the less loaded first); then
+    ``last`` as it is (ejected endpoints).
     """
 
-    __slots__ = ("_length", "_swapped", "_tiers", "_turn")
+    __slots__ = ("_last", "_length", "_swapped", "_tiers", "_turn")
 
     def __init__(
-        self, tiers: tuple[Sequence[Endpoint], ...], turn: int, swapped: int, length: int
+        self,
+        tiers: tuple[Sequence[Endpoint], ...],
+        turn: int,
+        swapped: int,
+        last: tuple[Endpoint, ...] = (),
     ) -> None:
         self._tiers = tiers
         self._turn = turn
         self._swapped = swapped
-        self._length = length
+        self._last = last
+        self._length = sum(map(len, tiers)) + len(last)
 
     def __len__(self) -> int:
         return self._length
@@ -568,7 +571,7 @@ class Order(Sequence[Endpoint]):
                     index = 1 - index
                 return group[(self._turn + index) % size]
             index -= size
-        raise IndexError(index)  # pragma: no cover - lengths add up to _length
+        return self._last[index]
 
     def __iter__(self) -> Iterator[Endpoint]:
         return (self[index] for index in range(self._length))
@@ -592,8 +595,3 @@ class _TierLatency:
     def __init__(self) -> None:
         self.mean: float | None = None
         self.sampled_at = 0.0
-
-
-def _rotated(group: Sequence[Endpoint], turn: int) -> list[Endpoint]:
-    first = turn % len(group)
-    return [*group[first:], *group[:first]]

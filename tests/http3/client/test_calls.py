@@ -218,6 +218,16 @@ def _say_lots(channel: H3Channel) -> grpc.aio.UnaryStreamMultiCallable[HelloRequ
     )
 
 
+def _two_message_channel(server: Server, tls_files: TlsFiles, message: int) -> H3Channel:
+    """A channel whose receive limit is two messages of ``message`` bytes."""
+    return H3Channel(
+        server.host,
+        server.port,
+        tls=ClientTls(ca_file=str(tls_files.ca)),
+        channel_options=[("grpc.max_receive_message_length", 2 * message)],
+    )
+
+
 async def test_a_slow_readers_receive_queue_is_bounded(server: Server, tls_files: TlsFiles) -> None:
     # qh3 grants QUIC credit itself as data arrives, so a server-streaming call
     # whose caller does not read cannot stop the server: the client holds at
@@ -225,13 +235,7 @@ async def test_a_slow_readers_receive_queue_is_bounded(server: Server, tls_files
     # call with RESOURCE_EXHAUSTED (the server's rule for unread requests).
     message = 1_000_000
     limit = 16 * 1024 * 1024
-    channel = H3Channel(
-        server.host,
-        server.port,
-        tls=ClientTls(ca_file=str(tls_files.ca)),
-        channel_options=[("grpc.max_receive_message_length", 2 * message)],
-    )
-    async with channel:
+    async with _two_message_channel(server, tls_files, message) as channel:
         call = _say_lots(channel)(HelloRequest(name="x" * message, count=40), timeout=30)
         first = await call.read()  # then read nothing until the call ended
         await call.wait_done()
@@ -254,13 +258,7 @@ async def test_a_fast_reader_is_not_limited_by_the_receive_queue_bound(
     server: Server, tls_files: TlsFiles
 ) -> None:
     message = 1_000_000
-    channel = H3Channel(
-        server.host,
-        server.port,
-        tls=ClientTls(ca_file=str(tls_files.ca)),
-        channel_options=[("grpc.max_receive_message_length", 2 * message)],
-    )
-    async with channel:
+    async with _two_message_channel(server, tls_files, message) as channel:
         call = _say_lots(channel)(HelloRequest(name="x" * message, count=40), timeout=30)
         count = sum([1 async for _ in call])
         peak = call.queued_peak  # type: ignore[union-attr]

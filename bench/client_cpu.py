@@ -32,7 +32,7 @@ from typing import Any
 import grpc
 import grpc.aio
 
-from bench.run import machine
+from bench.stats import describe, machine
 from demo.cluster import REPO, ReplicaProcess
 
 sys.path.insert(0, str(REPO / "generated"))
@@ -118,7 +118,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     results = asyncio.run(run(args.rounds, args.batch, args.concurrency))
-    print("machine: " + ", ".join(f"{k} {v}" for k, v in machine().items()))
+    print("machine: " + describe(machine()))
     print("| variant | CPU us per call (median) | quartiles |")
     print("|---|---|---|")
     for name, samples in results.items():

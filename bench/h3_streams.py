@@ -41,6 +41,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from bench.stats import describe, machine
+
 REPO = Path(__file__).resolve().parent.parent
 GENERATED = REPO / "generated"
 sys.path.insert(0, str(GENERATED))
@@ -48,22 +50,8 @@ sys.path.insert(0, str(GENERATED))
 MIB = 1 << 20
 HOST = "127.0.0.1"
 CHUNK = MIB
-BATCHED = "qh3 alone, batching listener"
 """Bytes the qh3-alone sides write at a time, and queue at most before waiting."""
-
-
-def machine() -> str:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    from importlib.metadata import version
-
-    return f"nproc {os.cpu_count()}, {cpu}, Python {sys.version.split()[0]}, qh3 {version('qh3')}"
+BATCHED = "qh3 alone, batching listener"
 
 
 # ---------------------------------------------------------------------------
@@ -423,7 +411,7 @@ def main() -> None:
     elif args.serve == "localfirst":
         asyncio.run(serve_localfirst(args.port, args.cert, args.key))
     else:
-        print("machine: " + machine())
+        print("machine: " + describe(machine()))
         print(table(asyncio.run(run(args)), args))
 
 

@@ -645,7 +645,7 @@ async def check_client_options(options: list[str] | None) -> None:
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
-    from bench.run import machine
+    from bench.stats import machine
 
     await check_client_options(args.client_option)
     parse_options(args.serve_option, "--serve-option")  # syntax; serve() itself checks keys

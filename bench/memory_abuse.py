@@ -37,7 +37,6 @@ import asyncio
 import collections
 import json
 import os
-import platform
 import signal
 import socket
 import statistics
@@ -49,6 +48,8 @@ import time
 from contextlib import suppress
 from pathlib import Path
 from typing import Any
+
+from bench.stats import describe, machine
 
 REPO = Path(__file__).resolve().parents[1]
 GENERATED = REPO / "generated"
@@ -104,16 +105,6 @@ def free_port(host: str = "127.0.0.1") -> int:
                 continue
         return port
     raise RuntimeError("no free port")
-
-
-def machine() -> str:
-    model = "unknown CPU"
-    with suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    return f"{os.cpu_count()} CPUs (nproc), {model}, Python {platform.python_version()}"
 
 
 # -- RSS ----------------------------------------------------------------------------------
@@ -453,7 +444,7 @@ def main() -> None:
             _stop(_CHILDREN[-1], signal.SIGKILL)
     title = (
         f"{'baseline (bounds off)' if args.baseline else 'serve() defaults'}"
-        f"{' beside a CPU hog' if args.cpu_hog else ''}; {machine()}"
+        f"{' beside a CPU hog' if args.cpu_hog else ''}; {describe(machine())}"
     )
     print_table(rows, title)
     if args.json:

@@ -44,8 +44,7 @@ from typing import Any
 import grpc
 import grpc.aio
 
-from bench.run import machine
-from bench.stats import Latency, closed_loop
+from bench.stats import Latency, closed_loop, machine
 from demo.cluster import REPO, ReplicaProcess, free_port
 from tests.support.dnsmasq import Dnsmasq
 from tests.support.load import Load, count_executions

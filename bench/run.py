@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -31,7 +30,7 @@ from typing import Any
 import grpc
 import grpc.aio
 
-from bench.stats import Latency, closed_loop
+from bench.stats import Latency, closed_loop, machine
 from demo.cluster import REPO, ReplicaProcess
 from tests.support.certs import TlsFiles, make_tls_files
 
@@ -42,32 +41,6 @@ from greeter.v1 import greeter_localfirst, greeter_pb2
 
 Variant = Callable[[], Awaitable[object]]
 BASELINE = "grpcio h2 (baseline)"
-
-
-def machine() -> dict[str, str]:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    versions = {}
-    for package in ("grpcio", "qh3", "aioquic", "protobuf"):
-        try:
-            from importlib.metadata import version
-
-            versions[package] = version(package)
-        except Exception:  # noqa: BLE001 - a missing package is reported as such
-            versions[package] = "not installed"
-    return {
-        "cpu": cpu,
-        "cores": str(os.cpu_count()),
-        "python": platform.python_version(),
-        "kernel": platform.release(),
-        **versions,
-    }
 
 
 def pin_cpus(replicas: list[ReplicaProcess]) -> None:

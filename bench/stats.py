@@ -1,12 +1,16 @@
-"""Latency statistics and the closed-loop load generator the benchmarks share."""
+"""What the benchmarks share: latency statistics, the closed-loop load generator, and
+the description of the machine they ran on."""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import platform
 import statistics
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -58,3 +62,35 @@ async def closed_loop(
     began = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     return Latency(tuple(samples), time.perf_counter() - began)
+
+
+def machine() -> dict[str, str]:
+    """What the numbers ran on: CPU model, cores, Python, kernel, library versions."""
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    versions = {}
+    for package in ("grpcio", "qh3", "aioquic", "protobuf"):
+        try:
+            from importlib.metadata import version
+
+            versions[package] = version(package)
+        except Exception:  # noqa: BLE001 - a missing package is reported as such
+            versions[package] = "not installed"
+    return {
+        "cpu": cpu,
+        "cores": str(os.cpu_count()),
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+        **versions,
+    }
+
+
+def describe(facts: dict[str, str]) -> str:
+    """``machine()`` as one line."""
+    return ", ".join(f"{key} {value}" for key, value in facts.items())

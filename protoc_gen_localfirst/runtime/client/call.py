@@ -55,8 +55,9 @@ from protoc_gen_localfirst.runtime.client.failures import (
     Failure,
     as_aio_metadata,
     headers_arrived,
+    status_of,
 )
-from protoc_gen_localfirst.runtime.client.load import SPILL_REFUSED
+from protoc_gen_localfirst.runtime.client.load import SPILL_REFUSED, node_and_report
 from protoc_gen_localfirst.runtime.client.observers import (
     LOCALITY_TIERS,
     AttemptFinished,
@@ -72,8 +73,7 @@ from protoc_gen_localfirst.runtime.client.policy import (
     retry_state,
 )
 from protoc_gen_localfirst.runtime.discovery.endpoints import Endpoint
-from protoc_gen_localfirst.runtime.identity import NODE_METADATA_KEY, announced_node
-from protoc_gen_localfirst.runtime.loadreport import LOAD_REPORT_KEY, ORCA_REPORT_KEY
+from protoc_gen_localfirst.runtime.identity import announced_node
 
 PREVIOUS_ATTEMPTS_KEY = "localfirst-previous-rpc-attempts"
 """Sent on attempts after the first (the value is how many came before).
@@ -168,7 +168,7 @@ class CallState:
         else:
             action = self._next_action()
         if isinstance(action, GiveUp):
-            self._finish(_code_of(action.error), None)
+            self._finish(status_of(action.error)[0], None)
         return action
 
     def close(self) -> None:
@@ -331,7 +331,7 @@ class CallState:
         """A stream's response headers arrived (none: a trailers-only answer is coming)."""
         if headers:  # the call is committed (gRFC A6)
             self.committed = True
-        self._learn_node(attempt.endpoint, headers)
+        self._learn_node(attempt.endpoint, node_and_report(headers)[0])
 
     def wants_trailers(self, attempt: Attempt) -> bool:
         """Whether the driver should read the trailers of ``attempt``'s answer for
@@ -340,22 +340,16 @@ class CallState:
         return attempt.info is not None or self.settings.balancer.wants_trailers(attempt.endpoint)
 
     def attempt_succeeded(self, attempt: Attempt, trailers: Metadata | None = None) -> None:
-        """``attempt`` answered OK (for streams: it committed and ended OK).
-
-        ``trailers`` may name the server's node and carry its load report; a
-        driver reads them only when ``wants_trailers`` says so, and else gives
-        None. Every call's
-        last step, so it does its work in one pass: the trailers are read once,
-        and the balancer hears of the answer in one call.
-        """
+        """``attempt`` answered OK (for streams: it committed and ended OK); ``trailers``
+        as read when ``wants_trailers`` said so, else None. Every call's last step:
+        one pass over the trailers, one balancer call."""
         self._one_ended()
         endpoint = attempt.endpoint
         settings = self.settings
         report = None
         if trailers:
-            node, report = _node_and_report(trailers)
-            if node is not None and node != endpoint.node:
-                settings.balancer.learn_node(endpoint.address, node)
+            node, report = node_and_report(trailers)
+            self._learn_node(endpoint, node)
         if attempt.info is not None:
             self._attempt_outcome(attempt, "ok", grpc.StatusCode.OK, trailers)
         if not self._finished:
@@ -417,12 +411,11 @@ class CallState:
         self, attempt: Attempt, trailers: Metadata | None, *, ran: bool = True
     ) -> None:
         """An attempt ended without an answer: its endpoint's load (and report) only."""
-        _, report = _node_and_report(trailers)
+        _, report = node_and_report(trailers)
         self.settings.balancer.attempt_ended(attempt.endpoint, None, report, ran=ran)
 
-    def _learn_node(self, endpoint: Endpoint, metadata: Metadata | None) -> None:
+    def _learn_node(self, endpoint: Endpoint, node: str | None) -> None:
         """Servers name their node in response metadata: keep the balancer's view right."""
-        node, _ = _node_and_report(metadata)
         if node is not None and node != endpoint.node:
             self.settings.balancer.learn_node(endpoint.address, node)
 
@@ -431,7 +424,7 @@ class CallState:
         self.committed = True
         self.attempt_failed(attempt, error)
         assert self._verdict is not None
-        self._finish(_code_of(self._verdict.error), attempt.endpoint)
+        self._finish(status_of(self._verdict.error)[0], attempt.endpoint)
         return self._verdict
 
     def _report_endpoint(self, endpoint: Endpoint, failure: Failure, deadline_passed: bool) -> None:
@@ -601,28 +594,6 @@ class _Verdict:
     failure: Failure
     retryable: bool
     throttled: bool
-
-
-def _node_and_report(metadata: Metadata | None) -> tuple[str | None, bytes | None]:
-    """The node a server named (``identity.announced_node``) and its load report's
-    bytes (as ``loadreport.from_trailers`` finds them), in one pass over ``metadata``."""
-    node = report = None
-    for key, value in metadata or ():
-        if key == NODE_METADATA_KEY:
-            if node is None:
-                node = value.decode() if isinstance(value, bytes) else str(value)
-        elif report is None and isinstance(value, bytes) and key in _REPORT_KEYS:
-            report = value
-    return node, report
-
-
-_REPORT_KEYS = (LOAD_REPORT_KEY, ORCA_REPORT_KEY)
-
-
-def _code_of(error: grpc.RpcError) -> grpc.StatusCode:
-    code = getattr(error, "code", None)
-    value = code() if callable(code) else None
-    return value if isinstance(value, grpc.StatusCode) else grpc.StatusCode.UNKNOWN
 
 
 def _attempts(records: Sequence[AttemptRecord]) -> str:

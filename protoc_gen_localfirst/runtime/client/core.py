@@ -201,8 +201,7 @@ class ClientCore(Generic[ChannelT]):
         )
         self._settings: dict[int, CallSettings] = {}
         self._resolved = threading.Event()
-        self._has_endpoints = False
-        """``_resolved`` is set (read on every call: an attribute costs less than ``is_set``)."""
+        self._has_endpoints = False  # _resolved is set (read per call: cheaper than is_set)
         self.balancer = self._new_balancer(zone, ejection, locality)
         self.prober = self._node_prober(self._credentials) if probe_nodes else None
         self.source.start(self._on_endpoints)

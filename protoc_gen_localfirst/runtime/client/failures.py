@@ -136,9 +136,9 @@ def pushback(trailers: Sequence[tuple[str, Any]]) -> float | None:
 def status_of(error: grpc.RpcError) -> tuple[grpc.StatusCode, str]:
     code = getattr(error, "code", None)
     details = getattr(error, "details", None)
-    status = code() if callable(code) else grpc.StatusCode.UNKNOWN
+    status = code() if callable(code) else None
     text = details() if callable(details) else str(error)
-    return status, text or ""
+    return status if isinstance(status, grpc.StatusCode) else grpc.StatusCode.UNKNOWN, text or ""
 
 
 def trailing_pairs(error: grpc.RpcError) -> tuple[tuple[str, Any], ...]:

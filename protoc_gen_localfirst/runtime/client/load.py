@@ -31,10 +31,12 @@ times latency (Finagle's and Linkerd's cost).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
-from protoc_gen_localfirst.runtime.loadreport import LoadReport
+from protoc_gen_localfirst.runtime.identity import NODE_METADATA_KEY
+from protoc_gen_localfirst.runtime.loadreport import LOAD_REPORT_KEY, ORCA_REPORT_KEY, LoadReport
 
 SPILL_FULL = "full"
 SPILL_SLOW = "slow"
@@ -90,6 +92,25 @@ class LocalityPolicy:
 
 
 STRICT_LOCALITY = LocalityPolicy(spill=False)
+
+
+def node_and_report(
+    metadata: Iterable[tuple[str, Any]] | None,
+) -> tuple[str | None, bytes | None]:
+    """The node a server named (``identity.announced_node``) and its load report's
+    bytes (as ``loadreport.from_trailers`` finds them), in one pass over an
+    answer's ``metadata``: every call's answer may carry them."""
+    node = report = None
+    for key, value in metadata or ():
+        if key == NODE_METADATA_KEY:
+            if node is None:
+                node = value.decode() if isinstance(value, bytes) else str(value)
+        elif report is None and isinstance(value, bytes) and key in _REPORT_KEYS:
+            report = value
+    return node, report
+
+
+_REPORT_KEYS = (LOAD_REPORT_KEY, ORCA_REPORT_KEY)
 
 
 class EndpointLoad:

@@ -345,9 +345,20 @@ async def serve_batched(
             if batch:
                 target.datagrams_received(batch, addr)
 
-    loop = asyncio.get_running_loop()
+    _, server = await create_optimized_datagram_transport(
+        asyncio.get_running_loop(),
+        lambda: _BatchingServer(configuration=configuration, create_protocol=create_protocol),
+        sock=await _bound_udp_socket(host, port),
+    )
+    return server
+
+
+async def _bound_udp_socket(host: str, port: int) -> socket.socket:
+    """A UDP socket bound to ``host``:``port`` (resolved as a passive address)."""
     family, kind, proto, _, address = (
-        await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM, flags=socket.AI_PASSIVE)
+        await asyncio.get_running_loop().getaddrinfo(
+            host, port, type=socket.SOCK_DGRAM, flags=socket.AI_PASSIVE
+        )
     )[0]
     sock = socket.socket(family, kind, proto)
     try:
@@ -355,9 +366,4 @@ async def serve_batched(
     except OSError:
         sock.close()
         raise
-    _, server = await create_optimized_datagram_transport(
-        loop,
-        lambda: _BatchingServer(configuration=configuration, create_protocol=create_protocol),
-        sock=sock,
-    )
-    return server
+    return sock

@@ -21,7 +21,8 @@ Two server processes run on this machine, each on its own UDP port:
 
 Rounds interleave the variants on one warmed-up connection each; the table
 gives the median MB/s (10^6 bytes) over rounds and the ratio to qh3 alone on
-the batching listener (the higher of the two baselines here). A second table
+the batching listener (the higher of the two baselines here): the median of
+each round's own ratio, so slow drifts of a shared machine cancel out. A second table
 gives the CPU each side spent per MB moved (this process: ``process_time``;
 the server process: ``/proc/PID/stat``): on 2 shared cores MB/s moves with
 whatever else runs, CPU per MB much less.
@@ -363,11 +364,16 @@ async def run(args: argparse.Namespace) -> dict[str, dict[str, float]]:
         results.setdefault(variant, {})[direction] = medians[0]
         results[variant][f"{direction} client cpu"] = medians[1]
         results[variant][f"{direction} server cpu"] = medians[2]
+        # Each round's rate over the baseline's in the same round, then the median:
+        # drifts of a shared machine (seconds long) cancel out.
+        base = rates[(BATCHED, direction)]
+        results[variant][f"{direction} ratio"] = statistics.median(
+            v[0] / b[0] for v, b in zip(values, base, strict=True)
+        )
     return results
 
 
 def table(results: dict[str, dict[str, float]], args: argparse.Namespace) -> str:
-    base = results[BATCHED]
     lines = [
         f"HTTP/3 streaming, {args.mib} MiB each way in 1 MiB messages, "
         + f"median of {args.repeats} rounds",
@@ -376,8 +382,8 @@ def table(results: dict[str, dict[str, float]], args: argparse.Namespace) -> str
     ]
     for name, r in results.items():
         lines.append(
-            f"| {name} | {r['download']:.0f} | {r['download'] / base['download']:.2f} "
-            f"| {r['upload']:.0f} | {r['upload'] / base['upload']:.2f} |"
+            f"| {name} | {r['download']:.0f} | {r['download ratio']:.2f} "
+            f"| {r['upload']:.0f} | {r['upload ratio']:.2f} |"
         )
     lines += [
         "",

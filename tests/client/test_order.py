@@ -56,6 +56,12 @@ def test_reading_past_the_end_raises_index_error() -> None:
     assert list(Order((), 0, 0)) == []
 
 
+def test_cycling_an_empty_order_gives_none_and_an_order_of_ejected_ones_reads_them() -> None:
+    assert Order((), 0, 0).cycle(0) is None
+    only_ejected = Order((), 5, 0, last=FAR)
+    assert [only_ejected.cycle(i) for i in range(4)] == [*FAR, *FAR]
+
+
 def test_plans_match_the_full_sort_whatever_the_number_of_endpoints() -> None:
     """The O(1) plan gives the same endpoints in the same tiers as ordering them all."""
     many = tuple(

@@ -297,7 +297,9 @@ class Balancer:
                 first = load[group[turn % size].address].cost(now, ttl)
                 if load[group[(turn + 1) % size].address].cost(now, ttl) < first:
                     swapped |= 1 << position
-        spill = self._spill_reason(tiers, levels, load, now)
+        spill = None
+        if len(tiers) > 1 and self.locality.spill:  # else nothing to spill to
+            spill = self._spill_reason(tiers, levels, load, now)
         if spill is not None:  # the next tier first; the tiers' two choices go with them
             tiers = (tiers[1], tiers[0], *tiers[2:])
             swapped = (swapped & ~3) | (swapped & 1) << 1 | (swapped & 2) >> 1
@@ -314,7 +316,7 @@ class Balancer:
 
         Costs O(replicas on the caller's node), not O(endpoints).
         """
-        if not self.locality.spill or len(tiers) < 2 or levels[0] != 0:
+        if levels[0] != 0:  # no replica on our node: nothing local to pass over
             return None
         ttl = self.locality.report_ttl
         full = True
@@ -547,9 +549,22 @@ class Order(Sequence[Endpoint]):
     def __len__(self) -> int:
         return self._length
 
-    def cycle(self, index: int) -> Endpoint:
-        """``self[index % len(self)]``: attempts go round the order (one call fewer)."""
-        return self[index % self._length]
+    def cycle(self, index: int) -> Endpoint | None:
+        """``self[index % len(self)]`` (attempts go round the order), None if empty.
+
+        Every call's first attempt reads the first tier here, without ``__getitem__``.
+        """
+        length = self._length
+        if not length:
+            return None
+        index %= length
+        group = self._tiers[0] if self._tiers else ()
+        size = len(group)
+        if index >= size:
+            return self[index]
+        if index < 2 and self._swapped & 1:
+            index = 1 - index
+        return group[(self._turn + index) % size]
 
     @overload
     def __getitem__(self, index: int) -> Endpoint: ...

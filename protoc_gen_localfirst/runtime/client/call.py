@@ -272,7 +272,8 @@ class CallState:
         return self._give_up(self._last)
 
     def _attempt(self, *, hedged: bool) -> Action:
-        if not self._order:
+        endpoint = self._order.cycle(self._index)
+        if endpoint is None:
             return GiveUp(
                 CallFailedError(
                     method=self.method,
@@ -281,7 +282,6 @@ class CallState:
                     attempts=(),
                 )
             )
-        endpoint = self._order.cycle(self._index)
         self._index += 1
         self.started = number = self.started + 1
         now = self._clock()

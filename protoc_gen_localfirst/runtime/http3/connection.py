@@ -42,6 +42,7 @@ from protoc_gen_localfirst.runtime.http3.quiclib import (
     StaticTableEncoder,
     skip_unlogged_packet_parsing,
 )
+from protoc_gen_localfirst.runtime.http3.udp import size_buffers
 from protoc_gen_localfirst.runtime.tls import ClientTls, system_ca_bundle
 
 # Backpressure: a sender waits once SEND_HIGH_WATER is queued on its stream,
@@ -453,6 +454,7 @@ async def open_connection(
     family, _, _, _, address = infos[0]
     sock = socket.socket(family, socket.SOCK_DGRAM)
     try:
+        size_buffers(sock)
         sock.setblocking(False)
         sock.connect(address)
     except OSError as error:

@@ -122,6 +122,7 @@ from protoc_gen_localfirst.runtime.http3.quiclib import (
 )
 from protoc_gen_localfirst.runtime.http3.server_call import H3ServerCall
 from protoc_gen_localfirst.runtime.http3.server_connection import H3ConnectionHandler
+from protoc_gen_localfirst.runtime.http3.udp import size_buffers
 from protoc_gen_localfirst.runtime.tls import CertificatePair
 from protoc_gen_localfirst.runtime.wire import DEFAULT_MAX_MESSAGE_SIZE
 
@@ -268,8 +269,10 @@ class H3Server:
                     "HTTP/3 listens on the same port number as HTTP/2",
                 ) from error
             raise
-        sockname = self._listener._transport.get_extra_info("sockname")
-        self.port = int(sockname[1])
+        transport = self._listener._transport
+        if self.lib.name != "qh3":  # aioquic's serve made its own socket
+            size_buffers(transport.get_extra_info("socket"))
+        self.port = int(transport.get_extra_info("sockname")[1])
 
     def admit_connection(self, conn: H3ConnectionHandler) -> bool:
         """A new QUIC connection: count it in, or refuse it at ``max_connections``

@@ -10,6 +10,9 @@ Two server processes run on this machine, each on its own UDP port:
   answers its length. Its client is a minimal qh3 HTTP/3 client. Both sides
   write 1 MiB at a time and wait while more than 1 MiB is queued on the stream
   (woken by qh3's ``transmit``): the least flow control any application needs.
+  Its sockets get the UDP buffers ours ask for (``http3.udp``, 4 MiB each
+  way): with the kernel's default 208 KiB every stack loses datagrams of a
+  burst, and the comparison would be of kernel settings.
 * ``qh3 alone, batching listener``: the same server listening through
   ``quiclib.serve_batched`` (qh3's recvmmsg/GSO transport, datagrams handed
   over in batches), as our server does: the fair baseline for it.
@@ -153,6 +156,14 @@ def _qh3_protocol_class() -> Any:
     return Qh3Alone
 
 
+def _same_buffers(transport: Any) -> None:
+    """The UDP buffers our sockets ask for (``http3.udp``), on the baseline's sockets
+    too: the comparison is between QUIC stacks, not kernel settings."""
+    from protoc_gen_localfirst.runtime.http3.udp import size_buffers
+
+    size_buffers(transport.get_extra_info("socket"))
+
+
 async def serve_qh3(port: int, cert: str, key: str, *, batched: bool = False) -> None:
     from qh3.asyncio import serve as qh3_serve
     from qh3.h3.connection import H3_ALPN
@@ -166,7 +177,10 @@ async def serve_qh3(port: int, cert: str, key: str, *, batched: bool = False) ->
     serve = qh3_serve
     if batched:
         from protoc_gen_localfirst.runtime.http3.quiclib import serve_batched as serve
-    await serve(HOST, port, configuration=configuration, create_protocol=_qh3_protocol_class())
+    server = await serve(
+        HOST, port, configuration=configuration, create_protocol=_qh3_protocol_class()
+    )
+    _same_buffers(server._transport)
     print(port, flush=True)
     await asyncio.Event().wait()
 
@@ -182,6 +196,7 @@ async def qh3_client(port: int, ca: str) -> tuple[Any, Callable[[], None]]:
         HOST, port, configuration=configuration, create_protocol=_qh3_protocol_class()
     )
     protocol = await manager.__aenter__()
+    _same_buffers(protocol._transport)
 
     protocol.manager = manager  # collecting the context manager would close the connection
 

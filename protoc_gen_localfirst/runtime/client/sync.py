@@ -36,14 +36,20 @@ class _UnaryAttempts:
     def __init__(self) -> None:
         self.in_flight: dict[Any, Attempt] = {}
         """grpc futures (``grpc.Future`` and ``grpc.Call``) of attempts not yet taken."""
-        self._ended: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._ended: queue.SimpleQueue[Any] | None = None
+        """Made by the first ``add``: most calls never run an attempt as a future."""
 
     def add(self, future: Any, attempt: Attempt) -> None:
+        if self._ended is None:
+            self._ended = queue.SimpleQueue()
         self.in_flight[future] = attempt
         future.add_done_callback(self._ended.put)
 
     def next_ended(self, timeout: float | None) -> tuple[Any, Attempt] | None:
-        """The next attempt to end within ``timeout`` seconds, or None."""
+        """The next attempt to end within ``timeout`` seconds, or None (also when none
+        was added)."""
+        if self._ended is None:
+            return None
         try:
             future = self._ended.get(timeout=timeout)
         except queue.Empty:

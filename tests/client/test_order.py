@@ -1,4 +1,4 @@
-"""``balancer.Order``: one call's endpoint order, made in O(1) and read lazily.
+"""``order.Order``: one call's endpoint order, made in O(1) and read lazily.
 
 It must read exactly as the list it stands for: tiers nearest first, each
 rotated by the call's turn, the first two of a tier swapped when the second
@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import pytest
 
-from protoc_gen_localfirst.runtime.client.balancer import Balancer, Order
+from protoc_gen_localfirst.runtime.client.balancer import Balancer
+from protoc_gen_localfirst.runtime.client.order import Order
 from protoc_gen_localfirst.runtime.discovery.endpoints import Endpoint
 from protoc_gen_localfirst.runtime.loadreport import LoadReport
 

@@ -27,9 +27,9 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, overload
+from typing import Any
 
 from protoc_gen_localfirst.runtime.client.load import (
     SPILL_FULL,
@@ -38,6 +38,7 @@ from protoc_gen_localfirst.runtime.client.load import (
     LocalityPolicy,
     SpillController,
 )
+from protoc_gen_localfirst.runtime.client.order import Order
 from protoc_gen_localfirst.runtime.discovery.endpoints import Endpoint
 from protoc_gen_localfirst.runtime.identity import NO_NODE_WARNING, missing_node_warning
 from protoc_gen_localfirst.runtime.loadreport import LoadReport, decode_cached
@@ -520,86 +521,6 @@ class LockedBalancer(Balancer):
     def _failed(self, endpoint: Endpoint, *, stopping: bool = False) -> tuple[bool, float] | None:
         with self._call_lock:
             return super()._failed(endpoint, stopping=stopping)
-
-
-class Order(Sequence[Endpoint]):
-    """One call's endpoint order, made in O(1) and read as attempts need it.
-
-    ``tiers`` nearest first, each read from position ``turn`` on (the rotation
-    that spreads calls over a tier), with its first two swapped where bit
-    ``i`` of ``swapped`` is set (two choices: the less loaded first); then
-    ``last`` as it is (ejected endpoints).
-    """
-
-    __slots__ = ("_last", "_length", "_swapped", "_tiers", "_turn")
-
-    def __init__(
-        self,
-        tiers: tuple[Sequence[Endpoint], ...],
-        turn: int,
-        swapped: int,
-        last: tuple[Endpoint, ...] = (),
-    ) -> None:
-        self._tiers = tiers
-        self._turn = turn
-        self._swapped = swapped
-        self._last = last
-        self._length = sum(map(len, tiers)) + len(last)
-
-    def __len__(self) -> int:
-        return self._length
-
-    def cycle(self, index: int) -> Endpoint | None:
-        """``self[index % len(self)]`` (attempts go round the order), None if empty.
-
-        Every call's first attempt reads the first tier here, without ``__getitem__``.
-        """
-        length = self._length
-        if not length:
-            return None
-        index %= length
-        group = self._tiers[0] if self._tiers else ()
-        size = len(group)
-        if index >= size:
-            return self[index]
-        if index < 2 and self._swapped & 1:
-            index = 1 - index
-        return group[(self._turn + index) % size]
-
-    @overload
-    def __getitem__(self, index: int) -> Endpoint: ...
-
-    @overload
-    def __getitem__(self, index: slice) -> list[Endpoint]: ...
-
-    def __getitem__(self, index: int | slice) -> Endpoint | list[Endpoint]:
-        if isinstance(index, slice):
-            return list(self)[index]
-        if index < 0:
-            index += self._length
-        if not 0 <= index < self._length:
-            raise IndexError(index)
-        for position, group in enumerate(self._tiers):
-            size = len(group)
-            if index < size:
-                if index < 2 and self._swapped >> position & 1:
-                    index = 1 - index
-                return group[(self._turn + index) % size]
-            index -= size
-        return self._last[index]
-
-    def __iter__(self) -> Iterator[Endpoint]:
-        return (self[index] for index in range(self._length))
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, Sequence):
-            return list(self) == list(other)
-        return NotImplemented
-
-    __hash__ = None  # type: ignore[assignment]
-
-    def __repr__(self) -> str:
-        return f"Order({list(self)!r})"
 
 
 class _TierLatency:

@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from protoc_gen_localfirst.runtime.http3.options import QUIC_LIBRARIES
-from protoc_gen_localfirst.runtime.http3.udp import size_buffers
 
 _LOG = logging.getLogger("protoc_gen_localfirst.h3_server")
 
@@ -363,7 +362,6 @@ async def _bound_udp_socket(host: str, port: int) -> socket.socket:
     )[0]
     sock = socket.socket(family, kind, proto)
     try:
-        size_buffers(sock)
         sock.bind(address)
     except OSError:
         sock.close()

@@ -270,8 +270,7 @@ class H3Server:
                 ) from error
             raise
         transport = self._listener._transport
-        if self.lib.name != "qh3":  # aioquic's serve made its own socket
-            size_buffers(transport.get_extra_info("socket"))
+        size_buffers(transport.get_extra_info("socket"))
         self.port = int(transport.get_extra_info("sockname")[1])
 
     def admit_connection(self, conn: H3ConnectionHandler) -> bool:

@@ -36,7 +36,10 @@ resolution failure, too.)
 
 One family failing while the other answers (some servers refuse AAAA) is not
 a failure: the answering family is fresh and the failed family keeps its last
-known addresses.
+known addresses. The exception is NXDOMAIN for one family and an empty
+NOERROR for the other: the name's records changed between the two queries
+(a server reloading), so neither is an empty set to act on; the lookup fails
+and is retried after ``min_interval``.
 """
 
 from __future__ import annotations
@@ -343,6 +346,7 @@ class DnsSource(EndpointSource):
         deadline = time.monotonic() + self.options.timeout
         fresh: dict[str, list[str]] = {}
         errors: list[str] = []
+        nxdomain: str | None = None
         ttls: list[float] = []
         for family in _FAMILIES:
             remaining = deadline - time.monotonic()
@@ -359,6 +363,8 @@ class DnsSource(EndpointSource):
                 )
             except dns.exception.DNSException as exc:
                 errors.append(self._describe(exc, family, server))
+                if isinstance(exc, dns.resolver.NXDOMAIN):
+                    nxdomain = errors[-1]
                 continue
             hosts = [rdata.address for rdata in answer] if answer.rrset is not None else []
             fresh[family] = hosts
@@ -368,6 +374,11 @@ class DnsSource(EndpointSource):
             # Both failed; usually the same reason twice.
             unique = list(dict.fromkeys(errors))
             raise _LookupError("; ".join(unique))
+        if nxdomain is not None and not any(fresh.values()):
+            # The name does not exist for one family and exists without addresses for
+            # the other: its records changed between the two queries (a server reloading).
+            # Neither answer is an empty set the server stands behind; ask again.
+            raise _LookupError(nxdomain)
         for family in _FAMILIES:
             if family in fresh:
                 self._family_hosts[family] = fresh[family]

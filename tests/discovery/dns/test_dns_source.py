@@ -10,7 +10,9 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
+from typing import Any
 
+import dns.resolver
 import pytest
 
 from protoc_gen_localfirst.runtime.discovery.endpoints import Endpoint
@@ -173,6 +175,36 @@ def test_nxdomain_before_any_answer_pushes_nothing(
     rec.wait_for(eps("127.0.0.41"))
     assert src.last_error is None
     assert rec.sets == [eps("127.0.0.41")]
+
+
+def test_a_reload_between_the_a_and_aaaa_queries_pushes_no_empty_set(
+    dnsmasq: DnsmasqFactory, source: SourceFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The race CI once hit, made certain: dnsmasq reloads its records after the A
+    # query (NXDOMAIN) and before the AAAA query (NOERROR, no AAAA records). Those
+    # two answers are no empty set a server stands behind; the lookup must fail
+    # and be retried, not push [].
+    server = dnsmasq({})
+    target = server.target("greeter.test", PORT)
+    real_resolve = dns.resolver.Resolver.resolve
+    reloaded = threading.Event()
+
+    def resolve(self: dns.resolver.Resolver, qname: str, rdtype: str, **kwargs: Any) -> Any:
+        try:
+            return real_resolve(self, qname, rdtype, **kwargs)
+        except dns.resolver.NXDOMAIN:
+            if rdtype == "A" and not reloaded.is_set():
+                server.set_records({"greeter.test": ["127.0.0.41"]})
+                reloaded.set()
+            raise
+
+    monkeypatch.setattr(dns.resolver.Resolver, "resolve", resolve)
+    src, rec = source(target, min_interval=0.2, max_interval=0.8)
+    rec.wait_for(eps("127.0.0.41"))
+    assert reloaded.is_set()
+    assert server.query_count("greeter.test", "AAAA") >= 2, "the AAAA query after the reload"
+    assert rec.sets == [eps("127.0.0.41")]
+    assert src.last_error is None
 
 
 def test_nxdomain_after_a_good_answer_keeps_the_last_good_set(

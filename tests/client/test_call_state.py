@@ -18,7 +18,11 @@ from protoc_gen_localfirst.runtime.client.actions import (
 )
 from protoc_gen_localfirst.runtime.client.balancer import Balancer
 from protoc_gen_localfirst.runtime.client.call import PREVIOUS_ATTEMPTS_KEY, CallState
-from protoc_gen_localfirst.runtime.client.errors import CallFailedError
+from protoc_gen_localfirst.runtime.client.errors import (
+    AttemptRecord,
+    CallFailedError,
+    describe_attempts,
+)
 from protoc_gen_localfirst.runtime.client.observers import (
     AttemptFinished,
     AttemptInfo,
@@ -144,6 +148,24 @@ def test_running_out_of_attempts_names_every_endpoint() -> None:
     details = verdict.error.details() or ""
     assert "all 2 attempts failed; tried 10.0.0.1:1 (node-a)" in details
     assert "10.0.0.2:1 (node-b)" in details
+
+
+def test_the_same_answer_from_the_same_endpoint_is_named_once_with_its_count() -> None:
+    a, b = Endpoint("10.0.0.1", 1, node="node-a"), Endpoint("10.0.0.2", 1, node="node-b")
+    refused = (grpc.StatusCode.UNAVAILABLE, "Hostname Verification Check failed")
+    records = [
+        AttemptRecord(a, *refused),
+        AttemptRecord(a, *refused),
+        AttemptRecord(a, grpc.StatusCode.UNAVAILABLE, "Socket closed"),
+        AttemptRecord(b, *refused),
+        AttemptRecord(a, *refused),
+    ]
+    assert describe_attempts(records) == (
+        "10.0.0.1:1 (node-a), 2 attempts: UNAVAILABLE 'Hostname Verification Check failed'; "
+        "10.0.0.1:1 (node-a): UNAVAILABLE 'Socket closed'; "
+        "10.0.0.2:1 (node-b): UNAVAILABLE 'Hostname Verification Check failed'; "
+        "10.0.0.1:1 (node-a): UNAVAILABLE 'Hostname Verification Check failed'"
+    )
 
 
 def test_no_wait_past_the_deadline() -> None:

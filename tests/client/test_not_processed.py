@@ -10,7 +10,7 @@ from google.protobuf.wrappers_pb2 import StringValue
 from protoc_gen_localfirst.runtime.client.actions import Attempt, CallSettings, GiveUp
 from protoc_gen_localfirst.runtime.client.balancer import Balancer
 from protoc_gen_localfirst.runtime.client.call import CallState
-from protoc_gen_localfirst.runtime.client.failures import provably_not_processed
+from protoc_gen_localfirst.runtime.client.failures import Failure, provably_not_processed
 from protoc_gen_localfirst.runtime.client.observers import ClientEvents
 from protoc_gen_localfirst.runtime.client.policy import RetryPolicy
 from protoc_gen_localfirst.runtime.client.throttling import RetryThrottle, RetryThrottling
@@ -106,3 +106,35 @@ def test_draining_refusals_do_not_spend_the_retry_budget() -> None:
     shed = error(grpc.StatusCode.UNAVAILABLE, "shedding load", NODE_TRAILER)
     call = OneCall(Idempotency.IDEMPOTENCY_UNKNOWN, throttle)
     assert not call.retried_after(shed)  # 2 -> 1 token: at the limit
+
+
+GRPC_PICK_FAILURE = "failed to connect to all addresses; last error: UNKNOWN: ipv4:10.0.0.1:443: "
+
+
+@pytest.mark.parametrize(
+    ("reason", "transient"),
+    [
+        ("Connection refused", True),
+        (
+            (
+                "Tls handshake failed (TSI_PROTOCOL_FAILURE): SSL_ERROR_SSL: error:1000007d:SSL "
+                "routines:OPENSSL_internal:CERTIFICATE_VERIFY_FAILED: self signed certificate"
+            ),
+            False,
+        ),
+        (
+            (
+                "Custom verification check failed with error: UNAUTHENTICATED: Hostname "
+                "Verification Check failed."
+            ),
+            False,
+        ),
+    ],
+)
+def test_a_refused_certificate_is_unsent_but_not_transient(reason: str, transient: bool) -> None:
+    """grpc's words (1.85) for a connection that failed, and for TLS refusals: no request
+    was sent either way, but only the first may pass by itself, so only it is retried
+    transparently until the deadline (the others get the policy's attempts)."""
+    failure = Failure.of(error(grpc.StatusCode.UNAVAILABLE, GRPC_PICK_FAILURE + reason))
+    assert failure.not_processed
+    assert failure.not_sent is transient

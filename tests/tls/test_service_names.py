@@ -18,7 +18,7 @@ from greeter.v1.greeter_pb2 import HelloRequest
 
 from protoc_gen_localfirst.runtime import KubernetesOptions
 from protoc_gen_localfirst.runtime.client.errors import CallFailedError
-from protoc_gen_localfirst.runtime.client.policy import NO_RETRY
+from protoc_gen_localfirst.runtime.client.policy import NO_RETRY, RetryPolicy
 from protoc_gen_localfirst.runtime.discovery import make_source
 from protoc_gen_localfirst.runtime.http3.client import AutoChannel
 from tests.support.certs import TlsFiles
@@ -94,10 +94,18 @@ async def test_without_server_name_a_static_address_is_refused_with_the_reason(
         f"the server's certificate names {SERVICE_NAME}, not '{server.host}': pass "
         "server_name= with a name it carries"
     ) in (h3.value.details() or "")
+    # HTTP/2, with the rpc's own retry policy: the refusal is not retried as if the
+    # connection might come up (until the deadline) but gets the policy's attempts,
+    # and the error names it once.
     async with GreeterClient(target, node=NODE, ca_file=service_files.ca) as client:
         with pytest.raises(CallFailedError) as h2:
-            await client.say_hello(HelloRequest(name="x"), timeout=2, retry=NO_RETRY)
-    assert "Hostname Verification Check failed" in (h2.value.details() or "")
+            await client.say_hello(HelloRequest(name="x"), timeout=30)
+    assert h2.value.code() == grpc.StatusCode.UNAVAILABLE  # not DEADLINE_EXCEEDED
+    attempts = len(h2.value.attempts)
+    assert attempts == RetryPolicy().max_attempts  # the proto's policy leaves the default
+    details = h2.value.details() or ""
+    assert details.count("Hostname Verification Check failed") == 1, details
+    assert f"{server.address} ({NODE}), {attempts} attempts: UNAVAILABLE" in details
 
 
 def test_default_server_names_by_target() -> None:

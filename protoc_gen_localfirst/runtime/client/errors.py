@@ -19,8 +19,25 @@ class AttemptRecord:
     code: grpc.StatusCode
     details: str
 
-    def describe(self) -> str:
-        return f"{self.endpoint.describe()}: {self.code.name} {self.details!r}"
+    def describe(self, times: int = 1) -> str:
+        repeated = f", {times} attempts" if times > 1 else ""
+        return f"{self.endpoint.describe()}{repeated}: {self.code.name} {self.details!r}"
+
+
+def describe_attempts(attempts: Sequence[AttemptRecord]) -> str:
+    """The attempts in order; a run of attempts with the same endpoint and answer is
+    named once with its count (a refused certificate, retried, says so once)."""
+    runs: list[tuple[AttemptRecord, int]] = []
+    for record in attempts:
+        if runs and _same(runs[-1][0], record):
+            runs[-1] = (runs[-1][0], runs[-1][1] + 1)
+        else:
+            runs.append((record, 1))
+    return "; ".join(record.describe(times) for record, times in runs)
+
+
+def _same(a: AttemptRecord, b: AttemptRecord) -> bool:
+    return (a.endpoint.address, a.code, a.details) == (b.endpoint.address, b.code, b.details)
 
 
 class CallFailedError(grpc.aio.AioRpcError):
@@ -41,7 +58,7 @@ class CallFailedError(grpc.aio.AioRpcError):
         attempts: Sequence[AttemptRecord],
         trailing_metadata: grpc.aio.Metadata | None = None,
     ) -> None:
-        tried = "; ".join(a.describe() for a in attempts)
+        tried = describe_attempts(attempts)
         details = f"{method}: {summary}; " + (
             f"tried {tried}" if tried else "no endpoint was tried"
         )

@@ -113,7 +113,13 @@ def _not_sent(code: grpc.StatusCode, details: str) -> bool:
 
 # TLS refusals (a certificate that does not verify, a handshake alert): the request
 # was not sent either, but trying again will not change the certificate.
-_SECURITY_MARKERS = ("TLS alert", "Ssl handshake failed", "CERTIFICATE_VERIFY_FAILED")
+_SECURITY_MARKERS = (
+    "TLS alert",  # our HTTP/3 client
+    "Ssl handshake failed",  # grpc core, older releases
+    "Tls handshake failed",  # grpc core: the chain does not verify, the peer hangs up
+    "CERTIFICATE_VERIFY_FAILED",
+    "Hostname Verification Check failed",  # grpc core: the name is not in the certificate
+)
 
 
 def _transient_unsent(code: grpc.StatusCode, details: str) -> bool:

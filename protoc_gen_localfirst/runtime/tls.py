@@ -24,8 +24,10 @@ __all__ = [
     "KEYFILE_ACCEPTED",
     "CertificatePair",
     "ClientTls",
+    "FileSignature",
     "PemKind",
     "check_tls_files",
+    "files_signature",
     "read_ca_file",
     "read_pem_file",
     "system_ca_bundle",
@@ -164,6 +166,19 @@ class ClientTls:
         if self.server_name is None:
             return ()
         return (("grpc.ssl_target_name_override", self.server_name),)
+
+
+FileSignature = tuple[tuple[int, int, int], ...]
+
+
+def files_signature(*paths: str) -> FileSignature:
+    """Inode, modification time and size of each file (``OSError`` if one is missing).
+
+    It changes when a file is rewritten, or replaced the way kubelet updates a
+    mounted Secret (an atomic swap of the ``..data`` symlink: a new inode).
+    """
+    stats = [os.stat(path) for path in paths]
+    return tuple((s.st_ino, s.st_mtime_ns, s.st_size) for s in stats)
 
 
 def _read(path: str) -> bytes:

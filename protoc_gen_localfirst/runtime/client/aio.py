@@ -17,6 +17,7 @@ import grpc.aio
 
 from protoc_gen_localfirst.runtime.client.actions import Attempt, AwaitEndpoints, GiveUp, Wait
 from protoc_gen_localfirst.runtime.client.call import CallState
+from protoc_gen_localfirst.runtime.client.channels import Lease
 from protoc_gen_localfirst.runtime.client.core import (
     ENDPOINT_POLL,
     CallOptions,
@@ -208,10 +209,9 @@ class AsyncClient(ClientCore[grpc.aio.Channel]):
             call.close()
 
     async def _unary_attempt(self, call: CallState, attempt: Attempt, requests: Requests) -> Any:
-        endpoint = attempt.endpoint
-        multicallable = self.channels.acquire(endpoint, call.settings.info)
+        lease = self.channels.acquire(attempt.endpoint, call.settings.info)
         try:
-            grpc_call = multicallable(
+            grpc_call = lease[1](
                 requests.attempt(), timeout=attempt.timeout, metadata=attempt.metadata
             )
             try:
@@ -227,7 +227,7 @@ class AsyncClient(ClientCore[grpc.aio.Channel]):
                 call.attempt_cancelled(attempt)
                 raise
         finally:
-            self.channels.release(endpoint)
+            self.channels.release(lease)
         call.attempt_succeeded(attempt, trailers)
         return response
 
@@ -253,7 +253,7 @@ class AsyncClient(ClientCore[grpc.aio.Channel]):
                     action.raise_error()
                 else:
                     opened = await self._open_stream(call, action, requests)
-            attempt, stream, message = opened
+            attempt, lease, stream, message = opened
             try:
                 while message is not grpc.aio.EOF:
                     yield message
@@ -266,28 +266,28 @@ class AsyncClient(ClientCore[grpc.aio.Channel]):
                 raise
             finally:
                 stream.cancel()
-                self.channels.release(attempt.endpoint)
+                self.channels.release(lease)
             call.attempt_succeeded(attempt, trailers)
         finally:
             call.close()
 
     async def _open_stream(
         self, call: CallState, attempt: Attempt, requests: Requests
-    ) -> tuple[Attempt, Any, Any] | None:
-        """(attempt, stream, first message or EOF) once committed; None if the attempt failed."""
-        stream = _open(
-            self.channels.acquire(attempt.endpoint, call.settings.info), attempt, requests
-        )
+    ) -> tuple[Attempt, Lease, Any, Any] | None:
+        """(attempt, lease, stream, first message or EOF) once committed; None if the
+        attempt failed."""
+        lease = self.channels.acquire(attempt.endpoint, call.settings.info)
+        stream = _open(lease[1], attempt, requests)
         try:
             call.headers_received(attempt, await stream.initial_metadata())
             first = await stream.read()
         except grpc.RpcError as error:
             stream.cancel()
-            self.channels.release(attempt.endpoint)
+            self.channels.release(lease)
             call.attempt_failed(attempt, error, replayable=requests.replayable)
             return None
         call.committed = True
-        return attempt, stream, first
+        return attempt, lease, stream, first
 
 
 def _open(multicallable: Any, attempt: Attempt, requests: Requests) -> Any:

@@ -37,6 +37,7 @@ from protoc_gen_localfirst.runtime.client.probe import NodeProber
 from protoc_gen_localfirst.runtime.client.replay import DEFAULT_BUFFER_LIMIT
 from protoc_gen_localfirst.runtime.client.throttling import RetryThrottle, RetryThrottling
 from protoc_gen_localfirst.runtime.client.tls import client_tls
+from protoc_gen_localfirst.runtime.client.tls_reload import TlsFileWatcher
 from protoc_gen_localfirst.runtime.discovery import (
     DnsOptions,
     EndpointSource,
@@ -204,6 +205,7 @@ class ClientCore(Generic[ChannelT]):
         self._has_endpoints = False  # _resolved is set (read per call: cheaper than is_set)
         self.balancer = self._new_balancer(zone, ejection, locality)
         self.prober = self._node_prober(self._credentials) if probe_nodes else None
+        self._tls_watcher = self._watch_tls_files()
         self.source.start(self._on_endpoints)
 
     def _new_balancer(
@@ -231,6 +233,24 @@ class ClientCore(Generic[ChannelT]):
             credentials = self.tls.grpc_credentials()
             channel_options = (*channel_options, *self.tls.grpc_channel_options())
         return credentials, tuple({**DEFAULT_CHANNEL_OPTIONS, **dict(channel_options)}.items())
+
+    def _watch_tls_files(self) -> TlsFileWatcher | None:
+        """HTTP/2 channels keep the credentials they were made with: a watcher renews
+        them when ``ca_file``/``certfile``/``keyfile`` change (HTTP/3 re-reads the files
+        at each connection by itself)."""
+        tls = self.tls
+        if tls is None or tls.skip_verify or self.transport == "h3":
+            return None
+        if tls.ca_file is None and tls.certfile is None:
+            return None  # the system CAs: no file of the client's to follow
+        return TlsFileWatcher(tls, self._renew_credentials)
+
+    def _renew_credentials(self, credentials: grpc.ChannelCredentials) -> None:
+        """New TLS credentials (the watcher's thread): new connections use them."""
+        self._credentials = credentials
+        if self.prober is not None:
+            self.prober.credentials = credentials
+        self.channels.renew()
 
     def _node_prober(self, credentials: grpc.ChannelCredentials | None) -> NodeProber:
         """Health checks that learn new endpoints' nodes and load (over HTTP/2)."""
@@ -324,8 +344,8 @@ class ClientCore(Generic[ChannelT]):
     def _new_call(self, method: MethodInfo[Any, Any], options: CallOptions) -> CallState:
         """The call's state machine, once its ``options`` are checked."""
         validation.check_call_options(options)
-        if self.channels.retired:
-            self.channels.close_idle_retired()
+        if self.channels.closing_due:
+            self.channels.close_idle()
         retry = options["retry"]
         settings = self._settings.get(id(method)) if retry is None else None
         if settings is None or settings.info is not method:  # first call, or its own retry=
@@ -348,6 +368,8 @@ class ClientCore(Generic[ChannelT]):
 
     def _shutdown_discovery(self) -> list[ChannelT]:
         self.source.close()
+        if self._tls_watcher is not None:
+            self._tls_watcher.close()
         if self.prober is not None:
             self.prober.close()
         return self.channels.take_all()

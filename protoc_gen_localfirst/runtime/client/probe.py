@@ -39,7 +39,7 @@ class NodeProber:
     ) -> None:
         self._on_learned = on_learned
         self._on_load = on_load
-        self._credentials = credentials
+        self.credentials = credentials
         self._channel_options = tuple(channel_options)
         self._timeout = timeout
         self._lock = threading.Lock()
@@ -72,10 +72,10 @@ class NodeProber:
     def ask(self, endpoint: Endpoint) -> tuple[str | None, LoadReport | None]:
         """One health Check: the node its response names and the load it reports (or None)."""
         target = endpoint.channel_target
-        if self._credentials is None:
+        if self.credentials is None:
             channel = grpc.insecure_channel(target, options=self._channel_options)
         else:
-            channel = grpc.secure_channel(target, self._credentials, options=self._channel_options)
+            channel = grpc.secure_channel(target, self.credentials, options=self._channel_options)
         with channel:
             stub = health_pb2_grpc.HealthStub(channel)
             try:

@@ -17,6 +17,7 @@ import grpc
 
 from protoc_gen_localfirst.runtime.client.actions import Attempt, AwaitEndpoints, GiveUp, Wait
 from protoc_gen_localfirst.runtime.client.call import CallState
+from protoc_gen_localfirst.runtime.client.channels import Lease
 from protoc_gen_localfirst.runtime.client.core import (
     ENDPOINT_POLL,
     CallOptions,
@@ -34,18 +35,19 @@ class _UnaryAttempts:
     """The unary attempts of one call in flight, as grpc futures, taken as they end."""
 
     def __init__(self) -> None:
-        self.in_flight: dict[Any, Attempt] = {}
-        """grpc futures (``grpc.Future`` and ``grpc.Call``) of attempts not yet taken."""
+        self.in_flight: dict[Any, tuple[Attempt, Lease]] = {}
+        """grpc futures (``grpc.Future`` and ``grpc.Call``) of attempts not yet taken,
+        with their channel leases."""
         self._ended: queue.SimpleQueue[Any] | None = None
         """Made by the first ``add``: most calls never run an attempt as a future."""
 
-    def add(self, future: Any, attempt: Attempt) -> None:
+    def add(self, future: Any, attempt: Attempt, lease: Lease) -> None:
         if self._ended is None:
             self._ended = queue.SimpleQueue()
-        self.in_flight[future] = attempt
+        self.in_flight[future] = (attempt, lease)
         future.add_done_callback(self._ended.put)
 
-    def next_ended(self, timeout: float | None) -> tuple[Any, Attempt] | None:
+    def next_ended(self, timeout: float | None) -> tuple[Any, tuple[Attempt, Lease]] | None:
         """The next attempt to end within ``timeout`` seconds, or None (also when none
         was added)."""
         if self._ended is None:
@@ -177,8 +179,8 @@ class SyncClient(ClientCore[grpc.Channel]):
                         return response
                     continue
                 if isinstance(action, Attempt):
-                    multicallable = self.channels.acquire(action.endpoint, call.settings.info)
-                    attempts.add(_open(multicallable.future, action, requests), action)
+                    lease = self.channels.acquire(action.endpoint, call.settings.info)
+                    attempts.add(_open(lease[1].future, action, requests), action, lease)
                     continue
                 if isinstance(action, GiveUp):
                     action.raise_error()
@@ -189,18 +191,17 @@ class SyncClient(ClientCore[grpc.Channel]):
                 if response is not _FAILED:
                     return response
         finally:
-            for future, attempt in attempts.in_flight.items():
+            for future, (attempt, lease) in attempts.in_flight.items():
                 future.cancel()
                 call.attempt_cancelled(attempt)
-                self.channels.release(attempt.endpoint)
+                self.channels.release(lease)
             call.close()
 
     def _unary_attempt(self, call: CallState, attempt: Attempt, requests: Requests) -> Any:
         """One attempt, blocking until it answers: its response, or ``_FAILED``."""
-        endpoint = attempt.endpoint
-        multicallable = self.channels.acquire(endpoint, call.settings.info)
+        lease = self.channels.acquire(attempt.endpoint, call.settings.info)
         try:
-            response, grpc_call = _open(multicallable.with_call, attempt, requests)
+            response, grpc_call = _open(lease[1].with_call, attempt, requests)
         except grpc.RpcError as error:
             call.attempt_failed(attempt, error, replayable=requests.replayable)
             return _FAILED
@@ -208,7 +209,7 @@ class SyncClient(ClientCore[grpc.Channel]):
             call.attempt_cancelled(attempt)
             raise
         finally:
-            self.channels.release(endpoint)
+            self.channels.release(lease)
         trailers = grpc_call.trailing_metadata() if call.wants_trailers(attempt) else None
         call.attempt_succeeded(attempt, trailers)
         return response
@@ -223,8 +224,8 @@ class SyncClient(ClientCore[grpc.Channel]):
         ended = attempts.next_ended(action.seconds)
         if ended is None:
             return _FAILED
-        future, attempt = ended
-        self.channels.release(attempt.endpoint)
+        future, (attempt, lease) = ended
+        self.channels.release(lease)
         try:
             response = future.result()
         except grpc.RpcError as error:
@@ -252,7 +253,7 @@ class SyncClient(ClientCore[grpc.Channel]):
                     action.raise_error()
                 else:
                     opened = self._open_stream(call, action, requests)
-            attempt, stream, first = opened
+            attempt, lease, stream, first = opened
             try:
                 if first is not _END:
                     yield first
@@ -265,28 +266,28 @@ class SyncClient(ClientCore[grpc.Channel]):
                 raise
             finally:
                 stream.cancel()
-                self.channels.release(attempt.endpoint)
+                self.channels.release(lease)
             call.attempt_succeeded(attempt, trailers)
         finally:
             call.close()
 
     def _open_stream(
         self, call: CallState, attempt: Attempt, requests: Requests
-    ) -> tuple[Attempt, Any, Any] | None:
-        """(attempt, stream, first message or ``_END``) once committed; None if it failed."""
-        stream = _open(
-            self.channels.acquire(attempt.endpoint, call.settings.info), attempt, requests
-        )
+    ) -> tuple[Attempt, Lease, Any, Any] | None:
+        """(attempt, lease, stream, first message or ``_END``) once committed; None if it
+        failed."""
+        lease = self.channels.acquire(attempt.endpoint, call.settings.info)
+        stream = _open(lease[1], attempt, requests)
         try:
             call.headers_received(attempt, stream.initial_metadata())
             first = next(stream, _END)
         except grpc.RpcError as error:
             stream.cancel()
-            self.channels.release(attempt.endpoint)
+            self.channels.release(lease)
             call.attempt_failed(attempt, error, replayable=requests.replayable)
             return None
         call.committed = True
-        return attempt, stream, first
+        return attempt, lease, stream, first
 
 
 def _open(start: Any, attempt: Attempt, requests: Requests) -> Any:

@@ -26,7 +26,13 @@ from collections.abc import Callable
 
 import grpc
 
-from protoc_gen_localfirst.runtime.tls import CertificatePair, check_tls_files, read_ca_file
+from protoc_gen_localfirst.runtime.tls import (
+    CertificatePair,
+    FileSignature,
+    check_tls_files,
+    files_signature,
+    read_ca_file,
+)
 
 __all__ = ["ServerCertificates", "check_client_ca_file", "check_tls_files"]
 
@@ -40,9 +46,6 @@ DEFAULT_CHECK_INTERVAL = 1.0
 def check_client_ca_file(client_ca_file: object) -> bytes:
     """The PEM bytes of ``client_ca_file``, checked to hold certificates that parse."""
     return read_ca_file(client_ca_file, "client_ca_file")
-
-
-_Signature = tuple[tuple[int, int, int], ...]
 
 
 class ServerCertificates:
@@ -77,7 +80,7 @@ class ServerCertificates:
         self._signature, chain, key = loaded
         self._pair = CertificatePair(chain, key, 0)
         self._checked = clock()
-        self._skipped: _Signature | None = None
+        self._skipped: FileSignature | None = None
 
     def current(self) -> CertificatePair:
         """The pair new connections should use (re-read if the files changed)."""
@@ -108,16 +111,15 @@ class ServerCertificates:
         self._skipped = None
         log.info("TLS: reloaded %s and %s", self.certfile, self.keyfile)
 
-    def _skip(self, signature: _Signature, why: str) -> None:
+    def _skip(self, signature: FileSignature, why: str) -> None:
         if signature != self._skipped:  # once per state of the files
             log.warning("TLS: keeping the previous certificate: %s", why)
         self._skipped = signature
 
-    def _stat(self) -> _Signature:
-        stats = (os.stat(self.certfile), os.stat(self.keyfile))
-        return tuple((s.st_ino, s.st_mtime_ns, s.st_size) for s in stats)
+    def _stat(self) -> FileSignature:
+        return files_signature(self.certfile, self.keyfile)
 
-    def _load(self) -> tuple[_Signature, bytes, bytes] | None:
+    def _load(self) -> tuple[FileSignature, bytes, bytes] | None:
         """Checked files and their bytes, or None if they changed while being read."""
         before = self._stat()
         check_tls_files(self.certfile, self.keyfile)

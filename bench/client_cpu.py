@@ -32,7 +32,7 @@ from typing import Any
 import grpc
 import grpc.aio
 
-from bench.stats import describe, machine
+from bench.stats import describe, machine, round_order
 from demo.cluster import REPO, ReplicaProcess
 
 sys.path.insert(0, str(REPO / "generated"))
@@ -93,8 +93,8 @@ async def run(rounds: int, batch: int, concurrency: int) -> dict[str, list[float
             for variant in variants.values():  # warm up: connections, caches
                 await cpu_per_call(variant, 500)
             results: dict[str, list[float]] = {name: [] for name in variants}
-            for _ in range(rounds):
-                for name, variant in variants.items():
+            for index in range(rounds):
+                for name, variant in round_order(variants, index):
                     results[name].append(await cpu_per_call(variant, batch, concurrency))
             await client.close()
             sync_client.close()

@@ -30,7 +30,7 @@ from typing import Any
 import grpc
 import grpc.aio
 
-from bench.stats import Latency, closed_loop, machine
+from bench.stats import Latency, closed_loop, machine, round_order
 from demo.cluster import REPO, ReplicaProcess
 from tests.support.certs import TlsFiles, make_tls_files
 
@@ -155,8 +155,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             }
             for concurrency, count in calls.items():
                 rounds: dict[str, list[Latency]] = {name: [] for name in variants}
-                for _ in range(args.repeats):
-                    for name, variant in variants.items():
+                for index in range(args.repeats):
+                    for name, variant in round_order(variants, index):
                         rounds[name].append(
                             await closed_loop(variant, concurrency=concurrency, calls=count)
                         )
@@ -191,8 +191,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             }
             for name, client in clients.items():
                 stream_variants[name] = partial(client.lots_of_replies, request, timeout=120)
-            for _ in range(args.repeats):
-                for name, open_stream in stream_variants.items():
+            for index in range(args.repeats):
+                for name, open_stream in round_order(stream_variants, index):
                     rate = await stream_mb_per_s(open_stream, size * count)
                     results["stream"].setdefault(name, []).append(rate)
             results["stream"] = {

@@ -8,9 +8,12 @@ import os
 import platform
 import statistics
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,14 @@ class Latency:
     @property
     def mean_ms(self) -> float:
         return statistics.fmean(self.samples) * 1000
+
+
+def round_order(variants: Mapping[str, T], round_index: int) -> list[tuple[str, T]]:
+    """The variants in the order round ``round_index`` runs them: reversed every other
+    round, so that no variant always runs first (just after the setup or the previous
+    setting) or right after the same neighbour."""
+    items = list(variants.items())
+    return items[::-1] if round_index % 2 else items
 
 
 async def closed_loop(

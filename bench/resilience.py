@@ -46,8 +46,9 @@ import grpc.aio
 
 from bench.stats import Latency, closed_loop, machine
 from demo.cluster import REPO, ReplicaProcess, free_port
+from demo.load import Load
 from tests.support.dnsmasq import Dnsmasq
-from tests.support.load import Load, count_executions
+from tests.support.load import count_executions
 
 GENERATED = REPO / "generated"
 sys.path.insert(0, str(GENERATED))

@@ -1,8 +1,11 @@
 """Replica processes on loopback addresses, standing in for pods on nodes.
 
-Used by the demo and by the integration tests: each replica is a real
-``python -m demo.replica`` process serving the generated bootstrap on its own
-127.0.0.x address, labelled with a simulated node name.
+Used by the demo, the benchmarks and the tests (``tests.support.cluster``
+builds its pods on it): each replica is a real ``python -m demo.replica``
+process serving the generated bootstrap on its own 127.0.0.x address,
+labelled with a simulated node name. The replica imports the generated code
+from ``generated``: by default the committed ``generated/``, the demo passes
+the code it has just generated.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ class ReplicaProcess:
     name: str
     node: str
     host: str
-    generated: Path
+    generated: Path = REPO / "generated"
     port: int = 0
     extra_args: Sequence[str] = ()
     log_dir: Path | None = None
@@ -48,13 +51,11 @@ class ReplicaProcess:
     def __post_init__(self) -> None:
         if not self.port:
             self.port = free_port(self.host)
-        if self.log_dir is None:
-            self.log_dir = self.generated.parent
 
     @property
     def log_path(self) -> Path:
         """Where the replica's stderr goes (a file, so a chatty replica never blocks on a pipe)."""
-        assert self.log_dir is not None
+        assert self.log_dir is not None, f"replica {self.name} has no log_dir"
         return self.log_dir / f"{self.name}.log"
 
     @property
@@ -81,6 +82,9 @@ class ReplicaProcess:
                     *self.extra_args,
                 ],
                 env=env,
+                # -m puts the working directory first on sys.path: this repository's
+                # demo package must be the one that runs, wherever the caller is.
+                cwd=REPO,
                 stdout=subprocess.DEVNULL,
                 stderr=log,
             )  # fmt: skip

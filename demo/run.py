@@ -40,7 +40,7 @@ import grpc
 
 from demo.cluster import REPO, ReplicaProcess, free_port, static_target
 from demo.dns_server import DemoDnsServer
-from demo.load import OpenLoad, SteadyLoad
+from demo.load import Load, OpenLoad
 from protoc_gen_localfirst.runtime import STRICT_LOCALITY, DnsOptions
 
 OUT = REPO / ".demo"
@@ -124,7 +124,9 @@ class Cluster:
     def start(
         self, name: str, node: str, host: str, extra_args: Sequence[str] = ()
     ) -> ReplicaProcess:
-        replica = ReplicaProcess(name, node, host, GEN, port=self.port, extra_args=extra_args)
+        replica = ReplicaProcess(
+            name, node, host, GEN, port=self.port, extra_args=extra_args, log_dir=OUT
+        )
         self.replicas[name] = replica.start(wait=False)
         return replica
 
@@ -202,21 +204,21 @@ async def busy_local_replica(module: Any, pb2: Any, cluster: Cluster) -> int:
         handler.removeFilter(repeats)
     if repeats.hidden:
         say(f"  ({repeats.hidden} repeated client log lines not shown)")
-    say(f"  {load.calls} SayHello calls in {BUSY_SECONDS:g} s, open loop at {BUSY_RATE:g}/s"
-        f" (1.5x one replica), 1 s deadline: {len(load.failures)} failed")  # fmt: skip
+    say(f"  {load.scheduled} SayHello calls in {BUSY_SECONDS:g} s, open loop at {BUSY_RATE:g}/s"
+        f" (1.5x one replica), 1 s deadline: {len(load.failures())} failed")  # fmt: skip
     say(
         f"  answered by node-a's replica a3: {load.share('node-a'):.0%}; spills to node-b: "
         + ", ".join(f"{reason} x{n}" for reason, n in spills.items())
     )
     say(
-        f"  load generator: {load.calls / load.elapsed:.0f} calls/s started,"
+        f"  load generator: {load.scheduled / load.elapsed:.0f} calls/s started,"
         f" {load.late_starts + strict.late_starts} late start(s) (> 10 ms behind schedule)"
     )
     say(f"  strict local-first (locality=STRICT_LOCALITY), same load for {STRICT_SECONDS:g} s:"
         f" every call goes to a3 first; {strict_spills['refused']} refused there went on to"
-        f" node-b (admission control), {len(strict.failures)} failed; without admission"
+        f" node-b (admission control), {len(strict.failures())} failed; without admission"
         " control they would queue at a3 and miss their deadline")  # fmt: skip
-    return len(load.failures)
+    return len(load.failures())
 
 
 async def main() -> int:
@@ -270,7 +272,7 @@ async def main() -> int:
             failures += await burst(client, pb2, "after restart")
 
             say("\n== 6. redeploy every replica to new addresses, under steady load")
-            async with SteadyLoad(client) as load:
+            async with Load.steady(client) as load:
                 for name, node, host in [
                     ("a2", "node-a", "127.0.0.24"),
                     ("b3", "node-b", "127.0.0.25"),
@@ -280,7 +282,7 @@ async def main() -> int:
                 await asyncio.to_thread(cluster.wait, ["a2", "b3", "b4"])
                 published = time.monotonic()
                 cluster.publish(["a2", "b3", "b4"])
-                switch = await load.wait_for(lambda r: r.replica == "a2", since=published)
+                switch = await load.wait_for(lambda c: c.replica == "a2", since=published)
                 for old in ("a1", "b1", "b2"):
                     await asyncio.to_thread(cluster.kill, old, signal.SIGTERM)
                 settled = time.monotonic()
@@ -289,9 +291,9 @@ async def main() -> int:
                 f"{r.replica} ({r.node})" for r in load.replies_since(settled)
             )
             say(f"  first call on the new local replica {switch:.2f} s after the DNS update")
-            say(f"  {len(load.answers)} calls during the redeploy, {len(load.failures)} failed; "
+            say(f"  {len(load.calls)} calls during the redeploy, {len(load.failures())} failed; "
                 f"after the old replicas stopped: {who(after)}")  # fmt: skip
-            failures += len(load.failures)
+            failures += len(load.failures())
             show_order(client)
 
             failures += await busy_local_replica(module, pb2, cluster)

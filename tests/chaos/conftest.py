@@ -1,6 +1,6 @@
 """Chaos scenarios: real replica processes on loopback, a real DNS server, bounded load.
 
-Replicas write one line per executed SayHello (``tests.support.replica
+Replicas write one line per executed SayHello (``demo.replica
 --executions-file``), so duplicates of a non-idempotent call are counted on the
 server side, across replicas. Every process a test stops (SIGSTOP) is
 continued or killed by its PID in a ``finally``.

@@ -24,10 +24,11 @@ import time
 import pytest
 from greeter.v1.greeter_localfirst import GreeterClient
 
+from demo.load import CallFn, Load, greeter_calls
 from protoc_gen_localfirst.runtime import DnsOptions
 from tests.chaos.conftest import features, resilience_options
 from tests.support.cluster import Pods
-from tests.support.load import CallFn, Load, count_executions, greeter_calls
+from tests.support.load import count_executions
 from tests.support.waiting import wait_until_async
 
 pytestmark = pytest.mark.chaos

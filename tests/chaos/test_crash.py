@@ -46,10 +46,11 @@ from pathlib import Path
 import pytest
 from greeter.v1.greeter_localfirst import GreeterClient
 
+from demo.load import Call, CallFn, Load, greeter_calls
 from tests.chaos.conftest import chaos_pods
 from tests.support.cluster import Pods
 from tests.support.dnsmasq import Dnsmasq
-from tests.support.load import Call, CallFn, Load, count_executions, execution_counts, greeter_calls
+from tests.support.load import count_executions, execution_counts
 
 pytestmark = pytest.mark.chaos
 

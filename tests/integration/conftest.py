@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.cluster import ReplicaProcess, start_all
+from demo.cluster import ReplicaProcess
+from tests.support.cluster import start_all
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 """The README's first command runs the demo; it must keep working.
 
-Run as a user runs it (a subprocess): the tests do not import the demo."""
+Run as a user runs it (a subprocess): the test does not import demo.run."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from tests.support.cluster import REPO
+from demo.cluster import REPO
 
 pytestmark = pytest.mark.integration
 

@@ -21,10 +21,10 @@ from pathlib import Path
 import pytest
 from greeter.v1.greeter_localfirst import GreeterClient
 
+from demo.load import Load
 from protoc_gen_localfirst.runtime import DnsOptions
 from tests.support.cluster import Pods
 from tests.support.dnsmasq import Dnsmasq
-from tests.support.load import Load
 from tests.support.waiting import wait_until_async
 
 pytestmark = pytest.mark.integration

@@ -15,9 +15,9 @@ import pytest
 from greeter.v1.greeter_localfirst import GreeterClient, GreeterSyncClient
 from greeter.v1.greeter_pb2 import HelloRequest, WhoAmIRequest
 
+from demo.cluster import ReplicaProcess, static_target
+from demo.load import Load
 from protoc_gen_localfirst.runtime import CallFailedError
-from tests.support.cluster import ReplicaProcess, static_target
-from tests.support.load import Load
 
 pytestmark = pytest.mark.integration
 

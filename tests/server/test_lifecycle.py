@@ -14,10 +14,10 @@ import pytest
 from google.protobuf.wrappers_pb2 import StringValue
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from demo.cluster import REPO
 from protoc_gen_localfirst.runtime.identity import NODE_METADATA_KEY
 from protoc_gen_localfirst.runtime.server.bootstrap import BindError, Server, start_server
 from tests.server.conftest import ECHO_SERVICE, NODE, Client, Echo, StartServer, md
-from tests.support.cluster import REPO
 from tests.support.waiting import wait_until_async
 
 pytestmark = pytest.mark.timeout(30)

@@ -1,138 +1,24 @@
-"""Replica processes on loopback addresses, standing in for pods on nodes.
+"""Pods: replica processes on one shared port, like the pods of a headless Service.
 
-:class:`ReplicaProcess` is one ``python -m tests.support.replica`` process
-serving the example Greeter (generated bootstrap) on its own 127.0.0.x
-address, labelled with a simulated node name. :class:`Pods` is a set of them
-on one shared port, like the pods of a headless Service, optionally published
-in DNS (dnsmasq) or through any other ``publish`` hook (EndpointSlices).
-Every process a test started is killed at ``close``; one it froze (SIGSTOP,
-recorded in ``stopped_pids``) is continued first, by its PID.
+Each pod is a :class:`demo.cluster.ReplicaProcess` (one ``python -m
+demo.replica`` process serving the example Greeter from the committed
+``generated/`` on its own 127.0.0.x address, labelled with a simulated node
+name). :class:`Pods` is a set of them, optionally published in DNS (dnsmasq)
+or through any other ``publish`` hook (EndpointSlices). Every process a test
+started is killed at ``close``; one it froze (SIGSTOP, recorded in
+``stopped_pids``) is continued first, by its PID. :func:`start_all` starts a
+list of replicas in parallel.
 """
 
 from __future__ import annotations
 
-import os
 import signal
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-
+from demo.cluster import ReplicaProcess, free_port, static_target
 from tests.support.dnsmasq import Dnsmasq
-from tests.support.waiting import wait_until
-
-REPO = Path(__file__).resolve().parents[2]
-GENERATED = REPO / "generated"
-
-
-def free_port(host: str) -> int:
-    """A TCP port that is free on ``host`` right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
-@dataclass
-class ReplicaProcess:
-    """One replica process; ``start`` again after ``kill`` reuses its address."""
-
-    name: str
-    node: str
-    host: str
-    port: int = 0
-    extra_args: Sequence[str] = ()
-    log_dir: Path | None = None
-    ca_file: Path | None = None
-    """The CA that signed the replica's certificate when it serves TLS (``--certfile``)."""
-    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
-
-    def __post_init__(self) -> None:
-        if not self.port:
-            self.port = free_port(self.host)
-
-    @property
-    def log_path(self) -> Path:
-        """Where the replica's stderr goes (a file, so a chatty replica never blocks on a pipe)."""
-        assert self.log_dir is not None, f"replica {self.name} has no log_dir"
-        return self.log_dir / f"{self.name}.log"
-
-    @property
-    def address(self) -> str:
-        return f"{self.host}:{self.port}"
-
-    @property
-    def static(self) -> str:
-        """This replica as an entry of a ``static:///`` target."""
-        return f"{self.address}@{self.node}"
-
-    def start(self, *, wait: bool = True) -> ReplicaProcess:
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join([str(GENERATED), str(REPO), env.get("PYTHONPATH", "")])
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                [
-                    sys.executable, "-m", "tests.support.replica",
-                    "--host", self.host, "--port", str(self.port),
-                    "--node", self.node, "--name", self.name,
-                    "--drain-delay", "0.5", "--grace", "2",
-                    *self.extra_args,
-                ],
-                env=env,
-                cwd=REPO,
-                stdout=subprocess.DEVNULL,
-                stderr=log,
-            )  # fmt: skip
-        if wait:
-            self.wait_serving()
-        return self
-
-    def wait_serving(self, timeout: float = 20.0) -> None:
-        """Block until the standard health service says SERVING."""
-        target = f"ipv4:{self.address}"
-        if self.ca_file is None:
-            channel = grpc.insecure_channel(target)
-        else:
-            roots = self.ca_file.read_bytes()
-            channel = grpc.secure_channel(target, grpc.ssl_channel_credentials(roots))
-        with channel:
-            stub = health_pb2_grpc.HealthStub(channel)
-
-            def serving() -> bool:
-                if self.process is not None and self.process.poll() is not None:
-                    log = self.log_path.read_text(errors="replace")
-                    raise RuntimeError(f"replica {self.name} exited at start:\n{log}")
-                try:
-                    reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=1.0)
-                except grpc.RpcError:
-                    return False
-                return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
-
-            wait_until(
-                serving, what=f"replica {self.name} at {self.address} SERVING", timeout=timeout,
-                interval=0.05,
-            )  # fmt: skip
-
-    def kill(self, sig: signal.Signals = signal.SIGKILL, timeout: float = 20.0) -> int:
-        """Send ``sig`` and wait for the process to exit; returns its exit code."""
-        assert self.process is not None, f"replica {self.name} is not running"
-        self.process.send_signal(sig)
-        code = self.process.wait(timeout)
-        self.process = None
-        return code
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.kill(signal.SIGKILL)
-
-
-def static_target(replicas: Sequence[ReplicaProcess]) -> str:
-    return "static:///" + ",".join(r.static for r in replicas)
 
 
 def start_all(replicas: Sequence[ReplicaProcess]) -> None:
@@ -181,15 +67,8 @@ class Pods:
         self.stopped_pids: set[int] = set()
 
     def start(self, name: str, node: str, host: str) -> ReplicaProcess:
-        args = list(self.extra_args)
-        if self.count_executions:
-            self.executions[name] = self.log_dir / f"{name}.executions"
-            args += ["--executions-file", str(self.executions[name])]
-        replica = ReplicaProcess(
-            name, node, host, port=self.port, extra_args=args, log_dir=self.log_dir
-        )
-        self.running[name] = replica.start()
-        return replica
+        """Start one pod; return once it is SERVING."""
+        return self.start_many((name, node, host))[0]
 
     def start_many(self, *pods: tuple[str, str, str]) -> list[ReplicaProcess]:
         """Start several pods ``(name, node, host)`` at once; return once each is SERVING."""

@@ -19,10 +19,11 @@ from typing import Any
 import pytest
 from greeter.v1.greeter_localfirst import GreeterClient
 
+from demo.cluster import ReplicaProcess
+from demo.load import Load
 from protoc_gen_localfirst.runtime import KubernetesOptions
 from tests.discovery.kubernetes.apiserver import ApiServer, endpoint, endpoint_slice
-from tests.support.cluster import Pods, ReplicaProcess
-from tests.support.load import Load
+from tests.support.cluster import Pods
 
 pytestmark = pytest.mark.integration
 

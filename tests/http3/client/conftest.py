@@ -1,7 +1,7 @@
 """HTTP/3 client tests: the generated Greeter served by the real bootstrap with ``http3=True``.
 
 In-process servers (``start``) run a test servicer with knobs driven by the
-request name; replica processes (``h3_cluster``) run ``tests.support.replica --http3``.
+request name; replica processes (``h3_cluster``) run ``demo.replica --http3``.
 TLS files come from ``tests.support.certs`` (a CA and a leaf with IP SANs).
 """
 
@@ -18,9 +18,10 @@ import pytest
 from greeter.v1.greeter_localfirst import GreeterServicer, start_server
 from greeter.v1.greeter_pb2 import HelloReply, HelloRequest
 
+from demo.cluster import ReplicaProcess
 from protoc_gen_localfirst.runtime import Server, ServicerContext
 from tests.support.certs import TlsFiles, tls_files  # noqa: F401
-from tests.support.cluster import ReplicaProcess, start_all
+from tests.support.cluster import start_all
 
 NODE = "node-h3"
 

@@ -1,6 +1,6 @@
 """The local-first scenarios of tests/integration, over HTTP/3.
 
-Replicas are real ``python -m tests.support.replica --http3`` processes on 127.0.0.6x,
+Replicas are real ``python -m demo.replica --http3`` processes on 127.0.0.6x,
 serving HTTP/2 and HTTP/3 on one port number; the client uses
 ``transport="h3"``, so every call goes over QUIC.
 """
@@ -16,11 +16,11 @@ import pytest
 from greeter.v1.greeter_localfirst import GreeterClient
 from greeter.v1.greeter_pb2 import HelloRequest
 
+from demo.cluster import ReplicaProcess, static_target
+from demo.load import Load
 from protoc_gen_localfirst.runtime import CallFailedError
 from protoc_gen_localfirst.runtime.http3.client import H3Channel
 from tests.support.certs import TlsFiles
-from tests.support.cluster import ReplicaProcess, static_target
-from tests.support.load import Load
 
 pytestmark = pytest.mark.integration
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from protoc_gen_localfirst.codegen import plugin
+from protoc_gen_localfirst.runtime.client.tls_reload import FILES_SKIPPED_WARNING
 from protoc_gen_localfirst.runtime.identity import NO_NODE_WARNING, missing_node_warning
 
 DOC = (Path(__file__).resolve().parents[1] / "docs" / "warnings.md").read_text()
@@ -35,3 +36,7 @@ def test_plugin_warning_is_quoted_with_placeholders() -> None:
     head, tail = message.split(" imports ", 1)
     assert head.startswith("protoc-gen-localfirst: warning: <file.proto>")
     assert f"import[s] {tail}" in DOC
+
+
+def test_tls_files_skipped_warning_is_quoted_with_placeholders() -> None:
+    assert f"\n{FILES_SKIPPED_WARNING % '<why>'}\n" in DOC

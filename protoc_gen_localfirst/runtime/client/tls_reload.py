@@ -32,13 +32,17 @@ from protoc_gen_localfirst.runtime.tls import (
     read_ca_file,
 )
 
-__all__ = ["CHECK_INTERVAL", "TlsFileWatcher"]
+__all__ = ["CHECK_INTERVAL", "FILES_SKIPPED_WARNING", "TlsFileWatcher"]
 
 log = logging.getLogger("protoc_gen_localfirst.client")
 
 CHECK_INTERVAL = 5.0
 """Seconds between two looks at the files (kubelet itself updates a mounted Secret
 about once a minute; cert-manager renews well before expiry)."""
+
+
+FILES_SKIPPED_WARNING = "TLS: keeping the client's previous certificates: %s"
+"""Logged once per state of the files that do not load (``%s``: why)."""
 
 
 class TlsFileWatcher:
@@ -99,7 +103,7 @@ class TlsFileWatcher:
 
     def _skip(self, signature: FileSignature, why: str) -> None:
         if signature != self._skipped:  # once per state of the files
-            log.warning("TLS: keeping the client's previous certificates: %s", why)
+            log.warning(FILES_SKIPPED_WARNING, why)
         self._skipped = signature
 
     def close(self) -> None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+K = TypeVar("K")
 T = TypeVar("T")
 
 
@@ -45,7 +46,7 @@ class Latency:
         return statistics.fmean(self.samples) * 1000
 
 
-def round_order(variants: Mapping[str, T], round_index: int) -> list[tuple[str, T]]:
+def round_order(variants: Mapping[K, T], round_index: int) -> list[tuple[K, T]]:
     """The variants in the order round ``round_index`` runs them: reversed every other
     round, so that no variant always runs first (just after the setup or the previous
     setting) or right after the same neighbour."""

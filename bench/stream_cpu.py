@@ -30,7 +30,7 @@ from typing import Any
 import grpc
 import grpc.aio
 
-from bench.stats import describe, machine
+from bench.stats import describe, machine, round_order
 from demo.cluster import REPO, ReplicaProcess
 
 sys.path.insert(0, str(REPO / "generated"))
@@ -123,10 +123,11 @@ async def run(messages: int, rounds: int) -> dict[str, tuple[list[float], list[f
             for plain, ours in pairs.values():  # warm up: connections, caches
                 await cpu_per_message(plain, messages)
                 await cpu_per_message(ours, messages)
-            for _ in range(rounds):
+            for index in range(rounds):
                 for name, (plain, ours) in pairs.items():
-                    samples[name][0].append(await cpu_per_message(plain, messages))
-                    samples[name][1].append(await cpu_per_message(ours, messages))
+                    both = {0: plain, 1: ours}
+                    for side, stream in round_order(both, index):
+                        samples[name][side].append(await cpu_per_message(stream, messages))
             await close()
         finally:
             replica.stop()

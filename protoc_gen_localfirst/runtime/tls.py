@@ -10,11 +10,13 @@ one transport and another set on the other.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import ssl
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import grpc
 
@@ -24,10 +26,9 @@ __all__ = [
     "KEYFILE_ACCEPTED",
     "CertificatePair",
     "ClientTls",
-    "FileSignature",
+    "FileChanges",
     "PemKind",
     "check_tls_files",
-    "files_signature",
     "read_ca_file",
     "read_pem_file",
     "system_ca_bundle",
@@ -168,17 +169,71 @@ class ClientTls:
         return (("grpc.ssl_target_name_override", self.server_name),)
 
 
-FileSignature = tuple[tuple[int, int, int], ...]
+_Signature = tuple[tuple[int, int, int], ...]
+"""Inode, modification time and size of each file."""
+
+_T = TypeVar("_T")
 
 
-def files_signature(*paths: str) -> FileSignature:
-    """Inode, modification time and size of each file (``OSError`` if one is missing).
+class FileChanges:
+    """Certificate files that may be renewed: when they changed, and reading them anew.
 
-    It changes when a file is rewritten, or replaced the way kubelet updates a
+    A state of the files is their ``stat`` (inode, modification time, size): it
+    changes when a file is rewritten, or replaced the way kubelet updates a
     mounted Secret (an atomic swap of the ``..data`` symlink: a new inode).
+    ``reload`` reads a new state only; a state that does not load is skipped
+    with one warning (``warning % why`` on ``log``) and the caller keeps what it
+    has until the files change again. Not thread-safe: one caller at a time.
     """
-    stats = [os.stat(path) for path in paths]
-    return tuple((s.st_ino, s.st_mtime_ns, s.st_size) for s in stats)
+
+    def __init__(self, paths: Sequence[str], *, log: logging.Logger, warning: str) -> None:
+        self.paths = tuple(paths)
+        self._log = log
+        self._warning = warning
+        self._loaded: _Signature | None = None
+        self._skipped: _Signature | None = None
+
+    def first(self, load: Callable[[], _T]) -> _T:
+        """``load()`` now, its errors raised; read again once if the files changed
+        meanwhile."""
+        for _ in range(2):
+            before = self._state()
+            result = load()
+            if self._state() == before:
+                self._loaded = before
+                return result
+        raise ValueError(f"{self.paths[0]!r}: kept changing while it was read")
+
+    def reload(self, load: Callable[[], _T]) -> _T | None:
+        """``load()`` if the files changed since the last load and load together, else
+        None: unchanged, skipped (see the class), or changed while read (the next
+        call reads them again)."""
+        try:
+            state = self._state()
+        except OSError as error:
+            self._skip((), f"cannot stat: {error}")  # () stands for "a file is missing"
+            return None
+        if state in (self._loaded, self._skipped):
+            return None
+        try:
+            result = load()
+            unchanged = self._state() == state
+        except (OSError, ValueError) as error:
+            self._skip(state, str(error))
+            return None
+        if not unchanged:
+            return None
+        self._loaded, self._skipped = state, None
+        return result
+
+    def _skip(self, state: _Signature, why: str) -> None:
+        if state != self._skipped:  # once per state of the files
+            self._log.warning(self._warning, why)
+        self._skipped = state
+
+    def _state(self) -> _Signature:
+        stats = [os.stat(path) for path in self.paths]
+        return tuple((s.st_ino, s.st_mtime_ns, s.st_size) for s in stats)
 
 
 def _read(path: str) -> bytes:

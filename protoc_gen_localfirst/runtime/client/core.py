@@ -204,6 +204,11 @@ class ClientCore(Generic[ChannelT]):
         self._resolved = threading.Event()
         self._has_endpoints = False  # _resolved is set (read per call: cheaper than is_set)
         self.balancer = self._new_balancer(zone, ejection, locality)
+        self._start_background_work(probe_nodes)
+
+    def _start_background_work(self, probe_nodes: bool) -> None:
+        """What runs beside the calls: node probes, the TLS file watcher, discovery
+        (last: its first answer may come at once and uses the others)."""
         self.prober = self._node_prober(self._credentials) if probe_nodes else None
         self._tls_watcher = self._watch_tls_files()
         self.source.start(self._on_endpoints)

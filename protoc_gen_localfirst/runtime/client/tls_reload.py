@@ -26,9 +26,8 @@ import grpc
 
 from protoc_gen_localfirst.runtime.tls import (
     ClientTls,
-    FileSignature,
+    FileChanges,
     check_tls_files,
-    files_signature,
     read_ca_file,
 )
 
@@ -56,11 +55,11 @@ class TlsFileWatcher:
         check_interval: float | None = None,
     ) -> None:
         self.tls = tls
-        self.paths = tuple(p for p in (tls.ca_file, tls.certfile, tls.keyfile) if p is not None)
+        paths = [p for p in (tls.ca_file, tls.certfile, tls.keyfile) if p is not None]
+        self._files = FileChanges(paths, log=log, warning=FILES_SKIPPED_WARNING)
+        self._files.first(lambda: None)  # the state the client's credentials were read in
         self._on_change = on_change
         self._check_interval = CHECK_INTERVAL if check_interval is None else check_interval
-        self._signature = self._stat()
-        self._skipped: FileSignature | None = None
         self.reloads = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="localfirst-tls-watch", daemon=True)
@@ -71,40 +70,25 @@ class TlsFileWatcher:
             try:
                 self.check()
             except Exception:  # never let the watcher die: the channels keep what they have
-                log.exception("TLS: looking at %s failed", ", ".join(self.paths))
+                log.exception("TLS: looking at %s failed", ", ".join(self._files.paths))
 
     def check(self) -> bool:
         """Reload if the files changed and load together; whether it did."""
-        signature = self._stat()
-        if signature in (self._signature, self._skipped):
+        credentials = self._files.reload(self._credentials)
+        if credentials is None:
             return False
-        try:
-            if self.tls.ca_file is not None:
-                read_ca_file(self.tls.ca_file)
-            if self.tls.certfile is not None:
-                check_tls_files(self.tls.certfile, self.tls.keyfile)
-            credentials = self.tls.grpc_credentials()
-        except (OSError, ValueError) as error:
-            self._skip(signature, str(error))
-            return False
-        if self._stat() != signature:
-            return False  # changed while it was read: the next look reads it again
-        self._signature, self._skipped = signature, None
         self._on_change(credentials)
         self.reloads += 1
-        log.info("TLS: reloaded %s; new HTTP/2 connections use them", ", ".join(self.paths))
+        log.info("TLS: reloaded %s; new HTTP/2 connections use them", ", ".join(self._files.paths))
         return True
 
-    def _stat(self) -> FileSignature:
-        try:
-            return files_signature(*self.paths)
-        except OSError:
-            return ()  # missing (mid-swap, or deleted): a state of its own, skipped below
-
-    def _skip(self, signature: FileSignature, why: str) -> None:
-        if signature != self._skipped:  # once per state of the files
-            log.warning(FILES_SKIPPED_WARNING, why)
-        self._skipped = signature
+    def _credentials(self) -> grpc.ChannelCredentials:
+        """The files checked (errors that name the file and what is wrong), then read."""
+        if self.tls.ca_file is not None:
+            read_ca_file(self.tls.ca_file)
+        if self.tls.certfile is not None:
+            check_tls_files(self.tls.certfile, self.tls.keyfile)
+        return self.tls.grpc_credentials()
 
     def close(self) -> None:
         self._stop.set()

@@ -28,9 +28,8 @@ import grpc
 
 from protoc_gen_localfirst.runtime.tls import (
     CertificatePair,
-    FileSignature,
+    FileChanges,
     check_tls_files,
-    files_signature,
     read_ca_file,
 )
 
@@ -72,15 +71,13 @@ class ServerCertificates:
         self._check_interval = check_interval
         self._clock = clock
         self._lock = threading.Lock()
-        loaded = self._load()
-        if loaded is None:  # changed while we read it: read again once
-            loaded = self._load()
-        if loaded is None:
-            raise ValueError(f"certfile={self.certfile!r}: kept changing while it was read")
-        self._signature, chain, key = loaded
-        self._pair = CertificatePair(chain, key, 0)
+        self._files = FileChanges(
+            (self.certfile, self.keyfile),
+            log=log,
+            warning="TLS: keeping the previous certificate: %s",
+        )
+        self._pair = self._files.first(lambda: self._read(0))
         self._checked = clock()
-        self._skipped: FileSignature | None = None
 
     def current(self) -> CertificatePair:
         """The pair new connections should use (re-read if the files changed)."""
@@ -88,46 +85,20 @@ class ServerCertificates:
             now = self._clock()
             if now - self._checked >= self._check_interval:
                 self._checked = now
-                self._reload_if_changed()
+                renewed = self._files.reload(lambda: self._read(self._pair.generation + 1))
+                if renewed is not None:
+                    self._pair = renewed
+                    log.info("TLS: reloaded %s and %s", self.certfile, self.keyfile)
             return self._pair
 
-    def _reload_if_changed(self) -> None:
-        try:
-            signature = self._stat()
-        except OSError as error:
-            self._skip((), f"cannot stat: {error}")  # () stands for "files missing"
-            return
-        if signature in (self._signature, self._skipped):
-            return
-        try:
-            loaded = self._load()
-        except (OSError, ValueError) as error:
-            self._skip(signature, str(error))
-            return
-        if loaded is None:
-            return  # changed while we read it: the next look reads it again
-        self._signature, chain, key = loaded
-        self._pair = CertificatePair(chain, key, self._pair.generation + 1)
-        self._skipped = None
-        log.info("TLS: reloaded %s and %s", self.certfile, self.keyfile)
-
-    def _skip(self, signature: FileSignature, why: str) -> None:
-        if signature != self._skipped:  # once per state of the files
-            log.warning("TLS: keeping the previous certificate: %s", why)
-        self._skipped = signature
-
-    def _stat(self) -> FileSignature:
-        return files_signature(self.certfile, self.keyfile)
-
-    def _load(self) -> tuple[FileSignature, bytes, bytes] | None:
-        """Checked files and their bytes, or None if they changed while being read."""
-        before = self._stat()
+    def _read(self, generation: int) -> CertificatePair:
+        """The pair as the files hold it now, checked to load together."""
         check_tls_files(self.certfile, self.keyfile)
         with open(self.certfile, "rb") as file:
             chain = file.read()
         with open(self.keyfile, "rb") as file:
             key = file.read()
-        return (before, chain, key) if self._stat() == before else None
+        return CertificatePair(chain, key, generation)
 
     def grpc_credentials(self) -> grpc.ServerCredentials:
         """HTTP/2 credentials that take the current pair at every new connection;

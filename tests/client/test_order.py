@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from protoc_gen_localfirst.runtime.client.balancer import Balancer
+from protoc_gen_localfirst.runtime.client.balancer import REPORT_INTERVAL, Balancer
 from protoc_gen_localfirst.runtime.client.order import Order
 from protoc_gen_localfirst.runtime.discovery.endpoints import Endpoint
 from protoc_gen_localfirst.runtime.loadreport import LoadReport
@@ -100,11 +100,11 @@ def test_report_bytes_are_decoded_only_when_the_last_report_is_stale() -> None:
     load = balancer.load_of(endpoint)
     assert load is not None and load.report == LoadReport(in_flight=3, limit=8)
     assert not balancer.wants_trailers(endpoint)  # fresh: the next answers' are skipped
-    now[0] += 0.001
+    now[0] += REPORT_INTERVAL / 2
     balancer.attempt_started(endpoint)
     balancer.attempt_ended(endpoint, 0.001, encode(LoadReport(in_flight=5, limit=8)))
-    assert load.report == LoadReport(in_flight=3, limit=8)  # within 2 ms: not decoded
-    now[0] += 0.002
+    assert load.report == LoadReport(in_flight=3, limit=8)  # within the interval: not decoded
+    now[0] += REPORT_INTERVAL
     assert balancer.wants_trailers(endpoint)
     balancer.attempt_started(endpoint)
     balancer.attempt_ended(endpoint, 0.001, encode(LoadReport(in_flight=5, limit=8)))

@@ -86,7 +86,7 @@ def answered(
     load: LoadReport | None = None,
 ) -> None:
     """One attempt to ``endpoint`` started and answered (with its latency and report)."""
-    balancer.attempt_started(endpoint)
+    balancer.attempt_started(endpoint, 0.0)
     balancer.attempt_ended(endpoint, latency, load)
 
 
@@ -100,7 +100,7 @@ def test_the_local_tier_keeps_every_call_while_reports_show_room() -> None:
     answered(balancer, LOCAL, load=report(in_flight=2, limit=4))
     for _ in range(3):  # 1 of theirs + up to 2 of ours + this one: at most 4 of 4
         assert balancer.plan() == ([LOCAL, NEXT], None)
-        balancer.attempt_started(LOCAL)
+        balancer.attempt_started(LOCAL, 0.0)
     assert chance.draws == 0  # the reports decided, not the latency rule
     load = balancer.load_of(LOCAL)
     assert load is not None and load.outstanding == 3
@@ -110,7 +110,7 @@ def test_a_full_local_replica_spills_and_comes_back_when_a_report_shows_room() -
     balancer = make_balancer()
     answered(balancer, LOCAL, load=report(in_flight=2, limit=4))  # 1 call of another client
     for _ in range(3):
-        balancer.attempt_started(LOCAL)
+        balancer.attempt_started(LOCAL, 0.0)
     # 1 theirs + 3 ours = the limit: one more would be 5 of 4.
     assert balancer.plan() == ([NEXT, LOCAL], SPILL_FULL)
     assert balancer.plan() == ([NEXT, LOCAL], SPILL_FULL)  # still full: nothing ended
@@ -123,12 +123,12 @@ def test_every_local_replica_must_be_full_for_a_full_spill() -> None:
     balancer = make_balancer((LOCAL, LOCAL2, NEXT))
     answered(balancer, LOCAL, load=report(in_flight=2, limit=2))  # 1 of another client
     answered(balancer, LOCAL2, load=report(in_flight=1, limit=2))  # idle
-    balancer.attempt_started(LOCAL)  # LOCAL: 1 theirs + 1 ours = full
+    balancer.attempt_started(LOCAL, 0.0)  # LOCAL: 1 theirs + 1 ours = full
     for _ in range(2):  # both rotations: the one with room goes first, no spill
         order, spill = balancer.plan()
         assert spill is None and order == [LOCAL2, LOCAL, NEXT]
-    balancer.attempt_started(LOCAL2)
-    balancer.attempt_started(LOCAL2)  # LOCAL2 full too
+    balancer.attempt_started(LOCAL2, 0.0)
+    balancer.attempt_started(LOCAL2, 0.0)  # LOCAL2 full too
     order, spill = balancer.plan()
     assert spill == SPILL_FULL and order[0] == NEXT and set(order[1:]) == {LOCAL, LOCAL2}
 
@@ -159,7 +159,7 @@ def test_strict_locality_never_spills() -> None:
         clock.now += 1.0
         answered(balancer, LOCAL, latency=1.0)
     for _ in range(10):
-        balancer.attempt_started(LOCAL)
+        balancer.attempt_started(LOCAL, 0.0)
         assert balancer.plan() == ([LOCAL, NEXT], None)
     assert chance.draws == 0
 
@@ -268,9 +268,9 @@ def test_two_choices_put_the_less_loaded_first_within_a_tier() -> None:
     for endpoint in (LOCAL, LOCAL2, LOCAL3, NEXT, NEXT2):
         answered(balancer, endpoint, latency=0.010)
     for _ in range(3):
-        balancer.attempt_started(LOCAL3)  # busiest
-    balancer.attempt_started(LOCAL2)
-    balancer.attempt_started(NEXT)
+        balancer.attempt_started(LOCAL3, 0.0)  # busiest
+    balancer.attempt_started(LOCAL2, 0.0)
+    balancer.attempt_started(NEXT, 0.0)
     firsts = []
     for _ in range(6):  # every rotation, twice
         order, spill = balancer.plan()

@@ -81,7 +81,7 @@ def test_the_spill_swaps_the_first_two_tiers_with_their_choices() -> None:
     balancer = Balancer((*LOCAL, *ZONE), node="a", zone="z")
     full = LoadReport(in_flight=10, limit=1)
     for endpoint in LOCAL:
-        balancer.attempt_started(endpoint)
+        balancer.attempt_started(endpoint, 0.0)
         balancer.attempt_ended(endpoint, None, full)
     order, spill = balancer.plan()
     assert spill == "full"
@@ -94,26 +94,24 @@ def test_report_bytes_are_decoded_only_when_the_last_report_is_stale() -> None:
     now = [100.0]
     balancer = Balancer(LOCAL[:1], node="a", zone="z", clock=lambda: now[0])
     endpoint = LOCAL[0]
-    assert balancer.wants_trailers(endpoint)  # never reported
-    balancer.attempt_started(endpoint)
+    assert balancer.attempt_started(endpoint, now[0])  # never reported: read its trailers
     balancer.attempt_ended(endpoint, 0.001, encode(LoadReport(in_flight=3, limit=8)))
     load = balancer.load_of(endpoint)
     assert load is not None and load.report == LoadReport(in_flight=3, limit=8)
-    assert not balancer.wants_trailers(endpoint)  # fresh: the next answers' are skipped
     now[0] += REPORT_INTERVAL / 2
-    balancer.attempt_started(endpoint)
+    assert not balancer.attempt_started(endpoint, now[0])  # fresh: this answer's are skipped
     balancer.attempt_ended(endpoint, 0.001, encode(LoadReport(in_flight=5, limit=8)))
     assert load.report == LoadReport(in_flight=3, limit=8)  # within the interval: not decoded
     now[0] += REPORT_INTERVAL
-    assert balancer.wants_trailers(endpoint)
-    balancer.attempt_started(endpoint)
+    assert balancer.attempt_started(endpoint, now[0])  # due again
     balancer.attempt_ended(endpoint, 0.001, encode(LoadReport(in_flight=5, limit=8)))
     assert load.report == LoadReport(in_flight=5, limit=8)
+    assert load.outstanding == 0
 
 
 def test_an_endpoint_without_a_known_node_always_wants_its_trailers() -> None:
     unknown = Endpoint("10.0.9.1", 1)
     balancer = Balancer((unknown,), node="a", zone=None)
-    balancer.attempt_started(unknown)
+    assert balancer.attempt_started(unknown, 0.0)
     balancer.attempt_ended(unknown, 0.001, LoadReport(in_flight=1, limit=8))
-    assert balancer.wants_trailers(unknown)  # its server names the node there
+    assert balancer.attempt_started(unknown, 0.0)  # its server names the node there

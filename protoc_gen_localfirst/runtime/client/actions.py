@@ -43,6 +43,10 @@ class Attempt:
     started_at: float
     info: AttemptInfo | None = None
     """The observers' record of this attempt (None: no observers)."""
+    read_trailers: bool = True
+    """Whether the driver should read the answer's trailers for ``attempt_succeeded``:
+    observers listen, or the balancer wants them (the server's node is unknown, or
+    its load report is due). Most answers' are not read: that costs a call CPU."""
 
 
 @dataclass(frozen=True, slots=True)

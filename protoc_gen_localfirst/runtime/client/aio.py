@@ -216,9 +216,9 @@ class AsyncClient(ClientCore[grpc.aio.Channel]):
             )
             try:
                 response = await grpc_call
-                # Most answers' trailers are not read (see CallState.wants_trailers).
-                wanted = call.wants_trailers(attempt)
-                trailers = await grpc_call.trailing_metadata() if wanted else None
+                # Most answers' trailers are not read (see Attempt.read_trailers).
+                read = attempt.read_trailers
+                trailers = await grpc_call.trailing_metadata() if read else None
             except grpc.RpcError as error:
                 call.attempt_failed(attempt, error, replayable=requests.replayable)
                 return _FAILED

@@ -335,10 +335,16 @@ class Balancer:
             full = full and utilization > 1.0
         return SPILL_FULL if full else None
 
-    def attempt_started(self, endpoint: Endpoint) -> None:
+    def attempt_started(self, endpoint: Endpoint, now: float) -> bool:
+        """An attempt to ``endpoint`` starts at ``now``; whether its answer's trailers
+        are worth reading: the endpoint's node is not known yet (servers name it
+        there), or its last load report is older than ``REPORT_INTERVAL``. Most
+        answers' are not (reading them costs the call CPU)."""
         load = self._view.load.get(endpoint.address)
-        if load is not None:
-            load.outstanding += 1
+        if load is None:
+            return endpoint.node is None
+        load.outstanding += 1
+        return endpoint.node is None or now - load.reported_at >= REPORT_INTERVAL
 
     def attempt_ended(
         self,
@@ -397,16 +403,6 @@ class Balancer:
             levels = view.levels
             next_tier = self._tier_latency[levels[1]].mean if len(levels) > 1 else None
             self._spill.observe(self._tier_latency[0].mean, next_tier, self._floor, now)
-
-    def wants_trailers(self, endpoint: Endpoint) -> bool:
-        """Whether an answer's trailers are worth reading: the endpoint's node is not
-        known yet (servers name it there), or its last load report is older than
-        ``REPORT_INTERVAL``. Most answers' are not (reading them costs the call a
-        few microseconds)."""
-        if endpoint.node is None:
-            return True
-        load = self._view.load.get(endpoint.address)
-        return load is not None and self._clock() - load.reported_at >= REPORT_INTERVAL
 
     def reported(self, endpoint: Endpoint, report: LoadReport) -> None:
         """A load report from outside a call (a health probe, in a probe thread: a few
@@ -505,9 +501,9 @@ class LockedBalancer(Balancer):
         with self._call_lock:
             return super().plan()
 
-    def attempt_started(self, endpoint: Endpoint) -> None:
+    def attempt_started(self, endpoint: Endpoint, now: float) -> bool:
         with self._call_lock:
-            super().attempt_started(endpoint)
+            return super().attempt_started(endpoint, now)
 
     def attempt_ended(
         self,

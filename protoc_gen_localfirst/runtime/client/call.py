@@ -286,7 +286,7 @@ class CallState:
         self.started = number = self.started + 1
         now = self._clock()
         self.in_flight += 1
-        self.settings.balancer.attempt_started(endpoint)
+        read_trailers = self.settings.balancer.attempt_started(endpoint, now)
         metadata = self.metadata
         last = None
         if number > 1:  # a retry, failover or hedge: what a first attempt has none of
@@ -318,7 +318,8 @@ class CallState:
         if self._deadline is not None:
             remaining = max(self._deadline - now, 0.0)
             timeout = remaining if timeout is None else min(timeout, remaining)
-        return Attempt(number, endpoint, timeout, metadata, hedged, now, info)
+        read_trailers = read_trailers or info is not None
+        return Attempt(number, endpoint, timeout, metadata, hedged, now, info, read_trailers)
 
     def _deadline_passed(self, now: float | None = None) -> bool:
         if self._deadline is None:
@@ -333,15 +334,9 @@ class CallState:
             self.committed = True
         self._learn_node(attempt.endpoint, node_and_report(headers)[0])
 
-    def wants_trailers(self, attempt: Attempt) -> bool:
-        """Whether the driver should read the trailers of ``attempt``'s answer for
-        ``attempt_succeeded``: observers listen, or the balancer wants them (the
-        server's node is unknown, or its load report is due)."""
-        return attempt.info is not None or self.settings.balancer.wants_trailers(attempt.endpoint)
-
     def attempt_succeeded(self, attempt: Attempt, trailers: Metadata | None = None) -> None:
         """``attempt`` answered OK (for streams: it committed and ended OK); ``trailers``
-        as read when ``wants_trailers`` said so, else None. Every call's last step:
+        as read when ``attempt.read_trailers`` said so, else None. Every call's last step:
         one pass over the trailers, one balancer call."""
         self._one_ended()
         endpoint = attempt.endpoint

@@ -210,7 +210,7 @@ class SyncClient(ClientCore[grpc.Channel]):
             raise
         finally:
             self.channels.release(lease)
-        trailers = grpc_call.trailing_metadata() if call.wants_trailers(attempt) else None
+        trailers = grpc_call.trailing_metadata() if attempt.read_trailers else None
         call.attempt_succeeded(attempt, trailers)
         return response
 

@@ -338,16 +338,18 @@ class CallState:
         """``attempt`` answered OK (for streams: it committed and ended OK); ``trailers``
         as read when ``attempt.read_trailers`` said so, else None. Every call's last step:
         one pass over the trailers, one balancer call."""
-        self._one_ended()
         endpoint = attempt.endpoint
         settings = self.settings
         report = None
         if trailers:
             node, report = node_and_report(trailers)
             self._learn_node(endpoint, node)
-        if attempt.info is not None:
+        if self._call_info is None:  # the common case: no observer wants records
+            self.in_flight -= 1
+            self._finished = True
+        else:
+            self._one_ended()
             self._attempt_outcome(attempt, "ok", grpc.StatusCode.OK, trailers)
-        if not self._finished:
             self._finish(grpc.StatusCode.OK, endpoint)
         latency = self._clock() - attempt.started_at if settings.unary else None
         settings.balancer.attempt_ended(endpoint, latency, report, ok=True)

@@ -30,7 +30,7 @@ from typing import Any
 import grpc
 import grpc.aio
 
-from bench.stats import Latency, closed_loop, machine, round_order
+from bench.stats import Latency, abba_round, machine, round_order
 from demo.cluster import REPO, ReplicaProcess
 from tests.support.certs import TlsFiles, make_tls_files
 
@@ -156,10 +156,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             for concurrency, count in calls.items():
                 rounds: dict[str, list[Latency]] = {name: [] for name in variants}
                 for index in range(args.repeats):
-                    for name, variant in round_order(variants, index):
-                        rounds[name].append(
-                            await closed_loop(variant, concurrency=concurrency, calls=count)
-                        )
+                    ran = await abba_round(variants, index, concurrency=concurrency, calls=count)
+                    for name, latency in ran.items():
+                        rounds[name].append(latency)
                 base = rounds[BASELINE]
                 results["unary"][concurrency] = {
                     name: {

@@ -41,6 +41,10 @@ class Latency:
     def calls_per_s(self) -> float:
         return len(self.samples) / self.wall
 
+    def __add__(self, other: Latency) -> Latency:
+        """Two runs of one variant as one (the calls of both, the wall time of both)."""
+        return Latency(self.samples + other.samples, self.wall + other.wall)
+
     @property
     def mean_ms(self) -> float:
         return statistics.fmean(self.samples) * 1000
@@ -52,6 +56,25 @@ def round_order(variants: Mapping[K, T], round_index: int) -> list[tuple[K, T]]:
     setting) or right after the same neighbour."""
     items = list(variants.items())
     return items[::-1] if round_index % 2 else items
+
+
+async def abba_round(
+    variants: Mapping[K, Callable[[], Awaitable[object]]],
+    round_index: int,
+    *,
+    concurrency: int,
+    calls: int,
+) -> dict[K, Latency]:
+    """One round of closed loops: every variant runs twice, ``calls // 2`` calls each
+    time, in the order A B .. B A (``round_order``, then reversed), and its two halves
+    count as one run. A machine that speeds up or slows down during the round (a
+    neighbour on a shared host) then weighs on every variant alike, where running
+    each once, one after another, gives the drift to whichever ran later."""
+    order = round_order(variants, round_index)
+    halves: dict[K, list[Latency]] = {name: [] for name, _ in order}
+    for name, call in order + order[::-1]:
+        halves[name].append(await closed_loop(call, concurrency=concurrency, calls=calls // 2))
+    return {name: first + second for name, (first, second) in halves.items()}
 
 
 async def closed_loop(

@@ -41,6 +41,7 @@ from greeter.v1 import greeter_localfirst, greeter_pb2
 
 Variant = Callable[[], Awaitable[object]]
 BASELINE = "grpcio h2 (baseline)"
+CONTROL = "grpcio h2 (control)"
 
 
 def pin_cpus(replicas: list[ReplicaProcess]) -> None:
@@ -147,6 +148,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     ca_file=ca,
                 )
             variants: dict[str, Variant] = {BASELINE: plain_unary(plain_channel)}
+            control_channel = None
+            if args.control:
+                # The baseline's client again, on a connection of its own: how far a
+                # ratio moves when nothing differs (the noise floor of the ratios).
+                control_channel = grpc.aio.insecure_channel(
+                    f"ipv4:{h2_replica.address}", options=[("grpc.use_local_subchannel_pool", 1)]
+                )
+                variants[CONTROL] = plain_unary(control_channel)
             variants.update({name: localfirst_unary(c) for name, c in clients.items()})
             calls = {
                 1: 500 if args.quick else 3000,
@@ -201,6 +210,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             for client in clients.values():
                 await client.close()
             await plain_channel.close()
+            if control_channel is not None:
+                await control_channel.close()
         finally:
             for replica in replicas:
                 replica.stop()
@@ -249,6 +260,11 @@ def main() -> None:
         "--pin",
         action="store_true",
         help="pin the replicas to the last CPU and the clients to the others",
+    )
+    parser.add_argument(
+        "--control",
+        action="store_true",
+        help="also run plain grpc.aio on a second connection as a variant: the ratios' noise floor",
     )
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()

@@ -29,8 +29,9 @@ from typing import Any
 
 import grpc.aio
 
-from bench.client_cpu import cpu_per_call
-from bench.stats import describe, machine, round_order
+from bench.client_cpu import interleaved
+from bench.run import plain_unary
+from bench.stats import describe, machine
 from demo.cluster import REPO, ReplicaProcess
 
 sys.path.insert(0, str(REPO / "generated"))
@@ -85,27 +86,17 @@ async def run(commit: str, rounds: int, concurrency: int) -> dict[str, list[floa
         replica.start()
         try:
             channel = grpc.aio.insecure_channel(f"ipv4:{replica.address}")
-            say = channel.unary_unary(
-                "/greeter.v1.Greeter/SayHello",
-                request_serializer=greeter_pb2.HelloRequest.SerializeToString,
-                response_deserializer=greeter_pb2.HelloReply.FromString,
-            )
             target = f"static:///{replica.static}"
             this_tree = greeter_localfirst.GreeterClient(target, node="node-bench")
             old = client_of(before, target)
             request = greeter_pb2.HelloRequest(name="bench")
             variants = {
-                "plain grpc.aio": lambda: say(request, timeout=10),
+                "plain grpc.aio": plain_unary(channel),
                 commit: lambda: old.say_hello(request, timeout=10),
                 "this tree": lambda: this_tree.say_hello(request, timeout=10),
             }
             batch = 300 if concurrency == 1 else 2000
-            for variant in variants.values():  # warm up: connections, caches
-                await cpu_per_call(variant, 500)
-            results: dict[str, list[float]] = {name: [] for name in variants}
-            for index in range(rounds):
-                for name, variant in round_order(variants, index):
-                    results[name].append(await cpu_per_call(variant, batch, concurrency))
+            results = await interleaved(variants, rounds, batch, concurrency)
             await this_tree.close()
             await old.close()
             await channel.close()

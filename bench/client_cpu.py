@@ -25,7 +25,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +62,20 @@ async def cpu_per_call(call: Callable[[], object], calls: int, concurrency: int 
     return (time.process_time() - started) / calls * 1e6
 
 
+async def interleaved(
+    variants: Mapping[str, Callable[[], object]], rounds: int, batch: int, concurrency: int
+) -> dict[str, list[float]]:
+    """``cpu_per_call`` of every variant, ``batch`` calls per round, the variants
+    interleaved (``round_order``), after a warm-up of each."""
+    for variant in variants.values():  # warm up: connections, caches
+        await cpu_per_call(variant, 500)
+    results: dict[str, list[float]] = {name: [] for name in variants}
+    for index in range(rounds):
+        for name, variant in round_order(variants, index):
+            results[name].append(await cpu_per_call(variant, batch, concurrency))
+    return results
+
+
 async def run(rounds: int, batch: int, concurrency: int) -> dict[str, list[float]]:
     with tempfile.TemporaryDirectory() as tmp:
         # Streams per connection above any concurrency measured (plain grpc does not
@@ -90,12 +104,7 @@ async def run(rounds: int, batch: int, concurrency: int) -> dict[str, list[float
                 SYNC_BASELINE: lambda: say(request, timeout=10),
                 "localfirst blocking": lambda: sync_client.say_hello(request, timeout=10),
             }
-            for variant in variants.values():  # warm up: connections, caches
-                await cpu_per_call(variant, 500)
-            results: dict[str, list[float]] = {name: [] for name in variants}
-            for index in range(rounds):
-                for name, variant in round_order(variants, index):
-                    results[name].append(await cpu_per_call(variant, batch, concurrency))
+            results = await interleaved(variants, rounds, batch, concurrency)
             await client.close()
             sync_client.close()
             await aio_channel.close()
